@@ -1,0 +1,80 @@
+# lightclip: every task a person runs. `make help` lists them.
+#
+# `make demo` and `make test` work on a fresh machine: they create the virtualenv, install
+# torch and the dev tools, build the Rust extension, and then do their job. Re-running is
+# incremental (cargo and the stamp files below decide what is stale).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# The interpreter the virtualenv is made from. `make wheel PYTHON=python3.12` builds for 3.12
+# in a venv of its own, since tch compiles against the torch (and Python headers) it finds.
+PYTHON ?= python3
+VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+OPEN_CLIP := open-clip-torch==3.3.0
+
+# Build products live outside the clone (one target dir per venv path) so a fresh clone in a
+# known place, like CI's, reuses the slow libtorch wrapper build; nothing depends on it
+# existing. The pip/uv caches are the tools' own (~/.cache/uv).
+CACHE ?= $(HOME)/.cache/lightclip
+export CARGO_TARGET_DIR ?= $(CACHE)/target-$(shell printf '%s' "$(abspath $(VENV))" | cksum | cut -d' ' -f1)
+# tch's build script finds torch by running `python` from the active virtualenv.
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
+export LIBTORCH_USE_PYTORCH := 1
+
+.PHONY: help setup build test test-rust test-python demo bench wheel lint fmt stubs clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(UV) pip install --python $(PY) -r pyproject.toml --extra dev
+	# open_clip is only a test reference (its tokenizer); its torchvision etc. are not needed.
+	$(UV) pip install --python $(PY) --no-deps $(OPEN_CLIP)
+	touch $@
+
+setup: $(VENV)/.deps ## create the virtualenv with torch and the dev tools
+
+build: $(VENV)/.deps ## build the extension (release) into the virtualenv
+	$(VENV)/bin/maturin develop --release --uv -q
+
+test: test-rust test-python ## run the whole test suite (Rust core, then Python)
+
+test-rust: $(VENV)/.deps ## cargo test of the pure core (no Python, no libtorch)
+	cargo test -p lightclip-core --release
+
+test-python: build wheel ## pytest, including the wheel installed into a clean venv
+	LIGHTCLIP_WHEEL="$$(ls -t dist/lightclip-*-cp$$($(PY) -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')-*.whl | head -1)" \
+	LIGHTCLIP_UV="$(abspath $(UV))" $(PY) -m pytest
+
+demo: build ## train on the bundled data, evaluate, print results
+	$(PY) -m lightclip demo
+
+bench: build ## run every benchmark (each prints its ratio against the reference)
+	$(PY) benchmarks/run_all.py
+
+wheel: $(VENV)/.deps ## build an installable wheel into dist/
+	$(VENV)/bin/maturin build --release -i $(PY) -o dist -q
+
+lint: $(VENV)/.deps ## cargo fmt --check, clippy -D warnings, ruff
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --release -- -D warnings
+	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff format --check python tests benchmarks
+
+fmt: $(VENV)/.deps ## format Rust and Python in place
+	cargo fmt --all
+	$(VENV)/bin/ruff format python tests benchmarks
+	$(VENV)/bin/ruff check --fix python tests benchmarks
+
+stubs: build ## check python/lightclip/_core.pyi against the compiled module
+	$(PY) -m mypy.stubtest lightclip._core --allowlist tests/stubtest_allowlist.txt
+
+clean: ## remove the build products and the virtualenv
+	rm -rf "$(CARGO_TARGET_DIR)" $(VENV) dist python/lightclip/_core.*.so

@@ -1,0 +1,36 @@
+"""The exceptions lightclip raises.
+
+Every error lightclip raises on purpose is a :class:`LightclipError`. Argument problems are also
+the built-in a caller would expect, so ``except ValueError`` keeps working::
+
+    >>> import lightclip, torch
+    >>> try:
+    ...     lightclip.token_similarity(torch.zeros(2, 3), torch.zeros(2, 4))
+    ... except ValueError as e:
+    ...     print(type(e).__name__)
+    InvalidInputError
+
+The Rust extension imports these classes by name (``rust/py/src/errors.rs``), so renaming one
+here means renaming it there.
+"""
+
+from __future__ import annotations
+
+
+class LightclipError(Exception):
+    """Base class of every error raised by lightclip on purpose."""
+
+
+class InvalidInputError(LightclipError, ValueError):
+    """An argument has a wrong value or shape; the message names the argument."""
+
+
+class InvalidDtypeError(LightclipError, TypeError):
+    """A tensor argument has a dtype the operation does not take."""
+
+
+class DataError(LightclipError):
+    """A sample or data source could not be used; the message names shard, member and sample."""
+
+
+__all__ = ["LightclipError", "InvalidInputError", "InvalidDtypeError", "DataError"]

@@ -1,0 +1,2 @@
+//! The data pipeline: sources, decoding, augmentation, batching, prefetch.
+//! (issue 6 fills this in)

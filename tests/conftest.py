@@ -1,0 +1,22 @@
+"""Shared test fixtures.
+
+Flickr8k lives beside the repository (../shared/data/flickr8k) and is never copied in; tests
+that use it skip with a clear reason where it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FLICKR8K = Path(os.environ.get("LIGHTCLIP_FLICKR8K", REPO.parent / "shared" / "data" / "flickr8k"))
+
+
+@pytest.fixture(scope="session")
+def flickr8k_dir() -> Path:
+    if not (FLICKR8K / "dev-000000.tar").exists():
+        pytest.skip(f"Flickr8k shards not found at {FLICKR8K}")
+    return FLICKR8K
