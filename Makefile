@@ -31,7 +31,7 @@ export LIBTORCH_USE_PYTORCH := 1
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.deps: pyproject.toml
+$(VENV)/.deps: pyproject.toml | wordnet
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv
 	$(UV) pip install --python $(PY) -r pyproject.toml --extra dev
@@ -40,6 +40,23 @@ $(VENV)/.deps: pyproject.toml
 	touch $@
 
 setup: $(VENV)/.deps ## create the virtualenv with torch and the dev tools
+
+# WordNet 3.0 for EDA's synonym operations: Debian's wordnet-base, read from /usr/share/wordnet
+# (or LIGHTCLIP_WORDNET); never copied into the repository. Without it EDA still runs, minus
+# synonym replacement and insertion.
+.PHONY: wordnet
+wordnet: ## install WordNet (Debian's wordnet-base) for EDA when missing and running as root
+	@if [ -f /usr/share/wordnet/data.noun ] || [ -n "$${LIGHTCLIP_WORDNET:-}" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing WordNet (wordnet-base) for EDA synonyms"; \
+		apt-get install -y -q --no-install-recommends wordnet-base \
+		|| { apt-get update -q && apt-get install -y -q --no-install-recommends wordnet-base; } \
+		|| echo "warning: could not install wordnet-base; EDA synonym operations will be off" >&2; \
+	else \
+		echo "note: WordNet not found in /usr/share/wordnet: EDA synonym replacement and" \
+			"insertion will be off. Install it with 'sudo apt-get install wordnet-base'" \
+			"or point LIGHTCLIP_WORDNET at a WordNet 3.0 dict folder." >&2; \
+	fi
 
 build: $(VENV)/.deps ## build the extension (release) into the virtualenv
 	$(VENV)/bin/maturin develop --release --uv -q
@@ -55,6 +72,10 @@ test-python: build wheel ## pytest, including the wheel installed into a clean v
 
 demo: build ## train on the bundled data, evaluate, print results
 	$(PY) -m lightclip demo
+
+.PHONY: compare
+compare: build ## CLIP vs LightCLIP + ablation rows on Flickr8k (ARGS="--steps 20" for a quick run)
+	$(PY) -m lightclip.experiments.ablation $(ARGS)
 
 bench: build ## run every benchmark (each prints its ratio against the reference)
 	$(PY) benchmarks/run_all.py

@@ -11,8 +11,15 @@
 import torch  # noqa: F401  (imported for its side effect)
 
 from . import _core
-from ._core import token_similarity
+from ._core import get_num_threads, match_tokens, set_num_threads, token_similarity
+from .config import TrainConfig
+from .data import DataPipeline, PipelineDataset
 from .errors import DataError, InvalidDtypeError, InvalidInputError, LightclipError
+from .evaluate import evaluate_retrieval, evaluate_zero_shot
+from .labels import LabelSchedule, soft_labels
+from .models import LightCLIP, create_model, create_model_and_transforms, list_models
+from .tokenizer import EOT_TOKEN, MASK_TOKEN, SOT_TOKEN, get_tokenizer, tokenize
+from .train import TrainResult, train
 
 __version__: str = _core.__version__
 
@@ -22,5 +29,26 @@ __all__ = [
     "InvalidDtypeError",
     "InvalidInputError",
     "LightclipError",
+    "evaluate_retrieval",
+    "evaluate_zero_shot",
+    "DataPipeline",
+    "PipelineDataset",
+    "LabelSchedule",
+    "soft_labels",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "LightCLIP",
+    "create_model",
+    "create_model_and_transforms",
+    "list_models",
+    "get_num_threads",
+    "match_tokens",
+    "set_num_threads",
     "token_similarity",
+    "EOT_TOKEN",
+    "MASK_TOKEN",
+    "SOT_TOKEN",
+    "get_tokenizer",
+    "tokenize",
 ]

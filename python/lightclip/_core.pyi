@@ -4,9 +4,26 @@ One section per concern, in the order of rust/py/src. tests/test_stubs.py checks
 against the compiled module, so it cannot drift.
 """
 
+import os
+from collections.abc import Sequence
+from typing import Any, final, overload
+
+import numpy
 import torch
 
 __version__: str
+
+# --- threads.rs ------------------------------------------------------------------------------
+
+def set_num_threads(n: int) -> None:
+    """Sets how many threads lightclip's Rust code uses for its parallel work (``n >= 1``).
+
+    The default is one per core (or ``RAYON_NUM_THREADS``). Work already running finishes on
+    the old pool.
+    """
+
+def get_num_threads() -> int:
+    """How many threads lightclip's Rust code uses for its parallel work."""
 
 # --- similarity.rs ---------------------------------------------------------------------------
 
@@ -17,3 +34,236 @@ def token_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> tor
     dtype, one device. Returns ``[B, N, M]`` (or ``[N, M]``) on that device; autograd flows
     through it. The GIL is released while it computes.
     """
+
+# --- matching.rs -----------------------------------------------------------------------------
+
+@overload
+def match_tokens(
+    cost: torch.Tensor,
+    rows_valid: torch.Tensor | numpy.ndarray | Sequence[int] | None = None,
+    cols_valid: torch.Tensor | numpy.ndarray | Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def match_tokens(
+    cost: numpy.ndarray,
+    rows_valid: torch.Tensor | numpy.ndarray | Sequence[int] | None = None,
+    cols_valid: torch.Tensor | numpy.ndarray | Sequence[int] | None = None,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Exact minimum-cost one-to-one matching (Hungarian) of every item of a cost batch.
+
+    ``cost`` ``[B, N, M]``, any float dtype, any device (or a numpy array). Item b is matched
+    on its top-left ``rows_valid[b] × cols_valid[b]`` block (default: all of it); the smaller
+    side is matched completely, each to a distinct partner, minimising the total cost (the
+    same optimum as ``scipy.optimize.linear_sum_assignment``; solved in float32).
+
+    Returns ``(rows, cols)``, int64 ``[B, K]`` with ``K = min(N, M)`` on the cost's device
+    (numpy arrays for numpy input): pair k of item b is ``(rows[b, k], cols[b, k])``, sorted
+    by row, ``-1`` after the item's ``min(rows_valid[b], cols_valid[b])`` pairs. NaN/inf in a
+    valid block, a zero-size side, a non-3-D cost or lengths out of range raise ``ValueError``.
+    Runs on the lightclip thread pool with the GIL released.
+    """
+
+# --- labels.rs -------------------------------------------------------------------------------
+
+def soft_labels(
+    logits: torch.Tensor,
+    progress: float,
+    *,
+    r1: float = 0.33,
+    r2: float = 0.66,
+    alpha: float = 0.2,
+    ramp: bool = False,
+    ramp_width: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Progressive contrastive targets ``(targets_i2t, targets_t2i)`` for square ``logits``.
+
+    ``logits[i, j]`` = scaled similarity of image i and text j, ``[N, N]``, any float dtype,
+    any device. Both results are ``[N, N]``, detached, in the logits' dtype and device:
+    ``targets_i2t[i]`` is the distribution over texts for image i, ``targets_t2i[j]`` the
+    distribution over images for text j; every row sums to 1. Half inputs are computed in
+    float32. Bad shapes, ``progress`` outside [0, 1], ``alpha`` outside [0, 1), ``r1 > r2``
+    raise ``ValueError``. The GIL is released while it computes.
+    """
+
+def soft_label_rows(
+    logits: torch.Tensor,
+    progress: float,
+    positive_offset: int = 0,
+    *,
+    r1: float = 0.33,
+    r2: float = 0.66,
+    alpha: float = 0.2,
+    ramp: bool = False,
+    ramp_width: float = 0.1,
+) -> torch.Tensor:
+    """Targets for each row of a ``[n, M]`` block whose row i has its positive at column
+    ``positive_offset + i`` (one rank's rows under ``local_loss``); same rules as
+    ``soft_labels``."""
+
+def label_mix(
+    progress: float,
+    *,
+    r1: float = 0.33,
+    r2: float = 0.66,
+    alpha: float = 0.2,
+    ramp: bool = False,
+    ramp_width: float = 0.1,
+) -> tuple[float, float, float]:
+    """Weights ``(identity, uniform, negatives)`` of the target at ``progress``; sum 1."""
+
+def label_phase(
+    progress: float,
+    *,
+    r1: float = 0.33,
+    r2: float = 0.66,
+    alpha: float = 0.2,
+    ramp: bool = False,
+    ramp_width: float = 0.1,
+) -> str:
+    """The hard-switch phase at ``progress``: ``"hard"``, ``"uniform"`` or ``"negative"``."""
+
+# --- pipeline.rs -----------------------------------------------------------------------------
+
+@final
+class Pipeline:
+    """The Rust data pipeline; use :class:`lightclip.DataPipeline`, which wraps it."""
+
+    def __new__(
+        cls,
+        source: str,
+        *,
+        batch_size: int,
+        image_size: int,
+        train: bool,
+        seed: int,
+        threads: int,
+        on_error: str,
+        context_length: int,
+        vocab_path: str | None,
+        eda_prob: float,
+        eda_strength: float,
+        mlm: bool,
+        mlm_prob: float,
+        rank: int,
+        world_size: int,
+        drop_last: bool,
+        image_dtype: str,
+        max_pixels: int,
+        prefetch: int,
+        shuffle_buffer: int,
+        crop_scale: list[float],
+        crop_ratio: list[float],
+        jitter: list[float],
+        jitter_p: float,
+        grayscale_p: float,
+        blur_p: float,
+        blur_sigma: list[float],
+        flip_p: float,
+        csv_img_key: str,
+        csv_caption_key: str,
+        csv_separator: str | None,
+        num_samples: int,
+        data_seed: int,
+        return_captions: bool,
+        all_captions: bool,
+    ) -> Pipeline: ...
+    def start(self, epoch: int, skip: int) -> None:
+        """Starts epoch ``epoch`` after its first ``skip`` items (a resumed position)."""
+    def stop(self) -> None:
+        """Stops the running epoch and frees its threads and buffers."""
+    def next_batch(self) -> dict[str, Any] | None:
+        """The next batch (tensors plus ``_epoch``/``_consumed``), or None at the epoch's end."""
+    def stats(self) -> dict[str, Any]:
+        """Counters: samples read/yielded, batches, skipped samples by reason."""
+    def take_skip_log(self) -> list[str]:
+        """Skip messages since the last call."""
+    @property
+    def class_names(self) -> list[str] | None: ...
+    @property
+    def num_samples(self) -> int | None: ...
+    @property
+    def threads(self) -> int: ...
+
+# --- text.rs ---------------------------------------------------------------------------------
+
+SOT_TOKEN: int
+EOT_TOKEN: int
+MASK_TOKEN: int
+VOCAB_SIZE_WITH_MASK: int
+
+@final
+class Tokenizer:
+    """open_clip's CLIP BPE tokenizer, bit-identical, in Rust (``lightclip.get_tokenizer()``)."""
+
+    def __new__(cls, path: str | os.PathLike[str], context_length: int = 77) -> Tokenizer: ...
+    def __call__(
+        self, texts: str | bytes | Sequence[str | bytes], context_length: int | None = None
+    ) -> torch.Tensor:
+        """Captions → ``int64 [N, context_length]``: SOT, ids, EOT, zeros; a caption that does
+        not fit is cut and keeps EOT last. Parallel, GIL released."""
+
+    def encode(self, text: str | bytes) -> list[int]:
+        """BPE ids of one caption after open_clip's cleaning, without SOT/EOT."""
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Text of ids as open_clip decodes it (``</w>`` → space)."""
+
+    @staticmethod
+    def clean(text: str | bytes) -> str:
+        """open_clip's caption cleaning (ftfy subset, HTML unescape, whitespace, lower case)."""
+
+    @property
+    def context_length(self) -> int: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def sot_token_id(self) -> int: ...
+    @property
+    def eot_token_id(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+
+def mlm_mask(
+    ids: torch.Tensor,
+    seed: int,
+    epoch: int = 0,
+    start_index: int = 0,
+    probability: float = 0.15,
+    mask_fraction: float = 0.8,
+    random_fraction: float = 0.1,
+    mask_token: int = 49408,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking of token ids ``[N, C]`` (or ``[C]``): returns ``(masked_ids, labels)`` on
+    the input's device, labels ``-100`` where not masked. Only positions strictly between SOT
+    and EOT are candidates; of the chosen, ``mask_fraction`` become ``mask_token``,
+    ``random_fraction`` a random ordinary token, the rest stay. Row ``i`` is seeded by
+    ``(seed, epoch, start_index + i)``."""
+
+def word_lengths(ids: torch.Tensor) -> torch.Tensor:
+    """Tokens strictly between SOT and the first EOT, per row: ``[N, C]`` → ``int64 [N]``."""
+
+def eda_augment(
+    texts: str | bytes | Sequence[str | bytes],
+    seed: int,
+    epoch: int = 0,
+    start_index: int = 0,
+    probability: float = 1.0,
+    synonym_replacement: float = 0.1,
+    random_insertion: float = 0.1,
+    random_swap: float = 0.1,
+    random_deletion: float = 0.1,
+    mode: str = "declip",
+    op: str | None = None,
+    wordnet: str | os.PathLike[str] | bool | None = None,
+) -> list[str]:
+    """EDA (Wei & Zou 2019) on captions. ``mode="declip"`` picks one of SR/RS/RD per caption,
+    ``"any"`` one of all four; ``op`` ("sr", "ri", "rs", "rd") forces one. Caption ``i`` is
+    seeded by ``(seed, epoch, start_index + i)``. ``wordnet``: None/True search
+    ``$LIGHTCLIP_WORDNET`` and ``/usr/share/wordnet``, False disables, a path names the folder;
+    without WordNet SR and RI are off (one warning) and RS/RD still work."""
+
+def wordnet_synonyms(word: str, wordnet: str | os.PathLike[str] | bool | None = None) -> list[str]:
+    """The WordNet synonyms EDA uses for ``word`` (base forms for inflections)."""
+
+def wordnet_dir() -> str | None:
+    """The folder of the WordNet found on the search path, or None."""

@@ -1,4 +1,4 @@
-"""The ``lightclip`` command line: ``lightclip info``, ``lightclip demo``.
+"""The ``lightclip`` command line: ``lightclip info``, ``demo``, ``train``, ``eval``.
 
 Each sub-command lives in its own module and registers itself here; errors a user can fix
 are printed as one line and a non-zero exit, never a traceback wall.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .errors import LightclipError
 
@@ -26,8 +27,43 @@ def _info(_: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(seed=args.seed)
+    run_demo(
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        logs=args.logs,
+        progress=not args.no_progress,
+    )
     return 0
+
+
+def _add_train_command(sub: Any) -> None:
+    from .config import add_arguments, config_from_args
+
+    def run(args: argparse.Namespace) -> int:
+        from .train import train
+
+        result = train(config_from_args(args))
+        return 130 if result.interrupted else 0
+
+    train_parser = sub.add_parser(
+        "train", help="train a model (open_clip-style flags; --recipe clip for the baseline)"
+    )
+    add_arguments(train_parser)
+    train_parser.set_defaults(run=run)
+
+
+def _add_eval_command(sub: Any) -> None:
+    from .eval_cli import add_eval_arguments, add_export_arguments, run_eval, run_export
+
+    evaluate = sub.add_parser(
+        "eval", help="zero-shot classification / retrieval, CLIP_benchmark-shaped JSON"
+    )
+    add_eval_arguments(evaluate)
+    evaluate.set_defaults(run=run_eval)
+    export = sub.add_parser("export", help="write a checkpoint as an open_clip model folder")
+    add_export_arguments(export)
+    export.set_defaults(run=run_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="versions and devices").set_defaults(run=_info)
     demo = sub.add_parser("demo", help="the main job on the bundled data")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 400)")
+    demo.add_argument("--batch-size", type=int, default=64)
+    demo.add_argument("--logs", default="./logs", help="where the demo run folder goes")
+    demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(run=_demo)
+    _add_train_command(sub)
+    _add_eval_command(sub)
     return parser
 
 

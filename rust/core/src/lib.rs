@@ -3,6 +3,7 @@
 //! One module per concern; the binding crate (`rust/py`) mirrors these modules one file each
 //! and only converts types, releases the GIL and maps errors.
 
+pub mod augment;
 pub mod error;
 pub mod matching;
 pub mod pipeline;

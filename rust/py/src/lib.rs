@@ -12,10 +12,12 @@ mod pipeline;
 mod similarity;
 mod tensor;
 mod text;
+mod threads;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    threads::register(m)?;
     similarity::register(m)?;
     matching::register(m)?;
     labels::register(m)?;

@@ -1,7 +1,329 @@
-//! Bindings for the core's pipeline module (filled in by its issue).
+//! `lightclip._core.Pipeline`: the core data pipeline as a Python iterator of tensor dicts.
+//!
+//! The binding builds the core pipeline from keyword arguments, waits for batches with the GIL
+//! released, and turns each batch's contiguous buffers into torch tensors with one copy
+//! (`Tensor::from_slice`). Epoch bookkeeping, state dicts and logging live in
+//! `python/lightclip/data.py`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use pyo3_tch::PyTensor;
+use tch::Tensor;
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
-    Ok(())
+use lightclip_core::augment::{AugmentConfig, Jitter};
+use lightclip_core::pipeline::{
+    Batch, BatchConfig, EpochStream, ErrorPolicy, ImageBuffer, ImageDtype, Pipeline, SampleConfig,
+    Source, SourceOptions, SyntheticConfig,
+};
+use lightclip_core::text::{Eda, EdaConfig, MlmConfig, Tokenizer};
+use lightclip_core::CoreError;
+
+use crate::errors::{torch_err, BindingError, InvalidInputError, LightclipError};
+
+#[pyclass(name = "Pipeline", module = "lightclip._core")]
+pub struct PyPipeline {
+    inner: Pipeline,
+    stream: Mutex<Option<EpochStream>>,
+    return_captions: bool,
+    all_captions: bool,
+}
+
+fn tensor<T: tch::kind::Element>(data: &[T], shape: &[i64]) -> PyResult<PyTensor> {
+    Tensor::f_from_slice(data)
+        .and_then(|t| t.f_view(shape))
+        .map(PyTensor)
+        .map_err(|e| torch_err("building a batch tensor", e))
+}
+
+fn batch_to_dict<'py>(
+    py: Python<'py>,
+    batch: Batch,
+    captions: bool,
+    all: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (b, s, c) = (
+        batch.size as i64,
+        batch.image_size as i64,
+        batch.context_length as i64,
+    );
+    let d = PyDict::new(py);
+    let image_shape = [b, 3, s, s];
+    match &batch.images {
+        ImageBuffer::Float32(v) => d.set_item("image", tensor(v, &image_shape)?)?,
+        ImageBuffer::Uint8(v) => d.set_item("image", tensor(v, &image_shape)?)?,
+    }
+    d.set_item("text", tensor(&batch.text, &[b, c])?)?;
+    d.set_item("masked_text", tensor(&batch.masked_text, &[b, c])?)?;
+    d.set_item("mlm_labels", tensor(&batch.mlm_labels, &[b, c])?)?;
+    d.set_item("word_lengths", tensor(&batch.word_lengths, &[b])?)?;
+    if let Some(labels) = &batch.labels {
+        d.set_item("label", tensor(labels, &[b])?)?;
+    }
+    if captions {
+        d.set_item("captions", batch.captions)?;
+    }
+    if all {
+        d.set_item("all_captions", batch.all_captions)?;
+        d.set_item("key", batch.keys)?;
+    }
+    d.set_item("_epoch", batch.epoch)?;
+    d.set_item("_consumed", batch.consumed)?;
+    Ok(d)
+}
+
+fn pair(name: &str, v: Vec<f32>) -> PyResult<(f32, f32)> {
+    match v.as_slice() {
+        [a, b] => Ok((*a, *b)),
+        _ => Err(InvalidInputError::new_err(format!(
+            "invalid `{name}`: expected two numbers (lo, hi), got {} value(s)",
+            v.len()
+        ))),
+    }
+}
+
+#[pymethods]
+impl PyPipeline {
+    #[new]
+    #[pyo3(signature = (
+        source, *, batch_size, image_size, train, seed, threads, on_error, context_length,
+        vocab_path, eda_prob, eda_strength, mlm, mlm_prob, rank, world_size, drop_last,
+        image_dtype, max_pixels, prefetch, shuffle_buffer, crop_scale, crop_ratio, jitter,
+        jitter_p, grayscale_p, blur_p, blur_sigma, flip_p, csv_img_key, csv_caption_key,
+        csv_separator, num_samples, data_seed, return_captions, all_captions
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        source: String,
+        batch_size: usize,
+        image_size: usize,
+        train: bool,
+        seed: u64,
+        threads: usize,
+        on_error: &str,
+        context_length: usize,
+        vocab_path: Option<PathBuf>,
+        eda_prob: f64,
+        eda_strength: f64,
+        mlm: bool,
+        mlm_prob: f64,
+        rank: u64,
+        world_size: u64,
+        drop_last: bool,
+        image_dtype: &str,
+        max_pixels: u64,
+        prefetch: usize,
+        shuffle_buffer: usize,
+        crop_scale: Vec<f32>,
+        crop_ratio: Vec<f32>,
+        jitter: Vec<f32>,
+        jitter_p: f32,
+        grayscale_p: f32,
+        blur_p: f32,
+        blur_sigma: Vec<f32>,
+        flip_p: f32,
+        csv_img_key: String,
+        csv_caption_key: String,
+        csv_separator: Option<String>,
+        num_samples: usize,
+        data_seed: u64,
+        return_captions: bool,
+        all_captions: bool,
+    ) -> PyResult<Self> {
+        let policy = ErrorPolicy::parse(on_error).map_err(BindingError::from)?;
+        let image_dtype = match image_dtype {
+            "float32" => ImageDtype::Float32,
+            "uint8" => ImageDtype::Uint8,
+            other => {
+                return Err(InvalidInputError::new_err(format!(
+                    "invalid `image_dtype`: must be \"float32\" or \"uint8\", got {other:?}"
+                )))
+            }
+        };
+        let [brightness, contrast, saturation, hue] = jitter.as_slice() else {
+            return Err(InvalidInputError::new_err(format!("invalid `jitter`: expected (brightness, contrast, saturation, hue), got {} value(s)", jitter.len())));
+        };
+        let csv_separator = match csv_separator.as_deref() {
+            None => None,
+            Some(s) if s.len() == 1 => Some(s.as_bytes()[0]),
+            Some(s) => {
+                return Err(InvalidInputError::new_err(format!(
+                    "invalid `csv_separator`: must be one ASCII character, got {s:?}"
+                )))
+            }
+        };
+        let augment = AugmentConfig {
+            crop_scale: pair("crop_scale", crop_scale)?,
+            crop_ratio: pair("crop_ratio", crop_ratio)?,
+            jitter: Jitter {
+                brightness: *brightness,
+                contrast: *contrast,
+                saturation: *saturation,
+                hue: *hue,
+            },
+            jitter_p,
+            grayscale_p,
+            blur_p,
+            blur_sigma: pair("blur_sigma", blur_sigma)?,
+            flip_p,
+        };
+        let options = SourceOptions {
+            csv_image_key: csv_img_key,
+            csv_caption_key,
+            csv_separator,
+            synthetic: SyntheticConfig {
+                num_samples,
+                data_seed,
+            },
+        };
+        let threads = if threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            threads
+        };
+        let build = move || -> Result<Pipeline, CoreError> {
+            let tokenizer = match &vocab_path {
+                Some(p) => Some(Arc::new(Tokenizer::from_file(p)?)),
+                None => None,
+            };
+            let eda = if eda_prob > 0.0 {
+                let config = EdaConfig {
+                    probability: eda_prob,
+                    synonym_replacement: eda_strength,
+                    random_insertion: eda_strength,
+                    random_swap: eda_strength,
+                    random_deletion: eda_strength,
+                    ..EdaConfig::default()
+                };
+                Some(Eda::new(config)?)
+            } else {
+                None
+            };
+            let mlm = if mlm {
+                Some(MlmConfig {
+                    probability: mlm_prob,
+                    ..MlmConfig::default()
+                })
+            } else {
+                None
+            };
+            let sample = SampleConfig {
+                image_size,
+                train,
+                augment,
+                max_pixels,
+                image_dtype,
+                context_length,
+                tokenizer,
+                eda,
+                mlm,
+                seed,
+            };
+            let batches = BatchConfig {
+                batch_size,
+                drop_last,
+                prefetch,
+                policy,
+                seed,
+                rank,
+                world_size,
+                shuffle: train,
+                shuffle_buffer,
+            };
+            Pipeline::new(Source::open(&source, &options)?, sample, batches, threads)
+        };
+        let inner = py.allow_threads(build).map_err(BindingError::from)?;
+        Ok(PyPipeline {
+            inner,
+            stream: Mutex::new(None),
+            return_captions,
+            all_captions,
+        })
+    }
+
+    /// Starts epoch `epoch` after its first `skip` items of the order (a resumed position).
+    fn start(&self, py: Python<'_>, epoch: u64, skip: u64) {
+        let old = self.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let inner = &self.inner;
+        // Dropping the old stream joins its producer, which may be mid-batch: without the GIL.
+        let new = py.allow_threads(move || {
+            drop(old);
+            inner.start(epoch, skip)
+        });
+        *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
+    }
+
+    /// Stops the running epoch (if any) and frees its threads and buffers.
+    fn stop(&self, py: Python<'_>) {
+        let old = self.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        py.allow_threads(move || drop(old));
+    }
+
+    /// The next batch as a dict of tensors, or None at the end of the epoch.
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let stream = self.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut stream) = stream else {
+            return Err(LightclipError::new_err("no epoch running: call start() first (or the pipeline is used from two threads at once)"));
+        };
+        let (item, stream) = py.allow_threads(move || {
+            let item = stream.next_batch();
+            (item, stream)
+        });
+        match item {
+            Some(Ok(batch)) => {
+                *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                Ok(Some(batch_to_dict(
+                    py,
+                    batch,
+                    self.return_captions,
+                    self.all_captions,
+                )?))
+            }
+            Some(Err(e)) => Err(BindingError::from(e).into()),
+            None => Ok(None),
+        }
+    }
+
+    /// Counters: samples read/yielded, batches, skipped samples by reason.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats.snapshot();
+        let d = PyDict::new(py);
+        d.set_item("samples_read", s.samples_read)?;
+        d.set_item("samples_yielded", s.samples_yielded)?;
+        d.set_item("batches", s.batches)?;
+        d.set_item("dropped_tail", s.dropped_tail)?;
+        d.set_item("skipped_total", s.skipped.values().sum::<u64>())?;
+        d.set_item("skipped", s.skipped)?;
+        Ok(d)
+    }
+
+    /// Skip messages ("skipped <shard>, member <m>: <reason> (<kind>)") since the last call.
+    fn take_skip_log(&self) -> Vec<String> {
+        self.inner.stats.take_log()
+    }
+
+    #[getter]
+    fn class_names(&self) -> Option<Vec<String>> {
+        self.inner.source.class_names()
+    }
+
+    /// Samples per epoch over all ranks, where known without reading the data.
+    #[getter]
+    fn num_samples(&self) -> Option<usize> {
+        self.inner.source.len()
+    }
+
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyPipeline>()
 }

@@ -1,2 +1,25 @@
 //! The data pipeline: sources, decoding, augmentation, batching, prefetch.
-//! (issue 6 fills this in)
+//!
+//! `source` parses a spec and fixes the sample order of an epoch; `shards`, `table`, `folder`
+//! and `synthetic` are the four kinds of source; `decode` turns bytes into pixels; `sample`
+//! runs one sample through augmentation and the text stage; `batch` fills a batch in
+//! parallel; `prefetch` runs it all ahead on a background thread; `state` holds the error
+//! policy and the counters.
+
+pub mod batch;
+pub mod decode;
+pub mod folder;
+pub mod prefetch;
+pub mod sample;
+pub mod shards;
+pub mod source;
+pub mod state;
+pub mod synthetic;
+pub mod table;
+
+pub use batch::{Batch, ImageBuffer};
+pub use prefetch::{BatchConfig, EpochStream, Pipeline};
+pub use sample::{ImageDtype, SampleConfig};
+pub use source::{EpochPlan, Source, SourceOptions};
+pub use state::{ErrorPolicy, Stats, StatsSnapshot};
+pub use synthetic::{Split, SyntheticConfig};

@@ -1,0 +1,133 @@
+"""Text benchmark: tokenizer and EDA, lightclip against its references in one run.
+
+Tokenizer: every Flickr8k caption (train + dev, ~35k) through open_clip's SimpleTokenizer,
+HF `tokenizers` (CLIP's BPE, only when installed with its files available offline: skipped
+otherwise), and lightclip with 1 thread and with all threads. EDA: the same captions through the
+plain Python EDA in benchmarks/eda_reference.py and through lightclip (DeCLIP mode, α = 0.1).
+Each timing is the best of a few runs after a warm-up (caches warm on both sides). Targets:
+tokenizer ≥ 20× open_clip per core, EDA ≥ 50× the Python EDA per core.
+
+    .venv/bin/python benchmarks/bench_text.py
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import random
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import lightclip
+from lightclip.tokenizer import get_tokenizer
+
+HERE = Path(__file__).resolve().parent
+FLICKR8K = Path(
+    os.environ.get("LIGHTCLIP_FLICKR8K", HERE.parent.parent / "shared" / "data" / "flickr8k")
+)
+sys.path.insert(0, str(HERE))
+import eda_reference  # noqa: E402
+
+
+def captions() -> list[str]:
+    out = []
+    for shard in sorted(FLICKR8K.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    out += json.load(tar.extractfile(member))["captions"]
+    return out
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: caches, thread pool
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def open_clip_reference():
+    dist = importlib.metadata.distribution("open-clip-torch")
+    path = Path(str(dist.locate_file("open_clip/tokenizer.py")))
+    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
+
+
+def row(name: str, seconds: float, n: int, base: float | None) -> None:
+    ratio = f"{base / seconds:8.1f}x" if base else "     1.0x"
+    print(f"  {name:<34} {n / seconds:>12,.0f} captions/s {ratio}")
+
+
+def bench_tokenizer(texts: list[str]) -> None:
+    cores = os.cpu_count() or 1
+    print(f"tokenizer: {len(texts):,} Flickr8k captions, context 77, {cores} cores")
+    reference = open_clip_reference()
+    base = best_of(lambda: reference(texts), repeats=1)
+    row("open_clip SimpleTokenizer", base, len(texts), None)
+    try:
+        from tokenizers import Tokenizer as HFTokenizer  # noqa: F401
+
+        print("  HF tokenizers: installed, but CLIP's tokenizer.json is not on disk; skipped")
+    except ImportError:
+        print("  HF tokenizers: not installed; skipped")
+    tok = get_tokenizer()
+    before = lightclip.get_num_threads()
+    try:
+        lightclip.set_num_threads(1)
+        one = best_of(lambda: tok(texts))
+        row("lightclip, 1 thread", one, len(texts), base)
+        lightclip.set_num_threads(cores)
+        every = best_of(lambda: tok(texts))
+        row(f"lightclip, {cores} threads", every, len(texts), base)
+    finally:
+        lightclip.set_num_threads(before)
+    print(f"  per-core ratio vs open_clip: {base / one:.1f}x (target >= 20x)")
+
+
+def bench_eda(texts: list[str]) -> None:
+    directory = eda_reference.wordnet_dir()
+    if directory is None:
+        print("EDA: WordNet not installed; skipped")
+        return
+    wordnet = eda_reference.WordNet(directory)
+    lightclip._core.eda_augment(["warm up the dictionary"], 0)
+    print(f"EDA: {len(texts):,} captions, DeCLIP mode (SR/RS/RD), alpha 0.1")
+    rng = random.Random(0)
+    base = best_of(lambda: [eda_reference.eda(t, wordnet, rng) for t in texts], repeats=1)
+    row("Python EDA (eda_reference.py)", base, len(texts), None)
+    before = lightclip.get_num_threads()
+    cores = os.cpu_count() or 1
+    try:
+        lightclip.set_num_threads(1)
+        one = best_of(lambda: lightclip._core.eda_augment(texts, 0))
+        row("lightclip EDA, 1 thread", one, len(texts), base)
+        lightclip.set_num_threads(cores)
+        every = best_of(lambda: lightclip._core.eda_augment(texts, 0))
+        row(f"lightclip EDA, {cores} threads", every, len(texts), base)
+    finally:
+        lightclip.set_num_threads(before)
+    print(f"  per-core ratio vs Python EDA: {base / one:.1f}x (target >= 50x)")
+
+
+def main() -> int:
+    if not (FLICKR8K / "dev-000000.tar").exists():
+        print(f"Flickr8k not found at {FLICKR8K}; text benchmark skipped")
+        return 0
+    texts = captions()
+    bench_tokenizer(texts)
+    print()
+    bench_eda(texts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

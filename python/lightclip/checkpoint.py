@@ -1,0 +1,189 @@
+"""Checkpoints: written atomically, loaded with a check that they fit the model.
+
+A checkpoint is an open_clip-shaped dict (``epoch``, ``state_dict``, ``optimizer``, ...) plus
+everything an exact resume needs: the optimizer step, the grad scaler, the random number
+generators of Python, NumPy and torch, and the data pipeline's position.
+
+Writing goes to a temporary file in the same folder, is fsync'ed, then ``os.replace``'d over
+the target, so a run killed while saving leaves the previous checkpoint intact, never a
+truncated one.
+
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from lightclip.checkpoint import save_checkpoint, load_checkpoint
+    >>> path = Path(tempfile.mkdtemp()) / "epoch_latest.pt"
+    >>> save_checkpoint(path, {"epoch": 1, "step": 7, "model_name": "m", "state_dict": {}})
+    >>> load_checkpoint(path)["step"]
+    7
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import LightclipError
+
+LATEST = "epoch_latest.pt"
+
+
+class CheckpointError(LightclipError):
+    """A checkpoint is missing, unreadable, or belongs to a different model."""
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Writes ``payload`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Also on Ctrl-C mid-write: never leave a half-written temp file behind.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename itself is durable only once the directory entry is flushed.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Reads a checkpoint written by :func:`save_checkpoint` (or any open_clip-style dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        # weights_only=False: the payload holds RNG states and plain config dicts, and only
+        # checkpoints the user points at are read.
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to a user
+        raise CheckpointError(f"could not read checkpoint {path}: {e}") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise CheckpointError(f"{path} is not a lightclip/open_clip checkpoint (no state_dict)")
+    return payload
+
+
+def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
+    """The file ``--resume`` points at; None for a fresh start.
+
+    ``latest`` means this run's ``epoch_latest.pt``; when there is none yet the run starts
+    fresh (open_clip's behaviour, so a preemptible job can always pass ``--resume latest``).
+    Any other value must be an existing file.
+    """
+    if resume is None:
+        return None
+    if resume == "latest":
+        latest = checkpoint_dir / LATEST
+        return latest if latest.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise CheckpointError(f"--resume: checkpoint not found: {path}")
+    return path
+
+
+def check_compatible(
+    payload: dict[str, Any], model: torch.nn.Module, model_name: str, source: str
+) -> None:
+    """Refuses a checkpoint written for another model, naming both and the first mismatch."""
+    written_for = payload.get("model_name")
+    if written_for is not None and written_for != model_name:
+        raise CheckpointError(
+            f"{source} was written by model {written_for!r}, but this run builds "
+            f"{model_name!r}; pass --model {written_for} or another checkpoint"
+        )
+    state = _strip_ddp_prefix(payload["state_dict"])
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(
+            f"{source} does not fit model {model_name!r} ({detail}; "
+            f"{len(missing)} missing, {len(unexpected)} unexpected tensors) - was it trained "
+            "with other LightCLIP switches (--token-loss/--mlm/--fusion)?"
+        )
+    for key, value in own.items():
+        if tuple(state[key].shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"{source} does not fit model {model_name!r}: {key} has shape "
+                f"{tuple(state[key].shape)} in the checkpoint, {tuple(value.shape)} in the model"
+            )
+
+
+def _strip_ddp_prefix(state: dict[str, Any]) -> dict[str, Any]:
+    """State dicts saved from a DDP-wrapped model carry ``module.``; accept both."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def model_state(payload: dict[str, Any]) -> dict[str, Any]:
+    return _strip_ddp_prefix(payload["state_dict"])
+
+
+def model_from_checkpoint(
+    source: str | os.PathLike[str] | dict[str, Any], map_location: Any = "cpu"
+) -> torch.nn.Module:
+    """The model a checkpoint (training checkpoint or exported inference model) describes,
+    with its weights: built from the ``model_config`` saved inside, so the training-only
+    heads it was trained with (or their absence) need not be repeated by the caller."""
+    from .models import LightCLIP, LightCLIPConfig
+
+    payload = source if isinstance(source, dict) else load_checkpoint(source, map_location)
+    name = str(source) if not isinstance(source, dict) else "checkpoint"
+    if "model_config" not in payload:
+        raise CheckpointError(f"{name} has no model_config; build the model with create_model")
+    model = LightCLIP(LightCLIPConfig.from_dict(payload["model_config"]))
+    check_compatible(payload, model, payload.get("model_name", model.config.name), name)
+    model.load_state_dict(model_state(payload))
+    return model.to(map_location) if map_location is not None else model
+
+
+# --- random number generators ------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from (Python, NumPy, torch CPU and CUDA)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),  # noqa: NPY002 - the global one is what others draw from
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+__all__ = [
+    "LATEST",
+    "CheckpointError",
+    "check_compatible",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "model_state",
+    "resolve_resume",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]

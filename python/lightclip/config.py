@@ -1,0 +1,266 @@
+"""The training configuration: one dataclass, every flag of ``lightclip train``.
+
+Flag names follow open_clip (``--train-data``, ``--batch-size``, ``--accum-freq`` ...); the
+LightCLIP parts are switches, so the plain CLIP baseline and every ablation row are one flag
+away::
+
+    >>> from lightclip.config import TrainConfig
+    >>> TrainConfig(recipe="clip").soft_labels, TrainConfig(recipe="clip").w_ins
+    (False, 1.0)
+    >>> c = TrainConfig(recipe="clip", soft_labels=True)   # the "+soft labels" ablation row
+    >>> c.soft_labels, c.token_loss, c.mlm
+    (True, False, False)
+
+The recipe only fills the switches and loss weights left at ``None``; whatever is given
+explicitly wins. The command line is generated from the fields (``add_arguments``), so a flag
+and its field can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInputError
+
+RECIPES = ("lightclip", "clip")
+PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
+DATASET_TYPES = ("auto", "webdataset", "csv", "folder", "synthetic")
+REPORTERS = ("csv", "tensorboard")
+
+# What each recipe means for the switches left at None. "clip" is the plain baseline with the
+# same towers: hard-label contrastive loss only, no training-only heads.
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lightclip": dict(
+        soft_labels=True, token_loss=True, mlm=True, fusion=True, w_ins=0.8, w_tok=0.1, w_mlm=0.1
+    ),
+    "clip": dict(
+        soft_labels=False,
+        token_loss=False,
+        mlm=False,
+        fusion=False,
+        w_ins=1.0,
+        w_tok=0.1,
+        w_mlm=0.1,
+    ),
+}
+
+
+def _opt(help_text: str, default: Any = None, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``lightclip.train(TrainConfig(...))`` runs it."""
+
+    # --- data ---------------------------------------------------------------------------------
+    train_data: str = _opt(
+        "training data: shard pattern ('dir/train-{000000..000005}.tar'), CSV/TSV file, image "
+        "folder, or 'synthetic[:train]' (bundled procedural data)",
+        "synthetic:train",
+    )
+    val_data: str | None = _opt(
+        "held-out data evaluated every --val-frequency epochs (retrieval; zero-shot too for "
+        "labelled sources such as 'synthetic:heldout')"
+    )
+    dataset_type: str = _opt("how to read --train-data", "auto", choices=DATASET_TYPES)
+    train_num_samples: int | None = _opt(
+        "samples per epoch: the synthetic split size, or the epoch length of shards whose "
+        "length is not known up front"
+    )
+    val_num_samples: int | None = _opt("samples of --val-data to evaluate (synthetic size)")
+    image_size: int | None = _opt("training resolution (default: the model's)")
+    workers: int | None = _opt("data pipeline threads (default: one per core)")
+    eda_prob: float = _opt("probability of one EDA operation per caption", 0.5)
+
+    # --- model --------------------------------------------------------------------------------
+    model: str = _opt("model name (see `lightclip.list_models()`)", "lightclip-tiny-mnv2")
+    recipe: str = _opt(
+        "'lightclip' (soft labels + token loss + MLM/fusion) or 'clip' (plain baseline, same "
+        "towers); individual switches below override it",
+        "lightclip",
+        choices=RECIPES,
+    )
+
+    # --- optimisation -------------------------------------------------------------------------
+    batch_size: int = _opt("samples per rank per micro-batch", 64)
+    epochs: int = _opt("passes over the training data (ignored when --steps is given)", 1)
+    steps: int | None = _opt("total optimizer steps (overrides --epochs)")
+    lr: float = _opt("peak learning rate", 5e-4)
+    wd: float = _opt("AdamW weight decay (not on norms, biases, logit scale, embeddings)", 0.1)
+    beta1: float = _opt("AdamW beta1", 0.9)
+    beta2: float = _opt("AdamW beta2", 0.98)
+    eps: float = _opt("AdamW epsilon", 1e-6)
+    warmup: int | None = _opt("linear warm-up steps (default: 5%% of the total steps)")
+    precision: str = _opt("numeric precision", "fp32", choices=PRECISIONS)
+    grad_clip_norm: float | None = _opt("clip the global gradient norm to this value")
+    accum_freq: int = _opt("micro-batches accumulated per optimizer step", 1)
+    seed: int = _opt("random seed (model init, data order, augmentation)", 0)
+    device: str = _opt("'auto', 'cpu', 'cuda' or 'cuda:N'", "auto")
+    local_loss: bool = _opt("DDP: each rank computes its own rows of the contrastive loss", False)
+    gather_with_grad: bool = _opt(
+        "DDP: all-gather features with gradients (exact global-batch gradients)", True
+    )
+
+    # --- LightCLIP switches (None: from --recipe) ---------------------------------------------
+    soft_labels: bool | None = _opt("progressive soft labels for the contrastive loss")
+    token_loss: bool | None = _opt("token-level alignment loss (Hungarian matching)")
+    mlm: bool | None = _opt("masked language modelling loss")
+    fusion: bool | None = _opt("image-to-text fusion pass for the MLM loss (needs --mlm)")
+    w_ins: float | None = _opt("weight of the instance (contrastive) loss")
+    w_tok: float | None = _opt("weight of the token alignment loss")
+    w_mlm: float | None = _opt("weight of the MLM loss")
+    r1: float = _opt("progress where hard labels give way to uniform smoothing", 0.33)
+    r2: float = _opt("progress where uniform smoothing gives way to negative-aware labels", 0.66)
+    alpha: float = _opt("label softening mass", 0.2)
+    label_ramp: bool = _opt("ramp linearly between label phases instead of switching", False)
+    label_ramp_width: float = _opt("progress span of each ramp (with --label-ramp)", 0.1)
+
+    # --- logging and checkpoints --------------------------------------------------------------
+    logs: str = _opt("folder for runs (logs/<name>/...); --logs-dir under torchrun", "./logs")
+    name: str | None = _opt("run name (default: model-recipe-timestamp)")
+    report_to: str = _opt("comma-separated: csv, tensorboard", "csv")
+    log_every_n_steps: int = _opt("write a log row every N optimizer steps", 10)
+    save_frequency: int = _opt("keep epoch_N.pt every N epochs (0: only epoch_latest)", 1)
+    save_every_n_steps: int = _opt("also refresh epoch_latest.pt every N steps (0: off)", 0)
+    val_frequency: int = _opt("evaluate --val-data every N epochs", 1)
+    resume: str | None = _opt("checkpoint path, or 'latest' (this run's epoch_latest.pt)")
+    progress: bool = _opt("show a progress bar", True)
+    export: bool = _opt("write the exported inference model at the end", True)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise InvalidInputError(f"--recipe must be one of {RECIPES}, got {self.recipe!r}")
+        for key, value in RECIPE_DEFAULTS[self.recipe].items():
+            if getattr(self, key) is None:
+                # Fusion only feeds the MLM loss: --no-mlm alone also turns it off.
+                setattr(self, key, value and bool(self.mlm) if key == "fusion" else value)
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(flag: str, why: str) -> None:
+            raise InvalidInputError(f"--{flag.replace('_', '-')} {why}")
+
+        for name in ("batch_size", "epochs", "accum_freq", "log_every_n_steps", "val_frequency"):
+            if getattr(self, name) < 1:
+                bad(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("steps", "train_num_samples", "val_num_samples", "image_size", "workers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                bad(name, f"must be at least 1, got {value}")
+        for name in ("save_frequency", "save_every_n_steps"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.warmup is not None and self.warmup < 0:
+            bad("warmup", f"must be >= 0, got {self.warmup}")
+        if not self.lr > 0:
+            bad("lr", f"must be positive, got {self.lr}")
+        if self.wd < 0:
+            bad("wd", f"must be >= 0, got {self.wd}")
+        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
+            bad("grad_clip_norm", f"must be positive, got {self.grad_clip_norm}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.dataset_type not in DATASET_TYPES:
+            bad("dataset_type", f"must be one of {DATASET_TYPES}, got {self.dataset_type!r}")
+        if not 0.0 <= self.eda_prob <= 1.0:
+            bad("eda_prob", f"must be in [0, 1], got {self.eda_prob}")
+        if not 0.0 <= self.alpha < 1.0:
+            bad("alpha", f"must be in [0, 1), got {self.alpha}")
+        if not 0.0 <= self.r1 <= self.r2 <= 1.0:
+            bad("r1", f"and --r2 must satisfy 0 <= r1 <= r2 <= 1, got {self.r1}, {self.r2}")
+        if not 0.0 < self.label_ramp_width <= 1.0:
+            bad("label_ramp_width", f"must be in (0, 1], got {self.label_ramp_width}")
+        for name in ("w_ins", "w_tok", "w_mlm"):
+            if getattr(self, name) < 0:
+                bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.fusion and not self.mlm:
+            bad("fusion", "needs --mlm (the fused pass only feeds the MLM loss)")
+        unknown = set(self.reporters) - set(REPORTERS)
+        if unknown:
+            bad("report_to", f"takes {REPORTERS}, got {sorted(unknown)}")
+
+    @property
+    def reporters(self) -> list[str]:
+        return [r.strip() for r in self.report_to.split(",") if r.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown training options: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --- the command line, generated from the fields ----------------------------------------------
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(scalar type, optional?) of a field annotation such as ``int | None``."""
+    hint = typing.get_type_hints(TrainConfig)[annotation]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = [a for a in args if a is not type(None)]
+        return inner, True
+    return hint, False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one ``--flag-name`` per TrainConfig field; defaults stay the dataclass's own."""
+    for f in dataclasses.fields(TrainConfig):
+        kind, _ = _base_type(f.name)
+        flag = "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f.metadata["help"]}
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = kind
+            kwargs["metavar"] = f.name.upper()
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+                kwargs.pop("metavar")
+        # torchrun reads `--logs` as an abbreviation of its own --logs-specs even after the
+        # script name, so the folder flag has an unambiguous spelling as well.
+        aliases = ["--logs-dir"] if f.name == "logs" else []
+        parser.add_argument(flag, *aliases, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig for parsed flags: flags not given keep the dataclass defaults."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return TrainConfig(**given)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser = argparse.ArgumentParser(
+        prog="lightclip train", description="Train a lightweight CLIP model."
+    )
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+__all__ = [
+    "TrainConfig",
+    "RECIPES",
+    "PRECISIONS",
+    "add_arguments",
+    "config_from_args",
+    "parse_args",
+]

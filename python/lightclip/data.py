@@ -1,0 +1,349 @@
+"""The data pipeline: webdataset shards, CSV/TSV, image folders or the bundled procedural data,
+decoded, augmented, tokenized and batched in Rust, yielded as dicts of torch tensors.
+
+    >>> import lightclip
+    >>> data = lightclip.DataPipeline("synthetic", batch_size=4, image_size=32, num_samples=8)
+    >>> batch = next(iter(data))
+    >>> tuple(batch["image"].shape), tuple(batch["text"].shape)
+    ((4, 3, 32, 32), (4, 77))
+
+Iterating a pipeline runs the rest of the current epoch from its current position; when the
+epoch ends the position moves to the start of the next one. ``set_epoch(e)`` jumps to the start
+of epoch ``e``, ``state_dict()`` / ``load_state_dict()`` save and restore the position exactly
+(the next batch after a restore is the one that would have come next). Batch contents depend
+only on ``(seed, epoch, rank, world_size)`` and the sample's place in the epoch, never on the
+number of threads.
+
+Bad samples are counted in ``stats()["skipped"]`` by reason and logged (logger
+``lightclip.data``) with ``on_error="skip"``; ``on_error="raise"`` stops with a
+:class:`lightclip.DataError` naming the shard/file and member.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import _core
+from .errors import InvalidInputError
+
+__all__ = ["DataPipeline", "PipelineDataset", "CLIP_MEAN", "CLIP_STD", "normalize_uint8"]
+
+logger = logging.getLogger("lightclip.data")
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The procedural captions are about colour, shape and position: hue jitter and grayscale would
+# make them false, strong crops would cut shapes out, EDA would scramble "to the left of".
+_SYNTHETIC_DEFAULTS = dict(
+    crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), grayscale_p=0.0, eda_prob=0.0
+)
+_REAL_DEFAULTS = dict(
+    crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, eda_prob=0.5
+)
+
+
+def default_vocab_path() -> Path | None:
+    """open_clip's BPE vocabulary: the text module's finder, else the open-clip-torch install."""
+    try:
+        from .tokenizer import default_vocab_path as find  # the text stream's finder
+    except ImportError:
+        find = None
+    if find is not None:
+        return Path(find())
+    from importlib import metadata
+
+    try:
+        files = metadata.files("open-clip-torch") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if str(f).endswith("bpe_simple_vocab_16e6.txt.gz"):
+            return Path(str(f.locate()))
+    return None
+
+
+def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
+    """CLIP normalisation of a ``uint8`` ``[B, 3, H, W]`` batch, on the batch's own device."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class DataPipeline:
+    """Batches of ``{"image", "text", "masked_text", "mlm_labels", "word_lengths"}`` tensors
+    (plus ``"label"`` for folders and synthetic data, ``"captions"`` with
+    ``return_captions=True``, ``"all_captions"`` and ``"key"`` with ``all_captions=True``).
+
+    ``source``: shard paths or brace patterns (``"dir/train-{000000..000005}.tar"``, several
+    joined by ``::``), a ``.csv``/``.tsv`` file, an image folder (one class per sub-folder), or
+    ``"synthetic"`` / ``"synthetic:train"`` / ``"synthetic:heldout"``.
+
+    ``threads=None`` uses one thread per core. ``image_dtype="uint8"`` leaves normalisation to
+    :func:`normalize_uint8` (done for you when ``device`` is given). ``pin_memory=True`` pins
+    batches for fast asynchronous copies to CUDA. ``rank``/``world_size`` default to
+    torch.distributed's. Augmentation defaults follow SPEC §2 (MoCo-v2); for synthetic data
+    they are milder (see ``_SYNTHETIC_DEFAULTS``) because its captions name colours and places.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        batch_size: int,
+        image_size: int,
+        train: bool = True,
+        seed: int = 0,
+        threads: int | None = None,
+        on_error: str = "skip",
+        context_length: int = 77,
+        eda_prob: float | None = None,
+        eda_strength: float = 0.1,
+        mlm: bool = True,
+        mlm_prob: float = 0.15,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool | None = None,
+        return_captions: bool = False,
+        all_captions: bool = False,
+        image_dtype: str = "float32",
+        pin_memory: bool = False,
+        device: str | torch.device | None = None,
+        max_pixels: int = 50_000_000,
+        prefetch: int = 2,
+        shuffle_buffer: int = 1000,
+        crop_scale: tuple[float, float] | None = None,
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        jitter: tuple[float, float, float, float] | None = None,
+        jitter_p: float = 0.8,
+        grayscale_p: float | None = None,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+        flip_p: float = 0.5,
+        csv_img_key: str = "filepath",
+        csv_caption_key: str = "title",
+        csv_separator: str | None = None,
+        num_samples: int | None = None,
+        data_seed: int = 0,
+        vocab_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if isinstance(source, (list, tuple)):
+            source = "::".join(os.fspath(s) for s in source)
+        source = os.fspath(source)
+        for name, value in (("batch_size", batch_size), ("image_size", image_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"invalid `{name}`: must be a positive int, got {value!r}")
+        if threads is not None and threads < 1:
+            raise InvalidInputError(f"invalid `threads`: must be at least 1, got {threads}")
+        if seed < 0 or data_seed < 0:
+            raise InvalidInputError("invalid `seed`: must be >= 0")
+        if num_samples is not None and num_samples < 1:
+            raise InvalidInputError(f"invalid `num_samples`: must be at least 1, got {num_samples}")
+        dist_rank, dist_world = _dist_rank_world()
+        rank = dist_rank if rank is None else rank
+        world_size = dist_world if world_size is None else world_size
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise InvalidInputError(
+                f"invalid `rank`: need 0 <= rank < world_size, got rank={rank}, "
+                f"world_size={world_size}"
+            )
+        defaults = _SYNTHETIC_DEFAULTS if source.startswith("synthetic") else _REAL_DEFAULTS
+        if eda_prob is None:
+            eda_prob = defaults["eda_prob"] if train else 0.0
+        if vocab_path is None:
+            vocab_path = default_vocab_path()
+            if vocab_path is None:
+                raise InvalidInputError(
+                    "vocab_path: open_clip's bpe_simple_vocab_16e6.txt.gz was not found; "
+                    "install open-clip-torch or pass vocab_path"
+                )
+        self._device = torch.device(device) if device is not None else None
+        self._pin = pin_memory
+        self._image_dtype = image_dtype
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.context_length = context_length
+        self.train = train
+        self.drop_last = train if drop_last is None else drop_last
+        self.rank, self.world_size = rank, world_size
+        self._core = _core.Pipeline(
+            source,
+            batch_size=batch_size,
+            image_size=image_size,
+            train=train,
+            seed=seed,
+            threads=threads or 0,
+            on_error=on_error,
+            context_length=context_length,
+            vocab_path=os.fspath(vocab_path),
+            eda_prob=float(eda_prob),
+            eda_strength=float(eda_strength),
+            mlm=mlm,
+            mlm_prob=float(mlm_prob),
+            rank=rank,
+            world_size=world_size,
+            drop_last=self.drop_last,
+            image_dtype=image_dtype,
+            max_pixels=max_pixels,
+            prefetch=prefetch,
+            shuffle_buffer=shuffle_buffer,
+            crop_scale=list(crop_scale or defaults["crop_scale"]),
+            crop_ratio=list(crop_ratio),
+            jitter=list(jitter or defaults["jitter"]),
+            jitter_p=jitter_p,
+            grayscale_p=defaults["grayscale_p"] if grayscale_p is None else grayscale_p,
+            blur_p=blur_p,
+            blur_sigma=list(blur_sigma),
+            flip_p=flip_p,
+            csv_img_key=csv_img_key,
+            csv_caption_key=csv_caption_key,
+            csv_separator=csv_separator,
+            num_samples=num_samples or 0,
+            data_seed=data_seed,
+            return_captions=return_captions,
+            all_captions=all_captions,
+        )
+        self.source = source
+        self._epoch = 0
+        self._consumed = 0
+
+    # ---------------------------------------------------------------- position
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Moves to the start of ``epoch`` (reshuffles; like DistributedSampler.set_epoch)."""
+        if epoch < 0:
+            raise InvalidInputError(f"invalid `epoch`: must be >= 0, got {epoch}")
+        self._epoch, self._consumed = int(epoch), 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The position after the last batch yielded: restore it to continue from there."""
+        return {
+            "epoch": self._epoch,
+            "consumed": self._consumed,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        try:
+            epoch, consumed = int(state["epoch"]), int(state["consumed"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"state: not a DataPipeline state_dict ({e!r})") from None
+        if state.get("world_size", self.world_size) != self.world_size:
+            raise InvalidInputError(
+                f"state: saved with world_size={state['world_size']}, this pipeline has "
+                f"world_size={self.world_size}; the position does not carry over"
+            )
+        if epoch < 0 or consumed < 0:
+            raise InvalidInputError(f"state: negative position {state!r}")
+        self._epoch, self._consumed = epoch, consumed
+
+    # ---------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._core.start(self._epoch, self._consumed)
+        try:
+            while True:
+                batch = self._core.next_batch()
+                self._log_skips()
+                if batch is None:
+                    self._epoch, self._consumed = self._epoch + 1, 0
+                    return
+                self._epoch = batch.pop("_epoch")
+                self._consumed = batch.pop("_consumed")
+                yield self._finish(batch)
+        finally:
+            self._core.stop()
+
+    def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self._pin and torch.cuda.is_available():
+            batch = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
+        if self._device is not None:
+            nb = self._pin
+            batch = {
+                k: v.to(self._device, non_blocking=nb) if torch.is_tensor(v) else v
+                for k, v in batch.items()
+            }
+            if self._image_dtype == "uint8":
+                batch["image"] = normalize_uint8(batch["image"])
+        return batch
+
+    def _log_skips(self) -> None:
+        for message in self._core.take_skip_log():
+            logger.warning("%s", message)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank, for sources whose size is known (not shards)."""
+        n = self._core.num_samples
+        if n is None:
+            raise TypeError("the number of batches of a shard source is not known in advance")
+        share = n // self.world_size if self.world_size > 1 else n
+        return share // self.batch_size if self.drop_last else math.ceil(share / self.batch_size)
+
+    # ---------------------------------------------------------------- info
+    def stats(self) -> dict[str, Any]:
+        """Counters over the pipeline's life: ``samples_read``, ``samples_yielded``,
+        ``batches``, ``dropped_tail``, ``skipped_total`` and ``skipped`` (by reason)."""
+        return self._core.stats()
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """Class names of labelled sources (folders: sub-folder names; synthetic: "red circle"
+        ...); ``batch["label"]`` indexes this list. None for shards and tables."""
+        return self._core.class_names
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples per epoch over all ranks, where known without reading (not shards)."""
+        return self._core.num_samples
+
+    @property
+    def threads(self) -> int:
+        return self._core.threads
+
+    def as_iterable_dataset(self) -> PipelineDataset:
+        """A ``torch.utils.data.IterableDataset`` view; use it with
+        ``DataLoader(ds, batch_size=None, num_workers=0)`` (the pipeline batches itself)."""
+        return PipelineDataset(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"DataPipeline({self.source!r}, batch_size={self.batch_size}, "
+            f"image_size={self.image_size}, train={self.train}, threads={self.threads}, "
+            f"rank={self.rank}, world_size={self.world_size})"
+        )
+
+
+class PipelineDataset(torch.utils.data.IterableDataset):
+    """Adapts a :class:`DataPipeline` to ``torch.utils.data`` (already batched)."""
+
+    def __init__(self, pipeline: DataPipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.num_workers > 1:
+            raise InvalidInputError(
+                "num_workers: DataPipeline runs its own threads; use DataLoader(..., "
+                "batch_size=None, num_workers=0)"
+            )
+        return iter(self.pipeline)
+
+    def __len__(self) -> int:
+        return len(self.pipeline)

@@ -1,0 +1,1 @@
+"""Reproducible experiments built on the public API (``python -m lightclip.experiments.<name>``)."""

@@ -1,0 +1,231 @@
+"""The LightCLIP model: an image tower, a text tower, and the training-only LightCLIP parts.
+
+State-dict layout (open_clip's ``CustomTextCLIP`` naming, so an export maps straight across):
+
+    visual.trunk.*        image tower trunk (timm names, see resnet.py / mobilenet.py / swin.py)
+    visual.head.*         pooling/projection to the joint space
+    text.*                text tower (open_clip ``TextTransformer`` names, see text.py)
+    logit_scale           log of the contrastive temperature's inverse, init ln(1/0.07)
+  training only, dropped by ``export()``:
+    token_proj_image.*    Linear(stage-4 channels -> d_tok) for the token alignment loss
+    token_proj_text.*     Linear(text width -> d_tok)
+    fusion.*              image-to-text fusion for the fused MLM pass (fusion.py)
+    mlm_head.*            Linear(text width -> vocab) predicting the original tokens
+
+    >>> import torch, lightclip
+    >>> model = lightclip.create_model("clip-tiny-mnv2")
+    >>> img = torch.randn(2, 3, 64, 64)
+    >>> tuple(model.encode_image(img, normalize=True).shape)
+    (2, 128)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidInputError
+from .config import LightCLIPConfig
+from .fusion import ImageToTextFusion
+from .mobilenet import MobileNetV2Tower
+from .resnet import ResNetTower
+from .swin import SwinTower
+from .text import TextTransformer, eot_positions
+
+#: Attribute names of the training-only modules; ``export()`` drops exactly these.
+TRAINING_ONLY_MODULES = ("token_proj_image", "token_proj_text", "fusion", "mlm_head")
+
+ImageTower = ResNetTower | MobileNetV2Tower | SwinTower
+
+
+def build_image_tower(cfg: LightCLIPConfig) -> ImageTower:
+    if cfg.image_tower == "resnet18":
+        return ResNetTower(cfg)
+    if cfg.image_tower == "mobilenetv2":
+        return MobileNetV2Tower(cfg)
+    return SwinTower(cfg)
+
+
+class LightCLIP(nn.Module):
+    """A dual-encoder CLIP with LightCLIP's training-only heads (see the module docstring)."""
+
+    def __init__(self, config: LightCLIPConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.visual = build_image_tower(config)
+        self.text = TextTransformer(config)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        channels = self.visual.stage_channels
+        self.token_proj_image: nn.Linear | None = None
+        self.token_proj_text: nn.Linear | None = None
+        self.fusion: ImageToTextFusion | None = None
+        self.mlm_head: nn.Linear | None = None
+        if config.token_head:
+            self.token_proj_image = nn.Linear(channels[-1], config.d_tok)
+            self.token_proj_text = nn.Linear(config.text_width, config.d_tok)
+        if config.fusion_stages and config.mlm:
+            self.fusion = ImageToTextFusion(
+                config.fusion_stages, channels, config.text_width, config.fusion_heads
+            )
+        if config.mlm:
+            self.mlm_head = nn.Linear(config.text_width, config.vocab_size)
+            nn.init.normal_(self.mlm_head.weight, std=config.text_width**-0.5)
+            nn.init.zeros_(self.mlm_head.bias)
+
+    # ----------------------------------------------------------------- inference (open_clip API)
+    def check_images(self, images: torch.Tensor, arg: str = "images") -> None:
+        if not images.is_floating_point():
+            raise InvalidInputError(f"{arg}: expected a float tensor, got {images.dtype}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise InvalidInputError(
+                f"{arg}: expected [batch, 3, H, W], got shape {tuple(images.shape)}"
+            )
+        h, w = images.shape[-2:]
+        if h % 32 or w % 32:
+            raise InvalidInputError(f"{arg}: height and width must be multiples of 32, got {h}x{w}")
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        self.check_images(images)
+        features = self.visual(images)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        features = self.text(text)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def exp_logit_scale(self) -> torch.Tensor:
+        # The trainer clamps the parameter itself; clamping here too keeps a forward from
+        # ever producing a temperature beyond the bound.
+        return self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
+
+    # ----------------------------------------------------------------- training forward
+    def forward(
+        self,
+        images: torch.Tensor,
+        text: torch.Tensor,
+        *,
+        masked_text: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """Everything the three LightCLIP losses need, from one image pass and up to three
+        text passes (clean; masked; masked with image fusion).
+
+        Returns ``image_features``/``text_features`` [B, E] (L2-normalised), ``logit_scale``
+        (exp'd), ``image_tokens`` [B, N_img, d_tok] and ``word_tokens`` [B, C-2, d_tok]
+        (L2-normalised; word j is text position j+1; None without the token head),
+        ``word_lengths`` [B] (tokens strictly between SOT and EOT), and ``mlm_logits_text`` /
+        ``mlm_logits_fused``: [B, C, V] logits at every position, or, when ``mlm_labels``
+        ([B, C], -100 = not masked) is given, [M, V] at the M masked positions only (a 10-20x
+        cheaper vocabulary projection), with ``mlm_labels`` [M] the matching targets. The MLM
+        entries are None without ``masked_text`` or with MLM off; ``mlm_logits_fused`` is None
+        with fusion off.
+        """
+        self.check_images(images)
+        if text.dim() != 2 or text.shape[0] != images.shape[0]:
+            raise InvalidInputError(
+                f"text: expected [{images.shape[0]}, context] ids to match images, "
+                f"got {tuple(text.shape)}"
+            )
+        for arg, t in (("masked_text", masked_text), ("mlm_labels", mlm_labels)):
+            if t is not None and t.shape != text.shape:
+                raise InvalidInputError(
+                    f"{arg}: shape {tuple(t.shape)} must equal text's {tuple(text.shape)}"
+                )
+        stages = self.visual.forward_stages(images)
+        image_features = self.visual.forward_head(stages[-1])
+        eot = eot_positions(text)
+        context = text.shape[1]
+        # The mask is causal, so nothing after the last EOT can change a word or an EOT state:
+        # run the text passes on the columns up to it and pad the per-position outputs back.
+        keep = int(eot.max()) + 1 if self.config.trim_padding else context
+        text, masked_text, mlm_labels = (
+            None if t is None else t[:, :keep] for t in (text, masked_text, mlm_labels)
+        )
+        states = self.text.forward_tokens(text)
+        text_features = self.text.pool(states, text, eot)
+        out: dict[str, torch.Tensor | None] = {
+            "image_features": F.normalize(image_features, dim=-1),
+            "text_features": F.normalize(text_features, dim=-1),
+            "logit_scale": self.exp_logit_scale(),
+            "image_tokens": None,
+            "word_tokens": None,
+            "word_lengths": eot - 1,
+            "mlm_logits_text": None,
+            "mlm_logits_fused": None,
+            "mlm_labels": None,
+        }
+        if self.token_proj_image is not None and self.token_proj_text is not None:
+            patches = stages[-1].flatten(2).transpose(1, 2)  # [B, h*w, C4]
+            out["image_tokens"] = F.normalize(self.token_proj_image(patches), dim=-1)
+            words = F.normalize(self.token_proj_text(states[:, 1 : keep - 1]), dim=-1)
+            out["word_tokens"] = F.pad(words, (0, 0, 0, context - keep))
+        if masked_text is not None and self.mlm_head is not None:
+            out.update(self._mlm(stages, text, masked_text, mlm_labels))
+            if mlm_labels is None and keep < context:
+                for k in ("mlm_logits_text", "mlm_logits_fused"):
+                    if out[k] is not None:
+                        out[k] = F.pad(out[k], (0, 0, 0, context - keep))
+        return out
+
+    def _mlm(
+        self,
+        stages: list[torch.Tensor],
+        text: torch.Tensor,
+        masked_text: torch.Tensor,
+        mlm_labels: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor | None]:
+        assert self.mlm_head is not None
+        select = None if mlm_labels is None else mlm_labels != -100
+
+        def logits(states: torch.Tensor) -> torch.Tensor:
+            return self.mlm_head(states if select is None else states[select])  # type: ignore[misc]
+
+        x = self.text.embed(masked_text, "masked_text")
+        fused_states = None
+        if self.fusion is None:
+            masked_states = self.text.ln_final(self.text.run_stages(x))
+        else:
+            # Both passes agree up to the first fused stage: run that prefix once.
+            first = min(self.fusion.stages)
+            prefix: dict[str, torch.Tensor] = {}
+
+            def keep_prefix(stage: int, h: torch.Tensor) -> torch.Tensor:
+                if stage == first:
+                    prefix["h"] = h
+                return h
+
+            masked_states = self.text.ln_final(self.text.run_stages(x, 1, keep_prefix))
+            inject = self.fusion.hook(self.fusion.image_tokens(stages))
+            h = inject(first, prefix["h"])
+            fused_states = self.text.ln_final(self.text.run_stages(h, first + 1, inject))
+        return {
+            "mlm_logits_text": logits(masked_states),
+            "mlm_logits_fused": None if fused_states is None else logits(fused_states),
+            "mlm_labels": None if select is None else mlm_labels[select],  # type: ignore[index]
+        }
+
+    # ----------------------------------------------------------------- export
+    def export(self) -> LightCLIP:
+        """The inference model: the same towers and weights with every training-only module
+        dropped (a plain ``clip-*`` model), in eval mode, on this model's device and dtype."""
+        plain = LightCLIP(self.config.as_plain_clip())
+        keep = {
+            k: v
+            for k, v in self.state_dict().items()
+            if k.split(".", 1)[0] not in TRAINING_ONLY_MODULES
+        }
+        plain.load_state_dict(keep, strict=True)
+        ref = self.logit_scale
+        return plain.to(device=ref.device, dtype=ref.dtype).eval()
+
+    inference_model = export
+
+    def num_parameters(self, part: str | None = None) -> int:
+        """Parameter count of the whole model or of one attribute (``"visual"``, ``"text"``...)."""
+        module = self if part is None else getattr(self, part)
+        if module is None:
+            return 0
+        if isinstance(module, nn.Parameter):
+            return module.numel()
+        return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,142 @@
+"""MobileNet-V2 image tower.
+
+Trunk keys follow timm's ``mobilenetv2_100`` (under ``visual.trunk.``): ``conv_stem``, ``bn1``,
+``blocks.0.0.{conv_dw,bn1,conv_pw,bn2}`` (the depthwise-separable first block),
+``blocks.{i}.{j}.{conv_pw,bn1,conv_dw,bn2,conv_pwl,bn3}``, ``conv_head``, ``bn2``. The head
+(``visual.head.proj``, Linear without bias) matches open_clip's ``TimmModel`` with
+``pool="avg", proj="linear"``: average-pool the 1280-channel ``conv_head`` output, project.
+
+Stages are the block groups ending at strides 4/8/16/32: ``blocks.1`` (24 ch), ``blocks.2``
+(32), ``blocks.4`` (96), ``blocks.6`` (320), as timm's ``features_only`` reports them.
+
+Parameter count (width 1.0, embed 512): trunk 2,223,872 + projection 655,360 = 2,879,232.
+The paper reports 2.45M; its head is not described. ``head_width`` (the ``conv_head``
+channels) trades that off: ``head_width=768`` gives 2,446,592 (but no longer loads as timm's).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import LightCLIPConfig
+
+# (expansion, channels, repeats, first stride) — the MobileNet-V2 paper's table.
+MBV2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+# Indices into ``blocks`` whose outputs are the 4 stages (strides 4, 8, 16, 32).
+STAGE_ENDS = (1, 2, 4, 6)
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class DepthwiseSeparable(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv_pw = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.conv_pw(self.act(self.bn1(self.conv_dw(x)))))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        mid = cin * expansion
+        self.use_residual = stride == 1 and cin == cout
+        self.conv_pw = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv_dw = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv_pwl = nn.Conv2d(mid, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.bn1(self.conv_pw(x)))
+        y = self.act(self.bn2(self.conv_dw(y)))
+        y = self.bn3(self.conv_pwl(y))
+        return x + y if self.use_residual else y
+
+
+class MobileNetV2Trunk(nn.Module):
+    def __init__(self, width_mult: float = 1.0, head_width: int = 1280) -> None:
+        super().__init__()
+        stem = make_divisible(32 * width_mult)
+        self.conv_stem = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.act = nn.ReLU6(inplace=True)
+        groups: list[nn.Module] = []
+        cin = stem
+        channels = []
+        for i, (t, c, n, s) in enumerate(MBV2_SETTINGS):
+            cout = make_divisible(c * width_mult)
+            if i == 0:
+                group = nn.Sequential(DepthwiseSeparable(cin, cout, s))
+            else:
+                group = nn.Sequential(
+                    *[
+                        InvertedResidual(cin if j == 0 else cout, cout, s if j == 0 else 1, t)
+                        for j in range(n)
+                    ]
+                )
+            groups.append(group)
+            channels.append(cout)
+            cin = cout
+        self.blocks = nn.Sequential(*groups)
+        self.conv_head = nn.Conv2d(cin, head_width, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(head_width)
+        self.num_features = head_width
+        self.stage_channels = tuple(channels[i] for i in STAGE_ENDS)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.act(self.bn1(self.conv_stem(x)))
+        out = []
+        for i, group in enumerate(self.blocks):
+            x = group(x)
+            if i in STAGE_ENDS:
+                out.append(x)
+        return out
+
+    def forward_head_features(self, stage4: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn2(self.conv_head(stage4)))
+
+
+class MobileNetV2Tower(nn.Module):
+    """MobileNet-V2 + avg-pool/linear head.
+
+    ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E]."""
+
+    def __init__(self, cfg: LightCLIPConfig) -> None:
+        super().__init__()
+        self.trunk = MobileNetV2Trunk(cfg.width_mult, cfg.head_width)
+        self.stage_channels = self.trunk.stage_channels
+        self.head = nn.Sequential()
+        self.head.add_module("proj", nn.Linear(self.trunk.num_features, cfg.embed_dim, bias=False))
+        nn.init.normal_(self.head.proj.weight, std=self.trunk.num_features**-0.5)
+
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.trunk.forward_stages(x)
+
+    def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk.forward_head_features(stage4).mean(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_stages(x)[-1])

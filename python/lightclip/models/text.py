@@ -1,0 +1,182 @@
+"""The CLIP-style text tower (causal transformer, pooled at the EOT token found by its id).
+
+Parameter names follow open_clip's ``TextTransformer`` so an exported state dict loads there
+(under ``text.``) with ``pool_type="eos", eos_id=49407``:
+
+    token_embedding.weight            [vocab, width]
+    positional_embedding              [context, width]
+    transformer.resblocks.{i}.ln_1.{weight,bias}
+    transformer.resblocks.{i}.attn.{in_proj_weight,in_proj_bias,out_proj.weight,out_proj.bias}
+    transformer.resblocks.{i}.ln_2.{weight,bias}
+    transformer.resblocks.{i}.mlp.c_fc.{weight,bias}
+    transformer.resblocks.{i}.mlp.c_proj.{weight,bias}
+    ln_final.{weight,bias}
+    text_projection                   [width, embed_dim]  (x @ text_projection)
+    attn_mask                         non-persistent buffer (causal, additive -inf)
+
+The activation is ``nn.GELU`` (open_clip's default, not OpenAI's QuickGELU). The layers form 4
+stages of equal depth; ``forward_tokens`` can call a hook after each stage, which is how the
+training-only fusion module injects image tokens without the tower knowing about it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+from .config import EOT_TOKEN_ID, LightCLIPConfig
+
+#: Called after text stage ``s`` (1-based) with the hidden states [B, L, width]; returns them.
+StageHook = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-norm transformer block (open_clip's layout and names)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        hidden = int(width * mlp_ratio)
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(width, hidden)),
+                    ("gelu", nn.GELU()),
+                    ("c_proj", nn.Linear(hidden, width)),
+                ]
+            )
+        )
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        y = self.ln_1(x)
+        x = x + self.attn(y, y, y, need_weights=False, attn_mask=attn_mask)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.width = width
+        self.layers = layers
+        self.resblocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, heads, mlp_ratio) for _ in range(layers)]
+        )
+
+
+def causal_mask(length: int) -> torch.Tensor:
+    """Additive mask: position i may attend to positions j <= i only."""
+    return torch.full((length, length), float("-inf")).triu_(1)
+
+
+def eot_positions(text: torch.Tensor) -> torch.Tensor:
+    """Index of the first EOT token per row, found by id (the mask token 49408 is larger, so
+    ``argmax`` of the ids, as OpenAI CLIP does, would be wrong here)."""
+    is_eot = text == EOT_TOKEN_ID
+    if not bool(is_eot.any(dim=1).all()):
+        rows = (~is_eot.any(dim=1)).nonzero().flatten()[:5].tolist()
+        raise InvalidInputError(
+            f"text: rows {rows} have no EOT token ({EOT_TOKEN_ID}); "
+            "tokenize with lightclip.get_tokenizer()"
+        )
+    return is_eot.int().argmax(dim=1)
+
+
+class TextTransformer(nn.Module):
+    """Token embedding + causal transformer + final LayerNorm + EOT pooling + projection."""
+
+    def __init__(self, cfg: LightCLIPConfig) -> None:
+        super().__init__()
+        self.context_length = cfg.context_length
+        self.vocab_size = cfg.vocab_size
+        self.layers_per_stage = cfg.layers_per_stage
+        width = cfg.text_width
+        self.token_embedding = nn.Embedding(cfg.vocab_size, width)
+        self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, width))
+        self.transformer = Transformer(width, cfg.text_layers, cfg.text_heads, cfg.text_mlp_ratio)
+        self.ln_final = nn.LayerNorm(width)
+        self.text_projection = nn.Parameter(torch.empty(width, cfg.embed_dim))
+        self.register_buffer("attn_mask", causal_mask(cfg.context_length), persistent=False)
+        self.init_parameters()
+
+    def init_parameters(self) -> None:
+        # open_clip's initialisation: small embeddings, depth-scaled residual projections.
+        width, layers = self.transformer.width, self.transformer.layers
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        proj_std = width**-0.5 * (2 * layers) ** -0.5
+        for block in self.transformer.resblocks:
+            nn.init.normal_(block.attn.in_proj_weight, std=width**-0.5)
+            nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
+            nn.init.normal_(block.mlp.c_fc.weight, std=(2 * width) ** -0.5)
+            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+        nn.init.normal_(self.text_projection, std=width**-0.5)
+
+    def check_ids(self, text: torch.Tensor, arg: str = "text") -> None:
+        if text.dtype not in (torch.int64, torch.int32):
+            raise InvalidInputError(f"{arg}: token ids must be int64, got {text.dtype}")
+        if text.dim() != 2:
+            raise InvalidInputError(
+                f"{arg}: expected [batch, context] ids, got shape {tuple(text.shape)}"
+            )
+        if text.shape[1] > self.context_length:
+            raise InvalidInputError(
+                f"{arg}: {text.shape[1]} tokens per row exceed the model's "
+                f"context_length {self.context_length}"
+            )
+        if text.numel() and (int(text.min()) < 0 or int(text.max()) >= self.vocab_size):
+            raise InvalidInputError(f"{arg}: token ids must lie in [0, {self.vocab_size})")
+
+    def embed(self, text: torch.Tensor, arg: str = "text") -> torch.Tensor:
+        """Token + positional embeddings [B, L, width] (the ids are checked, naming ``arg``)."""
+        self.check_ids(text, arg)
+        return self.token_embedding(text) + self.positional_embedding[: text.shape[1]]
+
+    def run_stages(
+        self, x: torch.Tensor, first_stage: int = 1, stage_hook: StageHook | None = None
+    ) -> torch.Tensor:
+        """Run stages ``first_stage``..4 on hidden states (no ``ln_final``).
+
+        ``stage_hook(s, x)`` runs after each stage s and may return new states. Starting later
+        than stage 1 lets two passes that agree up to a stage share that prefix."""
+        length = x.shape[1]
+        mask = self.attn_mask[:length, :length].to(x.dtype)
+        start = (first_stage - 1) * self.layers_per_stage
+        for i in range(start, len(self.transformer.resblocks)):
+            x = self.transformer.resblocks[i](x, mask)
+            if stage_hook is not None and (i + 1) % self.layers_per_stage == 0:
+                x = stage_hook((i + 1) // self.layers_per_stage, x)
+        return x
+
+    def forward_tokens(
+        self, text: torch.Tensor, stage_hook: StageHook | None = None, arg: str = "text"
+    ) -> torch.Tensor:
+        """Per-token final states [B, L, width] (after ``ln_final``)."""
+        return self.ln_final(self.run_stages(self.embed(text, arg), 1, stage_hook))
+
+    def forward_stages(self, text: torch.Tensor, arg: str = "text") -> list[torch.Tensor]:
+        """Hidden states [B, L, width] after each of the 4 stages (before ``ln_final``)."""
+        states: list[torch.Tensor] = []
+
+        def keep(stage: int, x: torch.Tensor) -> torch.Tensor:
+            states.append(x)
+            return x
+
+        self.run_stages(self.embed(text, arg), 1, keep)
+        return states
+
+    def pool(
+        self, states: torch.Tensor, text: torch.Tensor, eot: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Project the state at each row's EOT position to the joint space: [B, embed_dim]."""
+        eot = eot_positions(text) if eot is None else eot
+        pooled = states[torch.arange(states.shape[0], device=states.device), eot]
+        return pooled @ self.text_projection
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.forward_tokens(text), text)

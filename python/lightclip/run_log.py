@@ -1,0 +1,156 @@
+"""What a training run reports: a progress bar, a CSV file, TensorBoard when installed.
+
+Only rank 0 reports (``enabled=False`` elsewhere). The CSV (``<run>/metrics.csv``) gets one
+row every ``log_every_n_steps`` steps and one per evaluation; its columns are fixed by the
+first row it writes, later keys that did not exist then are dropped rather than shifting
+columns. The progress bar is tqdm's when tqdm is installed, otherwise a plain line per log
+row.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+
+_BAR_KEYS = ("loss", "loss_ins", "loss_tok", "loss_mlm", "lr", "samples_per_s")
+_SHORT = {"loss_ins": "ins", "loss_tok": "tok", "loss_mlm": "mlm", "samples_per_s": "smp/s"}
+
+
+class RunLog:
+    def __init__(
+        self,
+        run_dir: Path,
+        config: TrainConfig,
+        *,
+        enabled: bool,
+        total_steps: int,
+        start_step: int = 0,
+    ) -> None:
+        self.enabled = enabled
+        self.every = config.log_every_n_steps
+        self.bar: Any = None
+        self.tensorboard: Any = None
+        self._csv_file: Any = None
+        self._csv: Any = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(config.to_json())
+        if "csv" in config.reporters:
+            path = run_dir / "metrics.csv"
+            self._csv_fields: list[str] | None = None
+            fields, rows = _read_csv_until(path, start_step) if start_step > 0 else ([], [])
+            if fields:
+                # Resuming: keep the earlier rows up to the resume point, same columns.
+                self._csv_fields = fields
+                self._csv_file = path.open("w", newline="")
+                self._csv = csv.DictWriter(self._csv_file, self._csv_fields, extrasaction="ignore")
+                self._csv.writeheader()
+                self._csv.writerows(rows)
+            else:
+                self._csv_file = path.open("w", newline="")
+        if "tensorboard" in config.reporters:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                warnings.warn(
+                    "--report-to tensorboard: the tensorboard package is not installed; "
+                    "logging to CSV only (pip install tensorboard)",
+                    stacklevel=2,
+                )
+        if config.progress:
+            try:
+                from tqdm import tqdm
+
+                self.bar = tqdm(
+                    total=total_steps,
+                    initial=start_step,
+                    unit="step",
+                    dynamic_ncols=True,
+                    file=sys.stderr,
+                )
+            except ImportError:
+                self.bar = None
+
+    def step(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(_short_line(metrics), refresh=False)
+        if step % self.every:
+            return
+        self._write_row({"step": step, "kind": "train", **metrics})
+        if self.tensorboard is not None:
+            for k, v in metrics.items():
+                self.tensorboard.add_scalar(f"train/{k}", v, step)
+        if self.bar is None:
+            print(f"step {step}  {_short_line(metrics)}", file=sys.stderr, flush=True)
+
+    def eval(self, step: int, metrics: dict[str, float]) -> None:
+        if not self.enabled or not metrics:
+            return
+        self._write_row({"step": step, "kind": "eval", **metrics})
+        if self.tensorboard is not None:
+            for k, v in metrics.items():
+                self.tensorboard.add_scalar(f"val/{k}", v, step)
+
+    def _write_row(self, row: dict[str, Any]) -> None:
+        if self._csv_file is None:
+            return
+        if self._csv is None:
+            self._csv_fields = list(row)
+            self._csv = csv.DictWriter(self._csv_file, self._csv_fields, extrasaction="ignore")
+            self._csv.writeheader()
+        self._csv.writerow(row)
+        self._csv_file.flush()
+
+    def __enter__(self) -> RunLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
+        self.bar = self.tensorboard = self._csv_file = None
+
+
+def _short_line(metrics: dict[str, float]) -> str:
+    parts = []
+    for k in _BAR_KEYS:
+        if k in metrics:
+            v = metrics[k]
+            parts.append(
+                f"{_SHORT.get(k, k)} {v:.2e}"
+                if k == "lr"
+                else f"{_SHORT.get(k, k)} {v:.1f}"
+                if k == "samples_per_s"
+                else f"{_SHORT.get(k, k)} {v:.4f}"
+            )
+    return " ".join(parts)
+
+
+def _read_csv_until(path: Path, step: int) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.exists():
+        return [], []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        rows = [r for r in reader if int(r["step"]) <= step]
+    return fields, rows
+
+
+__all__ = ["RunLog"]

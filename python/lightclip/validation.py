@@ -1,0 +1,63 @@
+"""Held-out evaluation during and after training: retrieval, plus zero-shot where labelled.
+
+A thin adaptor from a data source to :mod:`lightclip.evaluate` (the evaluation stream's
+functions): it builds the evaluation pipelines at the model's resolution and context length
+and merges the metric dicts, so the training loop, the demo and the ablation script all
+report the same numbers the ``lightclip eval`` command would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def evaluate_held_out(
+    model: torch.nn.Module,
+    source: str,
+    *,
+    image_size: int | None = None,
+    batch_size: int = 128,
+    threads: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+    zero_shot: bool | None = None,
+    templates: str = "generic",
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Image<->text retrieval R@1/5/10 on ``source`` (all captions of each image) and, when
+    the source is labelled (image folders, synthetic) and ``zero_shot`` is not False,
+    zero-shot top-1/top-5 with prompt ensembling over its class names."""
+    from .data import DataPipeline
+    from .evaluate import evaluate_retrieval, evaluate_zero_shot
+
+    config = model.config
+    kwargs: dict[str, Any] = dict(
+        batch_size=batch_size,
+        image_size=image_size or config.image_size,
+        train=False,
+        seed=seed,
+        threads=threads,
+        context_length=config.context_length,
+    )
+    if num_samples is not None and source.startswith("synthetic"):
+        kwargs["num_samples"] = num_samples
+    retrieval = evaluate_retrieval(
+        model, DataPipeline(source, all_captions=True, **kwargs), max_batches=max_batches
+    )
+    metrics = {k: float(v) for k, v in retrieval.items()}
+    stats = getattr(retrieval, "stats", {})
+    for key in ("num_images", "num_texts", "images_per_second"):
+        if key in stats:
+            metrics[f"retrieval_{key}"] = float(stats[key])
+    if zero_shot is not False:
+        labelled = DataPipeline(source, **kwargs)
+        if getattr(labelled, "class_names", None):
+            zs = evaluate_zero_shot(model, labelled, templates=templates, max_batches=max_batches)
+            metrics.update({f"zeroshot_{k}": float(v) for k, v in zs.items()})
+            metrics["zeroshot_num_classes"] = float(len(labelled.class_names))
+    return metrics
+
+
+__all__ = ["evaluate_held_out"]

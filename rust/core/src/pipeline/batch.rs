@@ -1,0 +1,228 @@
+//! Batches: contiguous buffers for every field, filled in parallel, one slot per sample.
+//!
+//! A batch takes the next `batch_size` usable samples of the epoch's order. Samples are pulled
+//! in order, processed in parallel (rayon) straight into their slots, and the ones that fail
+//! are replaced by pulling more; successes are then packed to the front in pull order. So the
+//! contents of a batch depend on the order and on the (deterministic) failures only, never on
+//! which thread finished first.
+
+use rayon::prelude::*;
+
+use super::sample::{process_sample, ImageDtype, ImageSlot, SampleConfig, SampleInfo, Slot};
+use super::source::{RawItem, RawSample, Skip, Source};
+use super::state::{ErrorPolicy, Stats};
+use crate::error::Result;
+
+/// Image rows of a batch: [B, 3, H, W] contiguous.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageBuffer {
+    Float32(Vec<f32>),
+    Uint8(Vec<u8>),
+}
+
+/// One batch, every field contiguous and row-major.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub size: usize,
+    pub image_size: usize,
+    pub context_length: usize,
+    pub images: ImageBuffer,
+    pub text: Vec<i64>,
+    pub masked_text: Vec<i64>,
+    pub mlm_labels: Vec<i64>,
+    pub word_lengths: Vec<i64>,
+    /// Class labels, for labelled sources.
+    pub labels: Option<Vec<i64>>,
+    pub captions: Vec<String>,
+    pub all_captions: Vec<Vec<String>>,
+    pub keys: Vec<String>,
+    /// The epoch and how many items of its order were consumed once this batch is taken:
+    /// what `state_dict` records.
+    pub epoch: u64,
+    pub consumed: u64,
+}
+
+impl Batch {
+    fn empty(size: usize, cfg: &SampleConfig, epoch: u64) -> Batch {
+        let pixels = size * 3 * cfg.image_size * cfg.image_size;
+        let ctx = cfg.context_length;
+        Batch {
+            size,
+            image_size: cfg.image_size,
+            context_length: ctx,
+            images: match cfg.image_dtype {
+                ImageDtype::Float32 => ImageBuffer::Float32(vec![0.0; pixels]),
+                ImageDtype::Uint8 => ImageBuffer::Uint8(vec![0; pixels]),
+            },
+            text: vec![0; size * ctx],
+            masked_text: vec![0; size * ctx],
+            mlm_labels: vec![0; size * ctx],
+            word_lengths: Vec::with_capacity(size),
+            labels: None,
+            captions: Vec::with_capacity(size),
+            all_captions: Vec::with_capacity(size),
+            keys: Vec::with_capacity(size),
+            epoch,
+            consumed: 0,
+        }
+    }
+
+    /// Slot views for slots `from..from + n`.
+    fn slots(&mut self, from: usize, n: usize) -> Vec<Slot<'_>> {
+        let ctx = self.context_length;
+        let per = 3 * self.image_size * self.image_size;
+        let images: Vec<ImageSlot<'_>> = match &mut self.images {
+            ImageBuffer::Float32(v) => v[from * per..(from + n) * per]
+                .chunks_exact_mut(per)
+                .map(ImageSlot::Float)
+                .collect(),
+            ImageBuffer::Uint8(v) => v[from * per..(from + n) * per]
+                .chunks_exact_mut(per)
+                .map(ImageSlot::Byte)
+                .collect(),
+        };
+        let range = from * ctx..(from + n) * ctx;
+        images
+            .into_iter()
+            .zip(self.text[range.clone()].chunks_exact_mut(ctx))
+            .zip(self.masked_text[range.clone()].chunks_exact_mut(ctx))
+            .zip(self.mlm_labels[range].chunks_exact_mut(ctx))
+            .map(|(((image, text), masked), mlm_labels)| Slot {
+                image,
+                text,
+                masked,
+                mlm_labels,
+            })
+            .collect()
+    }
+
+    /// Moves slot `from` to slot `to` (to < from).
+    fn move_slot(&mut self, from: usize, to: usize) {
+        let ctx = self.context_length;
+        let per = 3 * self.image_size * self.image_size;
+        match &mut self.images {
+            ImageBuffer::Float32(v) => v.copy_within(from * per..(from + 1) * per, to * per),
+            ImageBuffer::Uint8(v) => v.copy_within(from * per..(from + 1) * per, to * per),
+        }
+        for buf in [&mut self.text, &mut self.masked_text, &mut self.mlm_labels] {
+            buf.copy_within(from * ctx..(from + 1) * ctx, to * ctx);
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        let ctx = self.context_length;
+        let per = 3 * self.image_size * self.image_size;
+        match &mut self.images {
+            ImageBuffer::Float32(v) => v.truncate(n * per),
+            ImageBuffer::Uint8(v) => v.truncate(n * per),
+        }
+        for buf in [&mut self.text, &mut self.masked_text, &mut self.mlm_labels] {
+            buf.truncate(n * ctx);
+        }
+        self.size = n;
+    }
+
+    fn push_info(&mut self, info: SampleInfo) {
+        self.word_lengths.push(info.word_length);
+        if let Some(label) = info.label {
+            self.labels.get_or_insert_with(Vec::new).push(label);
+        }
+        self.captions.push(info.caption);
+        self.all_captions.push(info.all_captions);
+        self.keys.push(info.key);
+    }
+}
+
+/// The epoch's items with their position in the order.
+pub type Positioned = (u64, RawItem);
+
+/// What assembling needs besides the items.
+pub struct BatchContext<'a> {
+    pub source: &'a Source,
+    pub sample: &'a SampleConfig,
+    pub policy: ErrorPolicy,
+    pub stats: &'a Stats,
+    pub epoch: u64,
+    pub batch_size: usize,
+    pub drop_last: bool,
+    /// Folds this rank's position into a sample id unique across ranks.
+    pub rank: u64,
+    pub world_size: u64,
+}
+
+fn record(skip: Skip, ctx: &BatchContext<'_>) -> Result<()> {
+    match ctx.policy {
+        ErrorPolicy::Raise => Err(skip.into_error()),
+        ErrorPolicy::Skip => {
+            ctx.stats.skip(&skip);
+            Ok(())
+        }
+    }
+}
+
+/// Builds the next batch, or `None` at the end of the epoch (or when only a partial batch is
+/// left and `drop_last` is set). `consumed` tracks positions pulled so far.
+pub fn next_batch(
+    items: &mut dyn Iterator<Item = Positioned>,
+    ctx: &BatchContext<'_>,
+    consumed: &mut u64,
+) -> Result<Option<Batch>> {
+    let mut batch = Batch::empty(ctx.batch_size, ctx.sample, ctx.epoch);
+    let mut filled = 0usize;
+    let mut exhausted = false;
+    while filled < ctx.batch_size && !exhausted {
+        let need = ctx.batch_size - filled;
+        let mut jobs: Vec<(u64, RawSample)> = Vec::with_capacity(need);
+        while jobs.len() < need {
+            match items.next() {
+                None => {
+                    exhausted = true;
+                    break;
+                }
+                Some((pos, item)) => {
+                    *consumed = pos + 1;
+                    match item {
+                        Ok(raw) => jobs.push((pos, raw)),
+                        Err(skip) => record(skip, ctx)?,
+                    }
+                }
+            }
+        }
+        if jobs.is_empty() {
+            break;
+        }
+        let results: Vec<std::result::Result<SampleInfo, Skip>> = batch
+            .slots(filled, jobs.len())
+            .into_par_iter()
+            .zip(jobs.par_iter())
+            .map(|(slot, (pos, raw))| {
+                let sample_id = pos * ctx.world_size + ctx.rank;
+                process_sample(raw, ctx.source, ctx.sample, ctx.epoch, sample_id, slot)
+            })
+            .collect();
+        let base = filled;
+        for (k, result) in results.into_iter().enumerate() {
+            ctx.stats.read(1);
+            match result {
+                Ok(info) => {
+                    if base + k != filled {
+                        batch.move_slot(base + k, filled);
+                    }
+                    batch.push_info(info);
+                    filled += 1;
+                }
+                Err(skip) => record(skip, ctx)?,
+            }
+        }
+    }
+    if filled == 0 || (filled < ctx.batch_size && ctx.drop_last) {
+        if filled > 0 {
+            ctx.stats.dropped_tail(filled as u64);
+        }
+        return Ok(None);
+    }
+    batch.truncate(filled);
+    batch.consumed = *consumed;
+    ctx.stats.yielded(filled as u64);
+    Ok(Some(batch))
+}

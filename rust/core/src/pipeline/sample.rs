@@ -1,0 +1,253 @@
+//! One sample from raw bytes to batch rows: decode, augment, pick and edit a caption,
+//! tokenize, mask.
+//!
+//! Every random choice draws from `text::sample_rng(seed, epoch, sample_id, stream)` with one
+//! stream per concern, so a sample comes out the same whichever thread handles it and however
+//! the batch is cut. The rows are written straight into the batch buffers (no per-sample
+//! image allocation survives the call).
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::decode::{decode_rgb, RgbImage};
+use super::source::{Payload, RawSample, Skip, Source};
+use crate::augment::{eval_transform, train_transform, write_normalized, write_u8, AugmentConfig};
+use crate::text::{
+    mask_tokens, sample_rng, streams, word_length, Eda, MlmConfig, Tokenizer, IGNORE_INDEX,
+};
+
+/// Characters of a caption kept before tokenization: 77 tokens never need more, and the cap
+/// bounds the BPE work a pathological caption can cause.
+pub const MAX_CAPTION_CHARS: usize = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageDtype {
+    /// CLIP-normalised float32.
+    Float32,
+    /// 0–255 bytes; the consumer normalises (on the GPU).
+    Uint8,
+}
+
+/// What every sample of a pipeline goes through.
+pub struct SampleConfig {
+    pub image_size: usize,
+    pub train: bool,
+    pub augment: AugmentConfig,
+    pub max_pixels: u64,
+    pub image_dtype: ImageDtype,
+    pub context_length: usize,
+    pub tokenizer: Option<Arc<Tokenizer>>,
+    /// EDA applied to training captions (None: captions are used as they are).
+    pub eda: Option<Eda>,
+    /// MLM masking (None: masked ids equal the ids and no label is set).
+    pub mlm: Option<MlmConfig>,
+    pub seed: u64,
+}
+
+/// The image rows of one batch slot.
+pub enum ImageSlot<'a> {
+    Float(&'a mut [f32]),
+    Byte(&'a mut [u8]),
+}
+
+/// Mutable views of one batch slot's rows.
+pub struct Slot<'a> {
+    pub image: ImageSlot<'a>,
+    pub text: &'a mut [i64],
+    pub masked: &'a mut [i64],
+    pub mlm_labels: &'a mut [i64],
+}
+
+/// What a processed sample reports besides its rows.
+#[derive(Debug, Clone)]
+pub struct SampleInfo {
+    pub key: String,
+    pub caption: String,
+    pub all_captions: Vec<String>,
+    pub label: Option<i64>,
+    pub word_length: i64,
+}
+
+/// Swaps the words "left" and "right" (any case pattern of the first letter kept), so a
+/// mirrored picture keeps a true caption.
+pub fn swap_left_right(caption: &str) -> String {
+    let mut out = String::with_capacity(caption.len() + 1);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let swapped = match word.to_ascii_lowercase().as_str() {
+            "left" => Some("right"),
+            "right" => Some("left"),
+            _ => None,
+        };
+        match swapped {
+            Some(s) if word.starts_with(|c: char| c.is_ascii_uppercase()) => {
+                out.push_str(&s[..1].to_ascii_uppercase());
+                out.push_str(&s[1..]);
+            }
+            Some(s) => out.push_str(s),
+            None => out.push_str(word),
+        }
+        word.clear();
+    };
+    for c in caption.chars() {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+fn truncate_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+fn load_pixels(raw: &RawSample, source: &Source, cfg: &SampleConfig) -> Result<RgbImage, Skip> {
+    let skip = |kind, reason: String| Skip::new(kind, raw.location.clone(), reason);
+    match &raw.payload {
+        Payload::Encoded(bytes) => {
+            decode_rgb(bytes, cfg.max_pixels).map_err(|e| skip(e.kind, e.reason))
+        }
+        Payload::File(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| skip("unreadable", format!("cannot read {}: {e}", path.display())))?;
+            decode_rgb(&bytes, cfg.max_pixels)
+                .map_err(|e| skip(e.kind, format!("{}: {}", path.display(), e.reason)))
+        }
+        Payload::Synthetic(index) => {
+            let synthetic = source.synthetic().ok_or_else(|| {
+                skip(
+                    "corrupt_image",
+                    "synthetic sample outside the synthetic source".into(),
+                )
+            })?;
+            let size = cfg.image_size;
+            Ok(RgbImage {
+                width: size,
+                height: size,
+                pixels: synthetic.render(*index, size),
+            })
+        }
+    }
+}
+
+/// Processes `raw` into `slot`. `sample_id` is the sample's unique index within the epoch
+/// (over all ranks), the only per-sample input to its random streams.
+pub fn process_sample(
+    raw: &RawSample,
+    source: &Source,
+    cfg: &SampleConfig,
+    epoch: u64,
+    sample_id: u64,
+    slot: Slot<'_>,
+) -> Result<SampleInfo, Skip> {
+    let rng = |stream| sample_rng(cfg.seed, epoch, sample_id, stream);
+
+    // Caption first: it is cheap and an unusable one saves the decode.
+    let captions: Vec<String> = raw
+        .captions
+        .iter()
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    if captions.is_empty() {
+        let reason = if raw.captions.is_empty() {
+            "sample has no caption"
+        } else {
+            "caption is empty or only whitespace"
+        };
+        return Err(Skip::new("empty_caption", raw.location.clone(), reason));
+    }
+    let mut caption = if cfg.train && captions.len() > 1 {
+        captions[rng(streams::CAPTION).gen_range(0..captions.len())].clone()
+    } else {
+        captions[0].clone()
+    };
+    caption = truncate_chars(&caption, MAX_CAPTION_CHARS).to_string();
+
+    let pixels = load_pixels(raw, source, cfg)?;
+    let (image, flip) = if cfg.train {
+        train_transform(
+            &pixels.pixels,
+            pixels.width,
+            pixels.height,
+            cfg.image_size,
+            &cfg.augment,
+            &mut rng(streams::IMAGE),
+        )
+    } else {
+        (
+            eval_transform(&pixels.pixels, pixels.width, pixels.height, cfg.image_size),
+            false,
+        )
+    };
+    match slot.image {
+        ImageSlot::Float(dst) => write_normalized(&image, flip, dst),
+        ImageSlot::Byte(dst) => write_u8(&image, flip, dst),
+    }
+    if flip {
+        caption = swap_left_right(&caption);
+    }
+    if cfg.train {
+        if let Some(eda) = &cfg.eda {
+            caption = eda.augment(&caption, &mut rng(streams::EDA));
+        }
+    }
+
+    slot.text.iter_mut().for_each(|v| *v = 0);
+    if let Some(tokenizer) = &cfg.tokenizer {
+        tokenizer.tokenize_into(&caption, slot.text);
+    }
+    match &cfg.mlm {
+        Some(mlm) if cfg.tokenizer.is_some() => {
+            let (masked, labels) = mask_tokens(slot.text, mlm, &mut rng(streams::MLM));
+            slot.masked.copy_from_slice(&masked);
+            slot.mlm_labels.copy_from_slice(&labels);
+        }
+        _ => {
+            slot.masked.copy_from_slice(slot.text);
+            slot.mlm_labels.iter_mut().for_each(|v| *v = IGNORE_INDEX);
+        }
+    }
+    Ok(SampleInfo {
+        key: raw.key.clone(),
+        word_length: word_length(slot.text) as i64,
+        caption,
+        all_captions: captions,
+        label: raw.label,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn left_and_right_swap_as_whole_words() {
+        assert_eq!(
+            swap_left_right("a red circle to the left of a cube"),
+            "a red circle to the right of a cube"
+        );
+        assert_eq!(
+            swap_left_right("Right: left-handed, leftover; RIGHT"),
+            "Left: right-handed, leftover; Left"
+        );
+        assert_eq!(swap_left_right(""), "");
+        let s = "from left to right";
+        assert_eq!(swap_left_right(&swap_left_right(s)), s);
+    }
+
+    #[test]
+    fn truncation_keeps_char_boundaries() {
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("ab", 5), "ab");
+    }
+}

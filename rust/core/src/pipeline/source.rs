@@ -1,0 +1,346 @@
+//! What a source yields and in which order: raw samples for one (seed, epoch, rank, world size).
+//!
+//! A source spec is parsed into one of four kinds (tar shards, a CSV/TSV table, an image
+//! folder, the procedural dataset). Every kind produces the same `RawItem` stream; the order
+//! depends only on the [`EpochPlan`], never on threads, so the n-th item of an epoch is always
+//! the same sample. Indexed sources (table, folder, synthetic) permute their index list; shards
+//! are permuted as files and then mixed by a seeded shuffle buffer.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+
+use super::folder::FolderSource;
+use super::shards::ShardSource;
+use super::synthetic::{Split, SyntheticConfig, SyntheticSource};
+use super::table::TableSource;
+use crate::error::{CoreError, Location, Result};
+use crate::text::sample_rng;
+
+/// Where a sample's picture comes from.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Encoded bytes already in memory (a tar member).
+    Encoded(Vec<u8>),
+    /// A file to read on the worker thread (table and folder sources).
+    File(PathBuf),
+    /// Scene `index` of the procedural dataset.
+    Synthetic(u64),
+}
+
+/// One sample before decoding: picture, caption candidates, optional class label.
+#[derive(Debug, Clone)]
+pub struct RawSample {
+    pub key: String,
+    pub location: Location,
+    pub payload: Payload,
+    /// Every caption of the sample (one is drawn per epoch); empty for folders.
+    pub captions: Vec<String>,
+    pub label: Option<i64>,
+}
+
+/// A sample (or a whole stretch of a source) that is dropped, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skip {
+    pub kind: &'static str,
+    pub location: Location,
+    pub reason: String,
+}
+
+impl Skip {
+    pub fn new(kind: &'static str, location: Location, reason: impl Into<String>) -> Skip {
+        Skip {
+            kind,
+            location,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn into_error(self) -> CoreError {
+        CoreError::data(self.location, format!("{} ({})", self.reason, self.kind))
+    }
+}
+
+pub type RawItem = std::result::Result<RawSample, Skip>;
+
+/// Everything that decides the order of one epoch on one rank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochPlan {
+    pub seed: u64,
+    pub epoch: u64,
+    pub rank: u64,
+    pub world_size: u64,
+    pub shuffle: bool,
+    /// Samples held by the shard shuffle buffer (ignored by indexed sources).
+    pub shuffle_buffer: usize,
+}
+
+/// Stream ids of the order decisions (the per-sample ids live in `text::streams`).
+pub(crate) const ORDER_STREAM: u64 = 101;
+pub(crate) const BUFFER_STREAM: u64 = 102;
+
+impl EpochPlan {
+    /// The permutation of `0..n` shared by every rank of this epoch (identity if unshuffled).
+    pub fn permutation(&self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        if self.shuffle {
+            order.shuffle(&mut sample_rng(
+                self.seed,
+                self.epoch,
+                u64::MAX,
+                ORDER_STREAM,
+            ));
+        }
+        order
+    }
+
+    /// This rank's share of `0..n`: positions rank, rank + world, ... of the permutation.
+    /// With several ranks every share has the same length (the last `n % world` indices of
+    /// the permutation are left out this epoch), so DDP ranks run the same number of steps.
+    pub fn rank_share(&self, n: usize) -> Vec<usize> {
+        let world = self.world_size as usize;
+        let used = if world > 1 { n / world * world } else { n };
+        self.permutation(n)
+            .into_iter()
+            .take(used)
+            .skip(self.rank as usize)
+            .step_by(self.world_size as usize)
+            .collect()
+    }
+}
+
+/// A parsed data source.
+pub enum Source {
+    Shards(ShardSource),
+    Table(TableSource),
+    Folder(FolderSource),
+    Synthetic(SyntheticSource),
+}
+
+/// Options that only some source kinds read.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub csv_image_key: String,
+    pub csv_caption_key: String,
+    pub csv_separator: Option<u8>,
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            csv_image_key: "filepath".into(),
+            csv_caption_key: "title".into(),
+            csv_separator: None,
+            synthetic: SyntheticConfig::default(),
+        }
+    }
+}
+
+impl Source {
+    /// Parses `spec`: `synthetic[:train|:heldout]`, a folder, a `.csv`/`.tsv` file, or one or
+    /// more shard paths / brace patterns separated by `::` (webdataset's convention).
+    pub fn open(spec: &str, options: &SourceOptions) -> Result<Source> {
+        let spec = spec.trim();
+        if spec.is_empty() {
+            return Err(CoreError::invalid("source", "is empty"));
+        }
+        if let Some(rest) = spec.strip_prefix("synthetic") {
+            let split = match rest {
+                "" | ":train" => Split::Train,
+                ":heldout" => Split::Heldout,
+                other => {
+                    return Err(CoreError::invalid(
+                        "source",
+                        format!("unknown synthetic split {other:?}; use synthetic:train or synthetic:heldout"),
+                    ))
+                }
+            };
+            return Ok(Source::Synthetic(SyntheticSource::new(
+                split,
+                options.synthetic.clone(),
+            )?));
+        }
+        let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(Source::Folder(FolderSource::open(path)?));
+        }
+        let lower = spec.to_ascii_lowercase();
+        if lower.ends_with(".csv") || lower.ends_with(".tsv") {
+            return Ok(Source::Table(TableSource::open(path, options)?));
+        }
+        let mut shards = Vec::new();
+        for part in spec.split("::") {
+            shards.extend(expand_braces(part)?);
+        }
+        Ok(Source::Shards(ShardSource::new(shards)?))
+    }
+
+    /// Samples in one epoch over all ranks, where known without reading the data.
+    pub fn len(&self) -> Option<usize> {
+        match self {
+            Source::Shards(_) => None,
+            Source::Table(t) => Some(t.len()),
+            Source::Folder(f) => Some(f.len()),
+            Source::Synthetic(s) => Some(s.len()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    pub fn class_names(&self) -> Option<Vec<String>> {
+        match self {
+            Source::Folder(f) => Some(f.class_names().to_vec()),
+            Source::Synthetic(s) => Some(s.class_names()),
+            _ => None,
+        }
+    }
+
+    pub fn synthetic(&self) -> Option<&SyntheticSource> {
+        match self {
+            Source::Synthetic(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The raw samples of one epoch on one rank, in their final order.
+    pub fn epoch(self: &Arc<Self>, plan: EpochPlan) -> Box<dyn Iterator<Item = RawItem> + Send> {
+        match &**self {
+            Source::Shards(s) => s.epoch(plan),
+            _ => {
+                let n = self.len().unwrap_or(0);
+                let order = plan.rank_share(n);
+                let this = Arc::clone(self);
+                Box::new(order.into_iter().map(move |i| match &*this {
+                    Source::Table(t) => t.sample(i),
+                    Source::Folder(f) => f.sample(i),
+                    Source::Synthetic(s) => s.sample(i),
+                    Source::Shards(_) => unreachable!("shards handled above"),
+                }))
+            }
+        }
+    }
+}
+
+/// Expands webdataset/bash brace patterns: `a-{000..003}.tar` (zero padding kept) and
+/// `{x,y}`; several groups multiply out.
+pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
+    let Some(open) = pattern.find('{') else {
+        if pattern.contains('}') {
+            return Err(CoreError::invalid(
+                "source",
+                format!("unbalanced '}}' in {pattern:?}"),
+            ));
+        }
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| CoreError::invalid("source", format!("unbalanced '{{' in {pattern:?}")))?;
+    let (head, body, tail) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let choices: Vec<String> = if let Some((lo, hi)) = body.split_once("..") {
+        let bad = || {
+            CoreError::invalid(
+                "source",
+                format!("bad range {{{body}}} in {pattern:?}: use {{000..009}}"),
+            )
+        };
+        let (a, b) = (
+            lo.parse::<u64>().map_err(|_| bad())?,
+            hi.parse::<u64>().map_err(|_| bad())?,
+        );
+        if a > b {
+            return Err(bad());
+        }
+        if b - a > 1_000_000 {
+            return Err(CoreError::invalid(
+                "source",
+                format!("range {{{body}}} expands to more than a million shards"),
+            ));
+        }
+        let width = if lo.starts_with('0') && lo.len() > 1 {
+            lo.len()
+        } else {
+            0
+        };
+        (a..=b).map(|i| format!("{i:0width$}")).collect()
+    } else {
+        body.split(',').map(str::to_string).collect()
+    };
+    let tails = expand_braces(tail)?;
+    let mut out = Vec::with_capacity(choices.len() * tails.len());
+    for c in &choices {
+        for rest in &tails {
+            out.push(format!("{head}{c}{rest}"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn braces_expand_ranges_with_padding_and_lists() {
+        assert_eq!(
+            expand_braces("d/t-{000..002}.tar").unwrap(),
+            vec!["d/t-000.tar", "d/t-001.tar", "d/t-002.tar"]
+        );
+        assert_eq!(
+            expand_braces("{a,b}-{1..2}").unwrap(),
+            vec!["a-1", "a-2", "b-1", "b-2"]
+        );
+        assert_eq!(expand_braces("plain.tar").unwrap(), vec!["plain.tar"]);
+        assert!(expand_braces("x-{3..1}.tar").is_err());
+        assert!(expand_braces("x-{1..2.tar").is_err());
+        assert!(expand_braces("x-{a..2}.tar").is_err());
+    }
+
+    #[test]
+    fn rank_shares_partition_every_index_once() {
+        for world in 1..5u64 {
+            let mut seen = vec![0; 23];
+            for rank in 0..world {
+                let plan = EpochPlan {
+                    seed: 4,
+                    epoch: 2,
+                    rank,
+                    world_size: world,
+                    shuffle: true,
+                    shuffle_buffer: 0,
+                };
+                for i in plan.rank_share(23) {
+                    seen[i] += 1;
+                }
+            }
+            // Equal shares: 23 % world indices sit out, every other index is read once.
+            assert_eq!(
+                seen.iter().filter(|&&c| c == 1).count(),
+                23 / world as usize * world as usize
+            );
+            assert!(seen.iter().all(|&c| c <= 1), "{seen:?}");
+        }
+        let p = |epoch| {
+            EpochPlan {
+                seed: 4,
+                epoch,
+                rank: 0,
+                world_size: 1,
+                shuffle: true,
+                shuffle_buffer: 0,
+            }
+            .permutation(50)
+        };
+        assert_ne!(p(0), p(1));
+        assert_eq!(p(3), p(3));
+    }
+}

@@ -1,0 +1,336 @@
+//! EDA, "Easy Data Augmentation" (Wei & Zou, EMNLP 2019), for captions: synonym replacement
+//! (SR), random insertion (RI), random swap (RS), random deletion (RD).
+//!
+//! Following the paper, an operation changes n = max(1, ⌊α·l⌋) words of an l-word caption
+//! (RD instead deletes each word with probability α). Words are the caption's
+//! whitespace-separated pieces; the synonym operations look a word up by its letters
+//! (lower-cased, punctuation around it kept), skip stop words, and find plurals and other
+//! inflections through WordNet's base forms. Synonyms are inserted in their WordNet base form.
+
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::stopwords::is_stop_word;
+use super::wordnet::WordNet;
+use crate::{CoreError, Result};
+
+/// One EDA operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EdaOp {
+    SynonymReplacement,
+    RandomInsertion,
+    RandomSwap,
+    RandomDeletion,
+}
+
+impl EdaOp {
+    pub const ALL: [EdaOp; 4] = [
+        EdaOp::SynonymReplacement,
+        EdaOp::RandomInsertion,
+        EdaOp::RandomSwap,
+        EdaOp::RandomDeletion,
+    ];
+
+    /// Parses "sr", "ri", "rs", "rd".
+    pub fn parse(name: &str) -> Result<EdaOp> {
+        match name.to_ascii_lowercase().as_str() {
+            "sr" => Ok(EdaOp::SynonymReplacement),
+            "ri" => Ok(EdaOp::RandomInsertion),
+            "rs" => Ok(EdaOp::RandomSwap),
+            "rd" => Ok(EdaOp::RandomDeletion),
+            _ => Err(CoreError::invalid(
+                "op",
+                format!("expected one of sr, ri, rs, rd, got {name:?}"),
+            )),
+        }
+    }
+
+    fn needs_wordnet(self) -> bool {
+        matches!(self, EdaOp::SynonymReplacement | EdaOp::RandomInsertion)
+    }
+}
+
+/// Which operations a caption may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdaMode {
+    /// DeCLIP's reading: one of SR, RS, RD per caption, chosen uniformly.
+    Declip,
+    /// One of all four operations per caption, chosen uniformly (the paper's per-sentence use).
+    AnyOne,
+}
+
+impl EdaMode {
+    /// Parses "declip" or "any".
+    pub fn parse(name: &str) -> Result<EdaMode> {
+        match name.to_ascii_lowercase().as_str() {
+            "declip" => Ok(EdaMode::Declip),
+            "any" | "anyone" | "any_one" => Ok(EdaMode::AnyOne),
+            _ => Err(CoreError::invalid(
+                "mode",
+                format!("expected \"declip\" or \"any\", got {name:?}"),
+            )),
+        }
+    }
+}
+
+/// EDA settings. Strengths are the paper's α per operation; an operation with strength 0 is
+/// never chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdaConfig {
+    /// Chance that a caption is augmented at all.
+    pub probability: f64,
+    pub synonym_replacement: f64,
+    pub random_insertion: f64,
+    pub random_swap: f64,
+    pub random_deletion: f64,
+    pub mode: EdaMode,
+}
+
+impl Default for EdaConfig {
+    fn default() -> Self {
+        EdaConfig {
+            probability: 1.0,
+            synonym_replacement: 0.1,
+            random_insertion: 0.1,
+            random_swap: 0.1,
+            random_deletion: 0.1,
+            mode: EdaMode::Declip,
+        }
+    }
+}
+
+impl EdaConfig {
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("probability", self.probability),
+            ("synonym_replacement", self.synonym_replacement),
+            ("random_insertion", self.random_insertion),
+            ("random_swap", self.random_swap),
+            ("random_deletion", self.random_deletion),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(CoreError::invalid(
+                    name,
+                    format!("must lie in [0, 1], got {v}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn strength(&self, op: EdaOp) -> f64 {
+        match op {
+            EdaOp::SynonymReplacement => self.synonym_replacement,
+            EdaOp::RandomInsertion => self.random_insertion,
+            EdaOp::RandomSwap => self.random_swap,
+            EdaOp::RandomDeletion => self.random_deletion,
+        }
+    }
+}
+
+/// A configured augmenter. Cheap to share between threads.
+#[derive(Debug, Clone)]
+pub struct Eda {
+    config: EdaConfig,
+    wordnet: Option<Arc<WordNet>>,
+    /// The operations a caption may get under this config and dictionary.
+    ops: Vec<EdaOp>,
+}
+
+impl Eda {
+    /// An augmenter using the WordNet found on the search path (see [`WordNet::shared`]);
+    /// without one, SR and RI are off (one warning per process) and the others still work.
+    pub fn new(config: EdaConfig) -> Result<Eda> {
+        let needs = config.synonym_replacement > 0.0 || config.random_insertion > 0.0;
+        Self::with_wordnet(config, if needs { WordNet::shared() } else { None })
+    }
+
+    /// An augmenter with the given dictionary (or none).
+    pub fn with_wordnet(config: EdaConfig, wordnet: Option<Arc<WordNet>>) -> Result<Eda> {
+        config.validate()?;
+        let allowed: &[EdaOp] = match config.mode {
+            EdaMode::Declip => &[
+                EdaOp::SynonymReplacement,
+                EdaOp::RandomSwap,
+                EdaOp::RandomDeletion,
+            ],
+            EdaMode::AnyOne => &EdaOp::ALL,
+        };
+        let ops = allowed
+            .iter()
+            .copied()
+            .filter(|&op| config.strength(op) > 0.0 && (wordnet.is_some() || !op.needs_wordnet()))
+            .collect();
+        Ok(Eda {
+            config,
+            wordnet,
+            ops,
+        })
+    }
+
+    pub fn config(&self) -> &EdaConfig {
+        &self.config
+    }
+
+    pub fn wordnet(&self) -> Option<&WordNet> {
+        self.wordnet.as_deref()
+    }
+
+    /// The augmented caption: with probability `config.probability` one operation chosen per
+    /// the mode, else the caption unchanged.
+    pub fn augment(&self, text: &str, rng: &mut impl Rng) -> String {
+        if self.ops.is_empty() || !rng.gen_bool(self.config.probability) {
+            return text.to_string();
+        }
+        let op = self.ops[rng.gen_range(0..self.ops.len())];
+        self.apply(op, text, rng)
+    }
+
+    /// One given operation at its configured strength (the caption unchanged when the
+    /// operation needs WordNet and there is none).
+    pub fn apply(&self, op: EdaOp, text: &str, rng: &mut impl Rng) -> String {
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        if words.is_empty() {
+            return text.to_string();
+        }
+        let alpha = self.config.strength(op);
+        let n = ((alpha * words.len() as f64) as usize).max(1);
+        match (op, self.wordnet.as_deref()) {
+            (EdaOp::RandomSwap, _) => random_swap(&mut words, n, rng),
+            (EdaOp::RandomDeletion, _) => random_deletion(&mut words, alpha, rng),
+            (EdaOp::SynonymReplacement, Some(wn)) => {
+                return synonym_replacement(wn, &words, n, rng);
+            }
+            (EdaOp::RandomInsertion, Some(wn)) => {
+                // Synonyms of the caption's own words only (the paper's code also draws from
+                // words it inserted, which drifts: "running" → "linear" → "one dimensional").
+                let original = words.clone();
+                for _ in 0..n {
+                    if let Some(synonym) = pick_insertion(wn, &original, rng) {
+                        let at = rng.gen_range(0..=words.len());
+                        words.insert(at, synonym);
+                    }
+                }
+            }
+            _ => return text.to_string(),
+        }
+        words.join(" ")
+    }
+}
+
+/// Lower-cased letters of a word, in a stack buffer (words over 32 bytes are not looked up).
+struct Lower {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl Lower {
+    fn as_str(&self) -> &str {
+        // Only ASCII letters are ever stored.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+/// Splits a word into (punctuation before, its letters lower-cased, punctuation after), or
+/// `None` when its middle is not all ASCII letters.
+fn word_core(word: &str) -> Option<(&str, Lower, &str)> {
+    let start = word.find(|c: char| c.is_ascii_alphabetic())?;
+    let end = word.rfind(|c: char| c.is_ascii_alphabetic())? + 1;
+    let core = &word.as_bytes()[start..end];
+    if core.len() > 32 || !core.iter().all(u8::is_ascii_alphabetic) {
+        return None;
+    }
+    let mut lower = Lower {
+        buf: [0; 32],
+        len: core.len(),
+    };
+    for (slot, b) in lower.buf.iter_mut().zip(core) {
+        *slot = b.to_ascii_lowercase();
+    }
+    Some((&word[..start], lower, &word[end..]))
+}
+
+/// Synonym ids of a caption word (none for stop words and words that are not letters).
+fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [u32] {
+    match word_core(word) {
+        Some((_, core, _)) if !is_stop_word(core.as_str()) => wn.synonym_ids(core.as_str()),
+        _ => &[],
+    }
+}
+
+/// SR: up to `n` distinct non-stop words that have synonyms, in random order, each replaced
+/// (every occurrence of it) by one random synonym.
+fn synonym_replacement(wn: &WordNet, words: &[&str], n: usize, rng: &mut impl Rng) -> String {
+    let mut candidates: Vec<&str> = words.to_vec();
+    candidates.sort_unstable();
+    candidates.dedup();
+    candidates.shuffle(rng);
+    let mut chosen: Vec<(&str, &str)> = Vec::with_capacity(n);
+    for cand in candidates {
+        if chosen.len() == n {
+            break;
+        }
+        let syn = synonyms_of(wn, cand);
+        if !syn.is_empty() {
+            chosen.push((cand, wn.word(syn[rng.gen_range(0..syn.len())])));
+        }
+    }
+    let mut out = String::with_capacity(words.iter().map(|w| w.len() + 1).sum::<usize>() + 16);
+    for (i, &w) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match chosen
+            .iter()
+            .find(|(c, _)| *c == w)
+            .and_then(|&(_, pick)| Some((word_core(w)?, pick)))
+        {
+            Some(((pre, _, post), pick)) => {
+                out.push_str(pre);
+                out.push_str(pick);
+                out.push_str(post);
+            }
+            None => out.push_str(w),
+        }
+    }
+    out
+}
+
+/// RI helper: a random synonym of a random word that has one (up to 10 tries, as in the
+/// paper's code).
+fn pick_insertion<'w>(wn: &'w WordNet, words: &[&str], rng: &mut impl Rng) -> Option<&'w str> {
+    for _ in 0..10 {
+        let syn = synonyms_of(wn, words[rng.gen_range(0..words.len())]);
+        if !syn.is_empty() {
+            return Some(wn.word(syn[rng.gen_range(0..syn.len())]));
+        }
+    }
+    None
+}
+
+/// RS: `n` swaps of two different random positions (nothing to do for one word).
+fn random_swap(words: &mut [&str], n: usize, rng: &mut impl Rng) {
+    if words.len() < 2 {
+        return;
+    }
+    for _ in 0..n {
+        let i = rng.gen_range(0..words.len());
+        let j = (i + rng.gen_range(1..words.len())) % words.len();
+        words.swap(i, j);
+    }
+}
+
+/// RD: each word dropped with probability `p`; a one-word caption is kept, and when every
+/// word would go one random word stays, so the result is never empty.
+fn random_deletion(words: &mut Vec<&str>, p: f64, rng: &mut impl Rng) {
+    if words.len() == 1 {
+        return;
+    }
+    let keep_if_empty = words[rng.gen_range(0..words.len())];
+    words.retain(|_| !rng.gen_bool(p));
+    if words.is_empty() {
+        words.push(keep_if_empty);
+    }
+}

@@ -1,0 +1,299 @@
+//! WordNet 3.0 synonyms for EDA, read from the dictionary files Debian's `wordnet-base`
+//! installs (`data.{noun,verb,adj,adv}` for synsets, `*.exc` for irregular base forms).
+//!
+//! The data is never shipped with lightclip: it is found at `$LIGHTCLIP_WORDNET` (only there
+//! when set), else `$WNHOME/dict`, `/usr/share/wordnet` or `/usr/local/share/wordnet`, or at a
+//! path given.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustc_hash::FxHashMap;
+
+use crate::{CoreError, Result};
+
+const POS: [&str; 4] = ["noun", "verb", "adj", "adv"];
+
+/// Suffix rules of WordNet's `morphy` (inflected ending → base ending), per part of speech.
+const RULES: [&[(&str, &str)]; 4] = [
+    &[
+        ("s", ""),
+        ("ses", "s"),
+        ("xes", "x"),
+        ("zes", "z"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("men", "man"),
+        ("ies", "y"),
+    ],
+    &[
+        ("s", ""),
+        ("ies", "y"),
+        ("es", "e"),
+        ("es", ""),
+        ("ed", "e"),
+        ("ed", ""),
+        ("ing", "e"),
+        ("ing", ""),
+    ],
+    &[("er", ""), ("est", ""), ("er", "e"), ("est", "e")],
+    &[],
+];
+
+/// Lemma → synonyms, with morphological base forms for inflected words.
+pub struct WordNet {
+    /// Synonym spellings: lower case, letters and single spaces only.
+    words: Vec<Box<str>>,
+    /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, synonym ids).
+    lemmas: FxHashMap<Box<str>, (u8, Box<[u32]>)>,
+    /// Irregular form → base forms, per part of speech.
+    exceptions: [FxHashMap<Box<str>, Vec<Box<str>>>; 4],
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for WordNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WordNet({}, {} lemmas)",
+            self.dir.display(),
+            self.lemmas.len()
+        )
+    }
+}
+
+/// A synonym as EDA uses it: `_`/`-` become spaces, lower case, only letters and spaces kept.
+fn synonym_spelling(word: &str) -> String {
+    word.chars()
+        .map(|c| {
+            if c == '_' || c == '-' {
+                ' '
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .filter(|c| c.is_ascii_lowercase() || *c == ' ')
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl WordNet {
+    /// The directories searched, in order. `$LIGHTCLIP_WORDNET`, when set, is the only one
+    /// (so pointing it at an empty folder turns the synonym operations off).
+    pub fn search_path() -> Vec<PathBuf> {
+        if let Some(p) = std::env::var_os("LIGHTCLIP_WORDNET") {
+            return vec![PathBuf::from(p)];
+        }
+        let mut dirs = vec![];
+        if let Some(p) = std::env::var_os("WNHOME") {
+            dirs.push(PathBuf::from(p).join("dict"));
+        }
+        dirs.push("/usr/share/wordnet".into());
+        dirs.push("/usr/local/share/wordnet".into());
+        dirs
+    }
+
+    /// The WordNet found on the search path, loaded once per process; `None` when there is
+    /// none (or it cannot be read: the reason is printed once).
+    pub fn shared() -> Option<Arc<WordNet>> {
+        static SHARED: OnceLock<Option<Arc<WordNet>>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let dirs = Self::search_path();
+                let Some(dir) = dirs.iter().find(|d| d.join("data.noun").is_file()) else {
+                    eprintln!(
+                        "lightclip: WordNet not found (looked in {}); EDA synonym replacement and \
+                         insertion are off. Install Debian's wordnet-base or set LIGHTCLIP_WORDNET.",
+                        dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                    );
+                    return None;
+                };
+                match Self::load(dir) {
+                    Ok(wn) => Some(Arc::new(wn)),
+                    Err(e) => {
+                        eprintln!("lightclip: EDA synonym operations are off: {e}");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
+    /// Reads the dictionary in `dir` (the folder holding `data.noun`, `noun.exc`, ...).
+    pub fn load(dir: &Path) -> Result<WordNet> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|e| CoreError::Io { path, source: e })
+        };
+        let mut words: Vec<Box<str>> = vec![];
+        let mut word_ids: FxHashMap<String, u32> = FxHashMap::default();
+        // lemma → (pos mask, synsets it belongs to); synsets as lists of word ids.
+        let mut lemma_synsets: FxHashMap<Box<str>, (u8, Vec<u32>)> = FxHashMap::default();
+        let mut synsets: Vec<Vec<u32>> = vec![];
+        for (p, pos) in POS.iter().enumerate() {
+            let name = format!("data.{pos}");
+            let text = read(&name)?;
+            for (n, line) in text.lines().enumerate() {
+                if line.starts_with("  ") || line.is_empty() {
+                    continue; // licence header
+                }
+                let bad = || {
+                    CoreError::data(
+                        crate::Location {
+                            source: dir.join(&name).display().to_string(),
+                            member: None,
+                            index: Some(n as u64 + 1),
+                        },
+                        "not a WordNet data line",
+                    )
+                };
+                let fields: Vec<&str> = line.splitn(5, ' ').collect();
+                let [_, _, _, count, rest] = fields[..] else {
+                    return Err(bad());
+                };
+                let count = usize::from_str_radix(count, 16).map_err(|_| bad())?;
+                let mut members = vec![];
+                let sid = synsets.len() as u32;
+                for (lemma, _lex_id) in rest
+                    .split(' ')
+                    .collect::<Vec<_>>()
+                    .chunks(2)
+                    .take(count)
+                    .map(|c| (c[0], c.get(1)))
+                {
+                    // Adjectives may carry a syntactic marker: "beautiful(a)".
+                    let lemma = lemma.split('(').next().unwrap_or(lemma).to_lowercase();
+                    let spelled = synonym_spelling(&lemma);
+                    if !spelled.is_empty() {
+                        let next = words.len() as u32;
+                        let id = *word_ids.entry(spelled.clone()).or_insert(next);
+                        if id == next {
+                            words.push(spelled.into());
+                        }
+                        members.push(id);
+                    }
+                    let entry = lemma_synsets.entry(lemma.into()).or_default();
+                    entry.0 |= 1 << p;
+                    entry.1.push(sid);
+                }
+                synsets.push(members);
+            }
+        }
+        let lemmas = lemma_synsets
+            .into_iter()
+            .map(|(lemma, (mask, sids))| {
+                let own = word_ids.get(&synonym_spelling(&lemma)).copied();
+                let mut syn: Vec<u32> = sids
+                    .iter()
+                    .flat_map(|&s| synsets[s as usize].iter().copied())
+                    .filter(|&w| Some(w) != own)
+                    .collect();
+                syn.sort_unstable();
+                syn.dedup();
+                (lemma, (mask, syn.into_boxed_slice()))
+            })
+            .collect();
+        let mut exceptions: [FxHashMap<Box<str>, Vec<Box<str>>>; 4] = Default::default();
+        for (p, pos) in POS.iter().enumerate() {
+            for line in read(&format!("{pos}.exc"))?.lines() {
+                let mut it = line.split_whitespace();
+                if let Some(form) = it.next() {
+                    exceptions[p].insert(form.into(), it.map(Into::into).collect());
+                }
+            }
+        }
+        if words.is_empty() {
+            return Err(CoreError::invalid(
+                "wordnet",
+                format!("{} holds no synsets", dir.display()),
+            ));
+        }
+        Ok(WordNet {
+            words,
+            lemmas,
+            exceptions,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Where this dictionary was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Synonym ids of a lower-case word: those of the word itself when it is a lemma with
+    /// synonyms, else those of its base forms (irregular forms first, then suffix rules).
+    pub fn synonym_ids(&self, word: &str) -> &[u32] {
+        if let Some((_, syn)) = self.lemmas.get(word) {
+            if !syn.is_empty() {
+                return syn;
+            }
+        }
+        for (p, (exceptions, rules)) in self.exceptions.iter().zip(RULES).enumerate() {
+            if let Some(bases) = exceptions.get(word) {
+                for base in bases {
+                    if let Some((_, syn)) = self.lemmas.get(base.as_ref()) {
+                        if !syn.is_empty() {
+                            return syn;
+                        }
+                    }
+                }
+            }
+            let mut base = String::new();
+            for (from, to) in rules {
+                if let Some(stem) = word.strip_suffix(from) {
+                    base.clear();
+                    base.push_str(stem);
+                    base.push_str(to);
+                    if let Some((mask, syn)) = self.lemmas.get(base.as_str()) {
+                        if mask & (1 << p) != 0 && !syn.is_empty() {
+                            return syn;
+                        }
+                    }
+                }
+            }
+        }
+        &[]
+    }
+
+    /// The spelling of a synonym id.
+    pub fn word(&self, id: u32) -> &str {
+        &self.words[id as usize]
+    }
+
+    /// Synonyms of a lower-case word, as strings (see [`WordNet::synonym_ids`]).
+    pub fn synonyms(&self, word: &str) -> Vec<&str> {
+        self.synonym_ids(word)
+            .iter()
+            .map(|&i| self.word(i))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_synonyms_and_base_forms() {
+        let Some(wn) = WordNet::shared() else {
+            eprintln!("skipped: WordNet not installed");
+            return;
+        };
+        assert!(wn.synonyms("dog").contains(&"domestic dog"));
+        assert!(
+            wn.synonyms("dogs").contains(&"domestic dog"),
+            "plural via the 's' rule"
+        );
+        assert_eq!(
+            wn.synonyms("geese"),
+            wn.synonyms("goose"),
+            "irregular plural via noun.exc"
+        );
+        assert!(!wn.synonyms("geese").is_empty());
+        assert!(!wn.synonyms("dog").contains(&"dog"));
+        assert!(wn.synonyms("qzxv").is_empty());
+    }
+}

@@ -1,0 +1,115 @@
+"""torchrun DDP on CPU (gloo): a 2-rank run equals a 1-rank run with the same global batch.
+
+Both runs see the same samples with the same augmentation and masking (the pipeline keys
+every sample's randomness on its place in the epoch, not on the rank), the contrastive loss
+all-gathers features with gradients, and the MLM loss is normalised by the global masked
+count, so the first steps' losses must agree up to float summation order. The towers are a
+small Swin (LayerNorm only): BatchNorm towers normalise with per-rank statistics under DDP,
+as in plain PyTorch, so they differ by design.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_SWIN = dict(
+    name="test-tiny-swin",
+    image_tower="swin",
+    image_size=64,
+    embed_dim=64,
+    swin_embed_dim=16,
+    swin_depths=[1, 1, 1, 1],
+    swin_heads=[1, 2, 2, 4],
+    window_size=2,
+    context_length=32,
+    text_width=64,
+    text_heads=2,
+    text_layers=4,
+    d_tok=32,
+    fusion_heads=2,
+)
+STEPS = 3
+
+
+def _run(cmd: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _losses(run_dir: Path) -> list[dict[str, float]]:
+    with (run_dir / "metrics.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "train"]
+    return [
+        {k: float(r[k]) for k in ("step", "loss", "loss_ins", "loss_tok", "loss_mlm")} for r in rows
+    ]
+
+
+@pytest.mark.slow
+def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun is not None
+    model = tmp_path / "tiny-swin.json"
+    model.write_text(json.dumps(TINY_SWIN))
+    common = [
+        "--model",
+        str(model),
+        "--train-data",
+        "synthetic:train",
+        "--train-num-samples",
+        "64",
+        "--steps",
+        str(STEPS),
+        "--logs-dir",
+        str(tmp_path / "logs"),
+        "--no-progress",
+        "--log-every-n-steps",
+        "1",
+        "--workers",
+        "1",
+        "--no-export",
+        "--lr",
+        "1e-3",
+    ]
+    _run(
+        [sys.executable, "-m", "lightclip.train", *common, "--batch-size", "8", "--name", "one"],
+        tmp_path,
+    )
+    ddp = _run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "lightclip.train",
+            *common,
+            "--batch-size",
+            "4",
+            "--name",
+            "two",
+        ],
+        tmp_path,
+    )
+    assert "2x cpu" in ddp.stderr  # it really ran as two ranks
+    one, two = _losses(tmp_path / "logs" / "one"), _losses(tmp_path / "logs" / "two")
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [1.0, 2.0, 3.0]
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "loss_ins", "loss_tok", "loss_mlm"):
+            assert b[key] == pytest.approx(a[key], rel=2e-4, abs=1e-5), (a["step"], key)
+    # The loss moved, so the later steps compare trained weights, not just the initial ones.
+    assert one[0]["loss"] != one[-1]["loss"]
+    # Only rank 0 wrote the run folder's files.
+    assert sorted(p.name for p in (tmp_path / "logs" / "two").iterdir()) == [
+        "checkpoints",
+        "config.json",
+        "metrics.csv",
+    ]

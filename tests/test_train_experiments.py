@@ -1,0 +1,83 @@
+"""The demo's chance levels and the ablation script (smoke run on Flickr8k when present)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightclip.demo import chance_levels, results_table, retrieval_chance
+from lightclip.experiments import ablation
+
+
+@pytest.mark.parametrize(("n", "positives"), [(4, 1), (5, 2), (6, 3), (6, 1)])
+def test_retrieval_chance_equals_brute_force_over_all_rankings(n: int, positives: int) -> None:
+    rankings = list(itertools.permutations(range(n)))
+    for k in range(1, n + 1):
+        hits = sum(any(r < positives for r in ranking[:k]) for ranking in rankings)
+        assert retrieval_chance(k, n, positives) == pytest.approx(
+            float(Fraction(hits, len(rankings)))
+        )
+
+
+def test_chance_levels_and_table() -> None:
+    metrics = {
+        "zeroshot_acc1": 0.5,
+        "zeroshot_num_classes": 8.0,
+        "image_retrieval_recall@1": 0.2,
+        "text_retrieval_recall@1": 0.3,
+    }
+    chance = chance_levels(metrics, {"num_images": 100, "num_texts": 500})
+    assert chance["zeroshot_acc1"] == 1 / 8
+    assert chance["image_retrieval_recall@1"] == pytest.approx(1 / 100)
+    assert chance["text_retrieval_recall@1"] == pytest.approx(5 / 500)  # 5 captions per image
+    table = results_table(metrics, chance)
+    assert "zero-shot top-1" in table and "4.0x" in table  # 0.5 / (1/8)
+    assert "text->image R@1" in table and "20.0x" in table
+
+
+@pytest.mark.slow
+def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    code = ablation.main(
+        [
+            "--data-dir",
+            str(flickr8k_dir),
+            "--steps",
+            "1",
+            "--batch-size",
+            "8",
+            "--rows",
+            "clip",
+            "lightclip",
+            "--eval-batches",
+            "1",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    assert [r["row"] for r in report["rows"]] == ["clip", "lightclip"]
+    for row in report["rows"]:
+        assert row["dev_images"] == 128
+        for _, key in ablation.METRICS:
+            assert 0.0 <= row[key] <= 1.0
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| CLIP baseline |" in table and "| LightCLIP (all) |" in table
+    # Each row trained with its own switches: the baseline has no training-only heads.
+    clip_cfg = json.loads((tmp_path / "row-clip" / "config.json").read_text())
+    assert (clip_cfg["soft_labels"], clip_cfg["token_loss"], clip_cfg["mlm"]) == (False,) * 3
+    assert (tmp_path / "ablation.png").exists()
+
+
+def test_ablation_reports_missing_data(tmp_path: Path, capsys) -> None:
+    assert ablation.main(["--data-dir", str(tmp_path), "--steps", "1"]) == 2
+    assert "no Flickr8k shards" in capsys.readouterr().err
