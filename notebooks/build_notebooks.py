@@ -13,6 +13,9 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+# The cell lists read best as written (one tuple per cell, its source flush left).
+# fmt: off
+
 HERE = Path(__file__).resolve().parent
 
 # Every notebook starts like this: LIGHTCLIP_NOTEBOOK_FAST=1 (set by the tests) shrinks the
@@ -45,8 +48,8 @@ def to_rgb(image):
 
 def nb(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     book = new_notebook()
-    book.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in cells]
-    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book.cells = [new_markdown_cell(s) if kind == "md" else new_code_cell(s) for kind, s in cells]
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
     book.metadata["language_info"] = {"name": "python"}
     return book
 
@@ -142,7 +145,8 @@ def plot_losses(step, metrics):
 
 start = time.perf_counter()
 result = lightclip.train(config, on_step=plot_losses)
-print(f"{result.step} steps in {time.perf_counter() - start:.0f}s; exported {result.export_path}")"""),
+print(f"{result.step} steps in {time.perf_counter() - start:.0f}s")
+print("exported inference model:", result.export_path)"""),
     ("md", """\
 ## 4. Zero-shot and retrieval on held-out data
 
@@ -154,7 +158,8 @@ from lightclip.checkpoint import model_from_checkpoint
 model = model_from_checkpoint(result.export_path).eval()
 heldout = dict(batch_size=64, image_size=64, context_length=32, train=False,
                num_samples=128 if FAST else 1000)
-zero_shot = lightclip.evaluate_zero_shot(model, lightclip.DataPipeline("synthetic:heldout", **heldout))
+zero_shot = lightclip.evaluate_zero_shot(
+    model, lightclip.DataPipeline("synthetic:heldout", **heldout))
 retrieval = lightclip.evaluate_retrieval(
     model, lightclip.DataPipeline("synthetic:heldout", all_captions=True, **heldout))
 classes = len(lightclip.DataPipeline("synthetic:heldout", **heldout).class_names)
@@ -373,12 +378,16 @@ for col, (p, name) in enumerate(phases, start=1):
     i2t, t2i = schedule(logits, p)
     assert torch.allclose(i2t.sum(dim=1), torch.ones(len(i2t)), atol=1e-5)
     for row, (target, direction) in enumerate(((i2t, "image->text"), (t2i, "text->image"))):
+        # The diagonal (the positive, 1 - alpha or 1) would swamp the colour scale: draw the
+        # negatives' share only, on a common scale, and give the diagonal in the title.
+        negatives = target.clone().fill_diagonal_(float("nan")).numpy()
         ax = axes[row, col]
-        im = ax.imshow(target.numpy(), cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"p={p} ({name})\\n{direction} targets", fontsize=9)
+        im = ax.imshow(negatives, cmap="magma", vmin=0, vmax=0.1)
+        ax.set_title(f"p={p} ({name})\\n{direction}, diagonal {float(target[0, 0]):.2f}",
+                     fontsize=9)
 for ax in axes.flat:
     ax.set_xticks([]); ax.set_yticks([])
-fig.colorbar(im, ax=axes, shrink=0.6)
+fig.colorbar(im, ax=axes[:, 1:], shrink=0.6, label="target on a negative (diagonal blank)")
 plt.show()"""),
     ("md", """\
 In the last phase the off-diagonal mass follows the model's own confusions: a caption that
@@ -437,9 +446,11 @@ def augmentations(path, caption, copies=7, **options):
                                   seed=1, return_captions=True, **options)
     return next(iter(data))
 
-for title, options in (("photo defaults (crop 0.2-1, jitter, grayscale, blur, flip)", {}),
-                       ("mild, as used for the synthetic data (no hue shift: captions name colours)",
-                        dict(crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), grayscale_p=0.0))):
+MILD = dict(crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), grayscale_p=0.0)
+for title, options in (
+    ("photo defaults (crop 0.2-1, jitter, grayscale, blur, flip)", {}),
+    ("mild, as used for the synthetic data (no hue shift: captions name colours)", MILD),
+):
     fig, axes = plt.subplots(len(rows), 8, figsize=(14, 1.9 * len(rows)))
     for r, (path, caption) in enumerate(rows):
         augmented = augmentations(path, caption, eda_prob=1.0, **options)
@@ -476,7 +487,10 @@ if not shards:
     SKIP = f"no Flickr8k shards at {flickr}; set LIGHTCLIP_FLICKR8K to measure"
 elif not have_torchvision:
     SKIP = "torchvision and Pillow are not installed; they are the reference being compared"
-print("skipping the throughput comparison:", SKIP) if SKIP else print(len(shards), "shards in", flickr)"""),
+if SKIP:
+    print("skipping the throughput comparison:", SKIP)
+else:
+    print(len(shards), "shards in", flickr)"""),
     ("code", """\
 IMAGE_SIZE = 64 if FAST else 224
 BATCH = 16 if FAST else 64
@@ -549,6 +563,7 @@ if not SKIP:
     print("Rust pipeline counters:", rust.stats())"""),
 ]
 
+# fmt: on
 
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,

@@ -135,10 +135,17 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-samples", type=int, help="size of a synthetic source (default: the source's own)"
     )
     parser.add_argument("--threads", type=int, help="data pipeline threads (default: all cores)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch intra-op threads (default: torch's; 1 is fastest on a crowded machine)",
+    )
     parser.add_argument("--output", help="write the JSON result here")
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     model, name = load_eval_model(args.model, args.checkpoint, args.device)
     task = args.task
     extra: dict[str, Any] = {"threads": args.threads}

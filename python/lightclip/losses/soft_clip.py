@@ -33,14 +33,16 @@ from ..labels import LabelSchedule
 __all__ = ["SoftClipLoss", "soft_cross_entropy"]
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of ``−Σ_j targets_ij log softmax(logits_i)_j``.
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    # Autocast hands over half logits; the loss and the targets are computed in float32 so the
+    # small off-diagonal target mass (α/(N−1)) is not rounded to bfloat16's ~2 digits.
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
-    Computed in at least float32 so autocast's half logits do not lose the small target mass.
-    """
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    log_probs = F.log_softmax(logits.to(dtype), dim=1)
-    return -(targets.to(dtype) * log_probs).sum(dim=1).mean()
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``−Σ_j targets_ij log softmax(logits_i)_j`` (in at least float32)."""
+    log_probs = F.log_softmax(_at_least_float32(logits), dim=1)
+    return -(_at_least_float32(targets) * log_probs).sum(dim=1).mean()
 
 
 def _check_features(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
@@ -99,7 +101,7 @@ class SoftClipLoss(nn.Module):
             return self._local_rows_loss(
                 image_features, text_features, all_images, all_texts, logit_scale, progress, ctx
             )
-        logits = logit_scale * all_images @ all_texts.T
+        logits = _at_least_float32(logit_scale * all_images @ all_texts.T)
         targets_i2t, targets_t2i = self.schedule(logits, progress)
         return 0.5 * (
             soft_cross_entropy(logits, targets_i2t) + soft_cross_entropy(logits.T, targets_t2i)
@@ -118,8 +120,8 @@ class SoftClipLoss(nn.Module):
         # This rank's images against every text, and its texts against every image: the same
         # rows of z and zᵀ the full loss has, so the row-wise targets are the same too.
         offset = ctx.rank * image_features.shape[0]
-        logits_per_image = logit_scale * image_features @ all_texts.T
-        logits_per_text = logit_scale * text_features @ all_images.T
+        logits_per_image = _at_least_float32(logit_scale * image_features @ all_texts.T)
+        logits_per_text = _at_least_float32(logit_scale * text_features @ all_images.T)
         targets_i2t = self.schedule.rows(logits_per_image, progress, offset)
         targets_t2i = self.schedule.rows(logits_per_text, progress, offset)
         return 0.5 * (

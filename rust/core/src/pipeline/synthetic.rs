@@ -255,11 +255,12 @@ fn describe(shapes: &[Shape], rng: &mut impl Rng) -> String {
 /// Signed distance (in radii) from a point to a shape's outline; negative inside.
 fn signed_distance(shape: usize, x: f32, y: f32) -> f32 {
     let box_sd = |hx: f32, hy: f32| (x.abs() - hx).max(y.abs() - hy);
-    match SHAPES[shape] {
-        "circle" => (x * x + y * y).sqrt() - 1.0,
-        "square" => box_sd(0.85, 0.85),
-        "diamond" => (x.abs() + y.abs() - 1.15) * std::f32::consts::FRAC_1_SQRT_2,
-        "triangle" => {
+    // Indices into SHAPES (matched by number: this runs per pixel).
+    match shape {
+        0 => (x * x + y * y).sqrt() - 1.0,
+        1 => box_sd(0.85, 0.85),
+        3 => (x.abs() + y.abs() - 1.15) * std::f32::consts::FRAC_1_SQRT_2,
+        2 => {
             let (x, y) = (x, y - 0.15);
             let edges = [(0.0, 1.0), (0.866, -0.5), (-0.866, -0.5)];
             edges
@@ -268,7 +269,7 @@ fn signed_distance(shape: usize, x: f32, y: f32) -> f32 {
                 .fold(f32::MIN, f32::max)
                 - 0.6
         }
-        "cross" => box_sd(1.0, 0.33).min(box_sd(0.33, 1.0)),
+        4 => box_sd(1.0, 0.33).min(box_sd(0.33, 1.0)),
         _ => {
             // Five-pointed star: the outline's radius swings between 0.5 and 1 with the angle.
             let rho = (x * x + y * y).sqrt();
@@ -286,35 +287,52 @@ fn hash_noise(x: usize, y: usize, salt: u64) -> f32 {
 }
 
 pub fn render_scene(scene: &Scene, size: usize) -> Vec<u8> {
-    let mut out = vec![0u8; size * size * 3];
     let inv = 1.0 / size as f32;
     let salt = (scene.background[0].to_bits() as u64) << 16;
+    // Background: tint + linear gradient + a little texture.
+    let mut rgb = vec![[0.0f32; 3]; size * size];
     for y in 0..size {
         for x in 0..size {
             let (u, v) = ((x as f32 + 0.5) * inv, (y as f32 + 0.5) * inv);
             let shift = scene.gradient[0] * (u - 0.5)
                 + scene.gradient[1] * (v - 0.5)
                 + 0.025 * hash_noise(x, y, salt);
-            let mut rgb = scene.background.map(|c| c + shift);
-            for s in &scene.shapes {
-                let r_px = s.radius * size as f32;
+            rgb[y * size + x] = scene.background.map(|c| c + shift);
+        }
+    }
+    // Shapes, each only over its bounding box: every outline lies within 1.3 radii (the
+    // triangle's corners reach 1.28).
+    for s in &scene.shapes {
+        let r_px = s.radius * size as f32;
+        let colour = COLOURS[s.colour].1.map(|c| (c * s.shade).min(1.0));
+        let span = |centre: f32| {
+            let lo = ((centre - 1.35 * s.radius) * size as f32 - 1.0)
+                .floor()
+                .max(0.0) as usize;
+            let hi = (((centre + 1.35 * s.radius) * size as f32 + 1.0)
+                .ceil()
+                .max(0.0) as usize)
+                .min(size);
+            lo..hi
+        };
+        for y in span(s.cy) {
+            for x in span(s.cx) {
+                let (u, v) = ((x as f32 + 0.5) * inv, (y as f32 + 0.5) * inv);
                 let d =
                     signed_distance(s.shape, (u - s.cx) / s.radius, (v - s.cy) / s.radius) * r_px;
                 let alpha = (0.5 - d).clamp(0.0, 1.0);
                 if alpha > 0.0 {
-                    let colour = COLOURS[s.colour].1;
+                    let px = &mut rgb[y * size + x];
                     for c in 0..3 {
-                        rgb[c] = rgb[c] * (1.0 - alpha) + (colour[c] * s.shade).min(1.0) * alpha;
+                        px[c] = px[c] * (1.0 - alpha) + colour[c] * alpha;
                     }
                 }
             }
-            let o = (y * size + x) * 3;
-            for c in 0..3 {
-                out[o + c] = (rgb[c].clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
-            }
         }
     }
-    out
+    rgb.iter()
+        .flat_map(|px| px.map(|c| (c.clamp(0.0, 1.0) * 255.0 + 0.5) as u8))
+        .collect()
 }
 
 #[cfg(test)]
