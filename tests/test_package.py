@@ -27,6 +27,8 @@ def test_cli_info_runs_and_bad_command_exits_nonzero() -> None:
     ok = subprocess.run([sys.executable, "-m", "lightclip", "info"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "torch 2.11.0" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "lightclip", "nope"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "lightclip", "nope"], capture_output=True, text=True
+    )
     assert bad.returncode != 0
     assert "Traceback" not in bad.stderr

@@ -1,9 +1,9 @@
 """lightclip: train lightweight CLIP models with the LightCLIP recipe, on a Rust core.
 
-    >>> import lightclip, torch
-    >>> s = lightclip.token_similarity(torch.randn(2, 49, 64), torch.randn(2, 12, 64))
-    >>> tuple(s.shape)
-    (2, 49, 12)
+>>> import lightclip, torch
+>>> s = lightclip.token_similarity(torch.randn(2, 49, 64), torch.randn(2, 12, 64))
+>>> tuple(s.shape)
+(2, 49, 12)
 """
 
 # torch first: the extension links libtorch, and importing torch is what loads it into the

@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn messages_name_the_argument_and_the_place() {
         let e = CoreError::invalid("alpha", "must lie in [0, 1), got 1.5");
-        assert_eq!(e.to_string(), "invalid `alpha`: must lie in [0, 1), got 1.5");
+        assert_eq!(
+            e.to_string(),
+            "invalid `alpha`: must lie in [0, 1), got 1.5"
+        );
 
         let loc = Location {
             source: "train-000001.tar".into(),

@@ -36,13 +36,19 @@ impl SimilarityShape {
         if a3[0] != b3[0] {
             return Err(CoreError::invalid(
                 nb,
-                format!("batch sizes differ: `{na}` has {}, `{nb}` has {}", a3[0], b3[0]),
+                format!(
+                    "batch sizes differ: `{na}` has {}, `{nb}` has {}",
+                    a3[0], b3[0]
+                ),
             ));
         }
         if a3[2] != b3[2] {
             return Err(CoreError::invalid(
                 nb,
-                format!("feature sizes differ: `{na}` has {}, `{nb}` has {}", a3[2], b3[2]),
+                format!(
+                    "feature sizes differ: `{na}` has {}, `{nb}` has {}",
+                    a3[2], b3[2]
+                ),
             ));
         }
         if a3[2] == 0 {

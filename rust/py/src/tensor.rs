@@ -9,7 +9,10 @@ use tch::{Kind, Tensor};
 use crate::errors::{InvalidDtypeError, InvalidInputError};
 
 pub fn is_float_kind(kind: Kind) -> bool {
-    matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double)
+    matches!(
+        kind,
+        Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double
+    )
 }
 
 /// Rejects integer, boolean and complex tensors with a `TypeError` naming `argument`.
@@ -26,11 +29,7 @@ pub fn require_float(tensor: &Tensor, argument: &str) -> PyResult<()> {
 }
 
 /// Two tensors that are combined must agree on dtype and device.
-pub fn require_same_kind_and_device(
-    a: &Tensor,
-    b: &Tensor,
-    names: (&str, &str),
-) -> PyResult<()> {
+pub fn require_same_kind_and_device(a: &Tensor, b: &Tensor, names: (&str, &str)) -> PyResult<()> {
     if a.kind() != b.kind() {
         return Err(InvalidDtypeError::new_err(format!(
             "`{}` is {:?} but `{}` is {:?}; pass both in one dtype",
