@@ -20,3 +20,16 @@ def flickr8k_dir() -> Path:
     if not (FLICKR8K / "dev-000000.tar").exists():
         pytest.skip(f"Flickr8k shards not found at {FLICKR8K}")
     return FLICKR8K
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Bit-exact comparisons need the same reduction order in every run; one thread also keeps
+    the training tests quick on a 2-core machine. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,19 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 import lightclip
 from lightclip.schedules import lr_at
 from train_fakes import FakePipeline
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tmp_path: Path, **overrides) -> lightclip.TrainConfig:

@@ -14,13 +14,7 @@ import torch
 import lightclip
 from lightclip.checkpoint import LATEST, load_checkpoint, model_from_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tmp_path: Path, **overrides) -> lightclip.TrainConfig:

@@ -21,14 +21,7 @@ from train_fakes import FakePipeline
 STEPS = 6  # 4 batches per epoch: the runs cross an epoch boundary
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Bit-exact comparisons need the same reduction order in every run; one thread also
-    # keeps these tests quick on a loaded 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(tmp_path: Path, **overrides) -> lightclip.TrainConfig:

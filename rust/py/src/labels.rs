@@ -159,11 +159,7 @@ pub fn soft_labels(
     ramp: bool,
     ramp_width: f64,
 ) -> PyResult<(PyTensor, PyTensor)> {
-    let mix = schedule(r1, r2, alpha, ramp, ramp_width)?
-        .mix_at(progress)
-        .map_err(BindingError::from)?;
-    require_float(&logits, "logits")?;
-    let (n, m) = check_matrix(&logits).map_err(BindingError::from)?;
+    let (mix, n, m) = checked_inputs(&logits, progress, (r1, r2, alpha, ramp, ramp_width))?;
     if n != m {
         return Err(BindingError::from(CoreError::invalid(
             "logits",
@@ -186,6 +182,20 @@ pub fn soft_labels(
     Ok((PyTensor(i2t), PyTensor(t2i)))
 }
 
+/// The checks both label entry points share: the schedule at `progress`, a float 2-D `logits`.
+fn checked_inputs(
+    logits: &PyTensor,
+    progress: f64,
+    (r1, r2, alpha, ramp, ramp_width): (f64, f64, f64, bool, f64),
+) -> PyResult<(LabelMix, i64, i64)> {
+    let mix = schedule(r1, r2, alpha, ramp, ramp_width)?
+        .mix_at(progress)
+        .map_err(BindingError::from)?;
+    require_float(logits, "logits")?;
+    let (n, m) = check_matrix(logits).map_err(BindingError::from)?;
+    Ok((mix, n, m))
+}
+
 /// Targets for a `[n, M]` block of rows whose row i has its positive at column
 /// `positive_offset + i` (a rank's slice of the global logits under `local_loss`).
 #[pyfunction]
@@ -202,11 +212,7 @@ pub fn soft_label_rows(
     ramp: bool,
     ramp_width: f64,
 ) -> PyResult<PyTensor> {
-    let mix = schedule(r1, r2, alpha, ramp, ramp_width)?
-        .mix_at(progress)
-        .map_err(BindingError::from)?;
-    require_float(&logits, "logits")?;
-    let (n, m) = check_matrix(&logits).map_err(BindingError::from)?;
+    let (mix, n, m) = checked_inputs(&logits, progress, (r1, r2, alpha, ramp, ramp_width))?;
     if positive_offset < 0 || positive_offset + n > m {
         return Err(BindingError::from(CoreError::invalid(
             "positive_offset",
