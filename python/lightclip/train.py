@@ -115,6 +115,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
             rank=rt.rank,
             world_size=rt.world_size,
             num_samples=config.train_num_samples,
+            device=rt.device,
         )
     )
     micro_per_epoch = _batches_per_epoch(train_data)
@@ -353,6 +354,14 @@ def _setup_runtime(config: TrainConfig) -> Runtime:
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local_rank)
     if device.type == "cuda":
+        visible = torch.cuda.device_count()
+        if device.index is not None and device.index >= visible:
+            # torchrun gives rank r the device cuda:LOCAL_RANK; more processes than GPUs would
+            # otherwise fail deep inside CUDA with "invalid device ordinal".
+            raise InvalidInputError(
+                f"--device: {device} does not exist, {visible} CUDA device(s) are visible; "
+                f"run at most {visible} process(es) per node (torchrun --nproc_per_node)"
+            )
         torch.cuda.set_device(device)
     owns = False
     if world_size > 1 and not dist.is_initialized():
@@ -435,6 +444,7 @@ def _build_pipeline(
     rank: int,
     world_size: int,
     num_samples: int | None,
+    device: torch.device,
 ) -> Any:
     from .data import DataPipeline
 
@@ -451,6 +461,10 @@ def _build_pipeline(
     )
     if train:
         kwargs.update(eda_prob=config.eda_prob, mlm=bool(config.mlm))
+    if device.type == "cuda":
+        # uint8 images from pinned memory: a quarter of the bytes over PCIe, copied
+        # asynchronously, and normalised on the GPU instead of on the pipeline's cores.
+        kwargs.update(image_dtype="uint8", pin_memory=True, device=device)
     if num_samples is not None and source.startswith("synthetic"):
         kwargs["num_samples"] = num_samples
     return DataPipeline(source, **kwargs)

@@ -14,6 +14,12 @@ The Rust calls are timed by wrapping the functions the losses call; the first st
 warm-up and not counted::
 
     python -m lightclip.experiments.step_throughput --sizes 64 224 --batch-size 64 --steps 6
+    python -m lightclip.experiments.step_throughput --device cuda --precision amp_bf16 \
+        --train-data 'flickr8k/train-{000000..000001}.tar' --batch-size 256
+
+On CUDA the wrappers synchronise the device before and after each timed call, so a Rust
+call is not charged for GPU work queued before it (``match_tokens`` copies costs to the host,
+which would otherwise wait for the whole forward pass).
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ _TIMED = {
 class _Timers:
     """Wraps module-level functions so every call adds its wall time to a counter."""
 
-    def __init__(self) -> None:
+    def __init__(self, synchronize: Callable[[], None] = lambda: None) -> None:
         self.seconds = dict.fromkeys(_TIMED, 0.0)
+        self._sync = synchronize
         self._undo: list[Callable[[], None]] = []
 
     def __enter__(self) -> _Timers:
@@ -50,10 +57,12 @@ class _Timers:
             original = getattr(module, attr)
 
             def timed(*args: Any, _f: Any = original, _k: str = key, **kwargs: Any) -> Any:
+                self._sync()
                 start = time.perf_counter()
                 try:
                     return _f(*args, **kwargs)
                 finally:
+                    self._sync()
                     self.seconds[_k] += time.perf_counter() - start
 
             setattr(module, attr, timed)
@@ -71,7 +80,9 @@ class _Timers:
 
 def measure(recipe: str, image_size: int, args: argparse.Namespace) -> dict[str, float]:
     rows: list[dict[str, float]] = []
-    with _Timers() as timers, tempfile.TemporaryDirectory() as logs:
+    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    with _Timers(sync) as timers, tempfile.TemporaryDirectory() as logs:
 
         def on_step(step: int, metrics: dict[str, float]) -> None:
             rust = timers.take()
@@ -83,7 +94,9 @@ def measure(recipe: str, image_size: int, args: argparse.Namespace) -> dict[str,
                 model=args.model,
                 recipe=recipe,
                 image_size=image_size,
-                train_data="synthetic:train",
+                train_data=args.train_data,
+                device=args.device,
+                precision=args.precision,
                 train_num_samples=args.batch_size * 64,
                 steps=args.steps + args.warmup_steps,
                 batch_size=args.batch_size,
@@ -115,8 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="measured steps per row")
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--precision", default="fp32", help="fp32, amp, amp_bf16 or bf16")
+    p.add_argument(
+        "--train-data",
+        default="synthetic:train",
+        help="what to train on (any --train-data the trainer takes, e.g. a shard pattern)",
+    )
     args = p.parse_args(argv)
-    print(f"{args.model}, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.model}, batch {args.batch_size}, {args.precision} on {args.device}, "
+        f"data {args.train_data}, torch threads {torch.get_num_threads()}"
+    )
     head = (
         f"{'recipe':<10} {'px':>4} {'samples/s':>10} {'s/step':>7} {'data ms':>8} "
         f"{'match ms':>9} {'labels ms':>10} {'sim ms':>7} {'rust share':>11}"

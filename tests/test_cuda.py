@@ -1,0 +1,165 @@
+"""The GPU path: CUDA tensors through the Rust core, the towers and the training loop on CUDA.
+
+Skipped without a CUDA device (CI has none); run on a GPU machine with
+``python -m pytest tests/test_cuda.py``. The references are the same computations on the
+CPU, in fp32 with TF32 off, so a difference is the device path's, not precision's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lightclip
+from lightclip.checkpoint import load_checkpoint, model_state
+from lightclip.losses import TokenAlignmentLoss
+from train_fakes import FakePipeline
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+TINY_SWIN = dict(
+    image_tower="swin",
+    image_size=64,
+    swin_embed_dim=16,
+    swin_depths=[1, 1, 1, 1],
+    swin_heads=[1, 2, 2, 4],
+    window_size=2,
+)
+MODELS = {
+    "mnv2": ("lightclip-tiny-mnv2", {}),
+    "r18": ("lightclip-tiny-r18", {}),
+    "swin": ("lightclip-tiny-r18", TINY_SWIN),
+}
+
+
+@pytest.fixture
+def exact_fp32():
+    """TF32 off, so CUDA fp32 matches the CPU to fp32 rounding."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize(
+    ("dtype", "atol"), [(torch.float32, 1e-5), (torch.float16, 5e-3), (torch.bfloat16, 3e-2)]
+)
+def test_token_similarity_runs_on_the_device_with_torch_values_and_gradients(dtype, atol):
+    gen = torch.Generator().manual_seed(0)
+    a64 = torch.randn(4, 49, 32, generator=gen, dtype=torch.float64)
+    b64 = torch.randn(4, 20, 32, generator=gen, dtype=torch.float64)
+    a = a64.to("cuda", dtype).requires_grad_()
+    b = b64.to("cuda", dtype).requires_grad_()
+    out = lightclip.token_similarity(a, b)
+    assert out.is_cuda and out.dtype == dtype
+    ref = F.cosine_similarity(a64.unsqueeze(-2), b64.unsqueeze(-3), dim=-1)
+    torch.testing.assert_close(out.double().cpu(), ref, atol=atol, rtol=0)
+
+    weights = torch.randn(out.shape, generator=gen).to("cuda", dtype)
+    (out * weights).sum().backward()
+    a_ref, b_ref = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    expected = F.cosine_similarity(a_ref.unsqueeze(-2), b_ref.unsqueeze(-3), dim=-1)
+    (expected * weights).sum().backward()
+    assert a.grad is not None and a.grad.is_cuda
+    torch.testing.assert_close(a.grad.float(), a_ref.grad.float(), atol=10 * atol, rtol=0.05)
+    torch.testing.assert_close(b.grad.float(), b_ref.grad.float(), atol=10 * atol, rtol=0.05)
+
+
+def test_token_alignment_loss_on_cuda_equals_the_cpu_loss():
+    gen = torch.Generator().manual_seed(1)
+    image = F.normalize(torch.randn(16, 49, 32, generator=gen), dim=-1)
+    words = F.normalize(torch.randn(16, 30, 32, generator=gen), dim=-1)
+    lengths = torch.randint(1, 31, (16,), generator=gen)
+    loss_fn = TokenAlignmentLoss()
+    cpu = loss_fn(image, words, lengths)
+    gpu_image = image.cuda().requires_grad_()
+    gpu = loss_fn(gpu_image, words.cuda(), lengths.cuda())
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-5, rtol=0)
+    gpu.backward()
+    assert gpu_image.grad is not None and torch.isfinite(gpu_image.grad).all()
+
+
+@pytest.mark.parametrize("tower", list(MODELS))
+def test_each_tower_computes_on_cuda_what_it_computes_on_the_cpu(tower, exact_fp32):
+    name, overrides = MODELS[tower]
+    model = lightclip.create_model(name, seed=0, **overrides).eval()
+    gpu_model = copy.deepcopy(model).cuda()
+    size = model.config.image_size
+    images = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(2))
+    text = lightclip.tokenize(["a dog runs", "two people on a bench", "red", ""])
+    text = text[:, : model.config.context_length]
+    masked = text.clone()
+    masked[:, 2] = lightclip.MASK_TOKEN
+    with torch.no_grad():
+        cpu = model(images, text, masked_text=masked)
+        gpu = gpu_model(images.cuda(), text.cuda(), masked_text=masked.cuda())
+    for key, value in cpu.items():
+        if value is None:
+            assert gpu[key] is None, key
+            continue
+        assert gpu[key].is_cuda, key
+        torch.testing.assert_close(gpu[key].cpu(), value, atol=2e-4, rtol=1e-3, msg=key)
+
+
+def _train(tmp_path: Path, name: str, on_step=None, **overrides) -> lightclip.TrainResult:
+    values = dict(
+        model="lightclip-tiny-mnv2",
+        steps=4,
+        batch_size=8,
+        logs=str(tmp_path),
+        name=name,
+        progress=False,
+        export=False,
+        log_every_n_steps=1,
+        warmup=1,
+        lr=1e-3,
+        device="cuda",
+    )
+    values.update(overrides)
+    return lightclip.train(
+        lightclip.TrainConfig(**values),
+        data=FakePipeline(num_samples=32, batch_size=8),
+        on_step=on_step,
+    )
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp", "amp_bf16", "bf16"])
+def test_training_on_cuda_runs_every_precision_with_finite_losses(tmp_path, precision):
+    # Clipping makes the fp16 run unscale its gradients through the GradScaler first.
+    # fp16 gets more steps: its GradScaler starts at 2**16 and skips the steps whose
+    # gradients overflow (their norm is inf/nan) while it backs off.
+    steps = 12 if precision == "amp" else 4
+    result = _train(tmp_path, precision, precision=precision, grad_clip_norm=1.0, steps=steps)
+    assert result.step == steps and len(result.history) == steps
+    for row in result.history:
+        for key in ("loss", "loss_ins", "loss_tok", "loss_mlm"):
+            assert math.isfinite(row[key]), (precision, row)
+    norms = [math.isfinite(row["grad_norm"]) for row in result.history]
+    assert norms[-1] if precision == "amp" else all(norms), (precision, result.history)
+    state = model_state(load_checkpoint(result.checkpoint, map_location="cpu"))
+    weights = [v for v in state.values() if v.is_floating_point()]
+    assert weights and all(torch.isfinite(w).all() for w in weights)
+
+
+def test_a_cuda_run_interrupted_and_resumed_continues_the_same_curve(tmp_path, exact_fp32):
+    straight = _train(tmp_path, "straight")
+
+    def press_ctrl_c(step: int, _metrics: dict) -> None:
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, handled by the loop
+
+    first = _train(tmp_path, "split", on_step=press_ctrl_c)
+    assert first.interrupted and first.step == 2
+    resumed = _train(tmp_path, "split", resume="latest")
+    assert [h["step"] for h in resumed.history] == [3, 4]
+    for a, b in zip(straight.history, first.history + resumed.history, strict=True):
+        # cuDNN's and atomics' summation order may differ from run to run on the GPU.
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3), (a, b)
