@@ -85,7 +85,7 @@ def _dist_rank_world() -> tuple[int, int]:
 
 class DataPipeline:
     """Batches of ``{"image", "text", "masked_text", "mlm_labels", "word_lengths"}`` tensors
-    (plus ``"label"`` for folders and synthetic data, ``"captions"`` with
+    (plus ``"label"`` for folders, synthetic data and labelled shards, ``"captions"`` with
     ``return_captions=True``, ``"all_captions"`` and ``"key"`` with ``all_captions=True``).
 
     ``source``: shard paths or brace patterns (``"dir/train-{000000..000005}.tar"``, several
@@ -304,7 +304,12 @@ class DataPipeline:
     @property
     def class_names(self) -> list[str] | None:
         """Class names of labelled sources (folders: sub-folder names; synthetic: "red circle"
-        ...); ``batch["label"]`` indexes this list. None for shards and tables."""
+        ...; shards: the ``classnames.txt`` beside them or in their parent folder, as
+        CLIP_benchmark lays out its webdatasets); ``batch["label"]`` indexes this list. None for
+        tables and unlabelled shards.
+
+        Shard samples are labelled by a ``.cls`` member (the class index as text) or their
+        ``.json``'s ``label``; ``batch["label"]`` is -1 for a sample without one."""
         return self._core.class_names
 
     @property

@@ -127,6 +127,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: zero-shot classification when the source has labels, else retrieval",
     )
+    parser.add_argument(
+        "--class-names",
+        help="file with one class name per line, in label order (default: the source's own: "
+        "image-folder names, or a classnames.txt beside webdataset shards)",
+    )
     parser.add_argument("--templates", default="generic", choices=sorted(TEMPLATE_SETS))
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -143,26 +148,41 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="write the JSON result here")
 
 
+def read_class_names(path: str) -> list[str]:
+    """One class name per line (CLIP_benchmark's ``classnames.txt``), blank lines ignored."""
+    try:
+        names = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise InvalidInputError(f"--class-names: cannot read {path}: {e.strerror}") from None
+    if not names:
+        raise InvalidInputError(f"--class-names: {path} lists no class")
+    return names
+
+
 def run_eval(args: argparse.Namespace) -> int:
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
     model, name = load_eval_model(args.model, args.checkpoint, args.device)
-    task = args.task
+    class_names = read_class_names(args.class_names) if args.class_names else None
     extra: dict[str, Any] = {"threads": args.threads}
     if args.num_samples is not None:
         extra["num_samples"] = args.num_samples
-    data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)
+    task = args.task
     if task == "auto":
-        labelled = bool(getattr(data, "class_names", None))
+        # Labelled sources (image folders, shards with classnames.txt, synthetic) know their
+        # class names; given names mean classification too.
+        probe = make_eval_data(args.dataset, model, "zeroshot_classification", 1, **extra)
+        labelled = class_names is not None or bool(probe.class_names)
         task = "zeroshot_classification" if labelled else "zeroshot_retrieval"
-        if task == "zeroshot_retrieval":
-            extra: dict[str, Any] = {"threads": args.threads}
-    if args.num_samples is not None:
-        extra["num_samples"] = args.num_samples
     data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)
     if task == "zeroshot_classification":
         metrics = evaluate_zero_shot(
-            model, data, templates=args.templates, device=args.device, max_batches=args.max_batches
+            model,
+            data,
+            class_names=class_names,
+            templates=args.templates,
+            device=args.device,
+            max_batches=args.max_batches,
         )
     else:
         metrics = evaluate_retrieval(model, data, device=args.device, max_batches=args.max_batches)
@@ -208,6 +228,7 @@ __all__ = [
     "add_export_arguments",
     "format_table",
     "load_eval_model",
+    "read_class_names",
     "result_record",
     "run_eval",
     "run_export",

@@ -134,6 +134,13 @@ def evaluate_zero_shot(
             images = _images(batch, index, device)
             if "label" not in batch:
                 raise InvalidInputError(f"batch {index} has no 'label' entry for zero-shot")
+            if bool((batch["label"] < 0).any()):
+                # The pipeline marks samples of a labelled source that carry no label with -1.
+                position = int((batch["label"] < 0).nonzero()[0, 0])
+                raise InvalidInputError(
+                    f"batch {index}, sample {position} has no class label (a shard sample "
+                    f"without a .cls member or JSON 'label'); zero-shot needs one on every sample"
+                )
             t0 = time.perf_counter()
             features = _encode_images(model, images)
             encode_seconds += time.perf_counter() - t0

@@ -123,9 +123,19 @@ impl Batch {
     }
 
     fn push_info(&mut self, info: SampleInfo) {
+        // Labels stay aligned with the samples when only some carry one (a shard with a
+        // missing `.cls`): the others get -1, which no class index equals.
+        let before = self.word_lengths.len();
         self.word_lengths.push(info.word_length);
-        if let Some(label) = info.label {
-            self.labels.get_or_insert_with(Vec::new).push(label);
+        match (info.label, &mut self.labels) {
+            (Some(label), Some(labels)) => labels.push(label),
+            (Some(label), None) => {
+                let mut labels = vec![-1; before];
+                labels.push(label);
+                self.labels = Some(labels);
+            }
+            (None, Some(labels)) => labels.push(-1),
+            (None, None) => {}
         }
         self.captions.push(info.caption);
         self.all_captions.push(info.all_captions);

@@ -158,7 +158,9 @@ pub fn process_sample(
         .filter(|c| !c.is_empty())
         .map(str::to_string)
         .collect();
-    if captions.is_empty() {
+    // A labelled sample (classification shards with no class names known) may go without a
+    // caption: zero-shot evaluation never reads it. Anything else needs one.
+    if captions.is_empty() && raw.label.is_none() {
         let reason = if raw.captions.is_empty() {
             "sample has no caption"
         } else {
@@ -166,10 +168,10 @@ pub fn process_sample(
         };
         return Err(Skip::new("empty_caption", raw.location.clone(), reason));
     }
-    let mut caption = if cfg.train && captions.len() > 1 {
-        captions[rng(streams::CAPTION).gen_range(0..captions.len())].clone()
-    } else {
-        captions[0].clone()
+    let mut caption = match captions.len() {
+        0 => String::new(),
+        n if cfg.train && n > 1 => captions[rng(streams::CAPTION).gen_range(0..n)].clone(),
+        _ => captions[0].clone(),
     };
     caption = truncate_chars(&caption, MAX_CAPTION_CHARS).to_string();
 

@@ -194,8 +194,9 @@ impl Source {
     pub fn class_names(&self) -> Option<Vec<String>> {
         match self {
             Source::Folder(f) => Some(f.class_names().to_vec()),
+            Source::Shards(s) => s.class_names().map(<[String]>::to_vec),
             Source::Synthetic(s) => Some(s.class_names()),
-            _ => None,
+            Source::Table(_) => None,
         }
     }
 
