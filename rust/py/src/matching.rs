@@ -11,7 +11,7 @@ use pyo3::types::PyAnyMethods;
 use pyo3_tch::PyTensor;
 use tch::{Device, Kind, Tensor};
 
-use lightclip_core::matching::{match_batch, BatchShape};
+use lightclip_core::matching::{match_batch_in, BatchShape};
 
 use crate::errors::{core_err, torch_err, BindingError, InvalidDtypeError, InvalidInputError};
 use crate::tensor::require_float;
@@ -128,9 +128,17 @@ pub fn match_tokens(
             // and outlives `slice`; nothing writes to it while the solver reads.
             unsafe { std::slice::from_raw_parts(values.data_ptr() as *const f32, count) }
         };
-        let matching = threads::install(|| {
-            match_batch(slice, shape, rows_valid.as_deref(), cols_valid.as_deref())
-        })
+        // This thread solves too, with the pool's threads joining as helpers (see the core's
+        // `match_batch_in`): no hand-over to a sleeping pool before the first item starts.
+        let pool = threads::pool();
+        let helpers = pool.as_deref().filter(|p| p.current_num_threads() > 1);
+        let matching = match_batch_in(
+            helpers,
+            slice,
+            shape,
+            rows_valid.as_deref(),
+            cols_valid.as_deref(),
+        )
         .map_err(core_err)?;
         let size = [shape.batch as i64, shape.pairs() as i64];
         let to_output = |v: &[i64]| {

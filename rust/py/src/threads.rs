@@ -25,8 +25,13 @@ fn build(num_threads: usize) -> Result<ThreadPool, rayon::ThreadPoolBuildError> 
         .build()
 }
 
-/// The current pool, built with the default size on first use.
-fn pool() -> Result<Arc<ThreadPool>, rayon::ThreadPoolBuildError> {
+/// The current pool (built with the default size on first use), or None when the OS refused
+/// to start its threads: callers then work on the calling thread alone.
+pub fn pool() -> Option<Arc<ThreadPool>> {
+    current_pool().ok()
+}
+
+fn current_pool() -> Result<Arc<ThreadPool>, rayon::ThreadPoolBuildError> {
     // A poisoned lock only means another thread panicked while holding it; the Option inside
     // is still a valid value, so keep using it.
     if let Some(pool) = POOL.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
@@ -47,8 +52,8 @@ fn pool() -> Result<Arc<ThreadPool>, rayon::ThreadPoolBuildError> {
 /// spawn threads): slower, but the answer is the same.
 pub fn install<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     match pool() {
-        Ok(pool) => pool.install(work),
-        Err(_) => work(),
+        Some(pool) => pool.install(work),
+        None => work(),
     }
 }
 
@@ -69,7 +74,7 @@ pub fn set_num_threads(n: i64) -> PyResult<()> {
 /// How many threads lightclip's Rust code uses for its parallel work.
 #[pyfunction]
 pub fn get_num_threads() -> PyResult<usize> {
-    pool()
+    current_pool()
         .map(|p| p.current_num_threads())
         .map_err(|e| LightclipError::new_err(format!("cannot start the thread pool: {e}")))
 }

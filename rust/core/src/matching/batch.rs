@@ -3,9 +3,14 @@
 //!
 //! Results use the caller's orientation: pair k of item b is (row in cost, column in cost),
 //! sorted by row, `-1` after the item's `min(rows_valid, cols_valid)` pairs. Items run on the
-//! current rayon pool (the binding installs its own), each worker reusing one `Workspace`.
+//! calling thread and a rayon pool's threads (the binding passes its own), each thread
+//! reusing one `Workspace`.
 
-use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rayon::ThreadPool;
 
 use super::solver::Workspace;
 use crate::error::{CoreError, Result};
@@ -179,10 +184,77 @@ fn store(ws: &Workspace, transposed: bool, out_rows: &mut [i64], out_cols: &mut 
     }
 }
 
-/// Solves every item of `cost` (`shape.batch × shape.rows × shape.cols` values) on the current
-/// rayon pool. `rows_valid` / `cols_valid` give each item's valid block (default: all).
-/// An error names the first offending item; no partial result is returned.
+/// Solves every item of `cost` (`shape.batch × shape.rows × shape.cols` values) on the calling
+/// thread helped by rayon's global pool. `rows_valid` / `cols_valid` give each item's valid
+/// block (default: all). An error names the first offending item; no partial result is
+/// returned.
 pub fn match_batch(
+    cost: &[f32],
+    shape: BatchShape,
+    rows_valid: Option<&[i64]>,
+    cols_valid: Option<&[i64]>,
+) -> Result<BatchMatching> {
+    match_batch_with(Helpers::Global, cost, shape, rows_valid, cols_valid)
+}
+
+/// [`match_batch`] with the helpers taken from `pool` (None: the calling thread alone). The
+/// calling thread always works too, so `pool` of n threads means n threads in all.
+pub fn match_batch_in(
+    pool: Option<&ThreadPool>,
+    cost: &[f32],
+    shape: BatchShape,
+    rows_valid: Option<&[i64]>,
+    cols_valid: Option<&[i64]>,
+) -> Result<BatchMatching> {
+    let helpers = pool.map_or(Helpers::None, Helpers::Pool);
+    match_batch_with(helpers, cost, shape, rows_valid, cols_valid)
+}
+
+#[derive(Clone, Copy)]
+enum Helpers<'p> {
+    None,
+    Global,
+    Pool(&'p ThreadPool),
+}
+
+impl Helpers<'_> {
+    fn threads(self) -> usize {
+        match self {
+            Helpers::None => 1,
+            Helpers::Global => rayon::current_num_threads(),
+            Helpers::Pool(pool) => pool.current_num_threads(),
+        }
+    }
+
+    /// Runs `work` on this thread and on `extra` pool tasks at once, returning when all end.
+    fn run<'w>(self, extra: usize, work: &'w (dyn Fn() + Sync + 'w)) {
+        let spawn_all = |s: &rayon::Scope<'w>| {
+            for _ in 0..extra {
+                s.spawn(|_| work());
+            }
+            work();
+        };
+        match self {
+            Helpers::None => work(),
+            Helpers::Global => rayon::in_place_scope(spawn_all),
+            Helpers::Pool(pool) => pool.in_place_scope(spawn_all),
+        }
+    }
+}
+
+thread_local! {
+    /// One solver workspace per thread, kept between calls: a training step's batch reuses
+    /// the buffers the last one grew.
+    static WORKSPACE: RefCell<Workspace> = RefCell::new(Workspace::new());
+}
+
+/// Why not a plain `par_iter` on the pool: a batch takes well under a millisecond, so waking
+/// a sleeping pool and handing the whole job to it (`install`) costs a visible share of it,
+/// while the calling thread sits idle. Here the caller starts at once and helpers join as
+/// they wake, all claiming blocks of items from one counter (dynamic balance: items cost
+/// very different times).
+fn match_batch_with(
+    helpers: Helpers<'_>,
     cost: &[f32],
     shape: BatchShape,
     rows_valid: Option<&[i64]>,
@@ -208,28 +280,78 @@ pub fn match_batch(
     if k == 0 || batch == 0 {
         return Ok(out);
     }
-    let outcomes: Vec<Result<()>> = cost
-        .par_chunks(rows * cols)
-        .zip(out.rows.par_chunks_mut(k))
-        .zip(out.cols.par_chunks_mut(k))
-        .enumerate()
-        .with_min_len(4)
-        .map_init(
-            Workspace::new,
-            |ws, (item, ((matrix, out_rows), out_cols))| {
-                let valid = (rows_valid[item], cols_valid[item]);
-                let transposed = load(ws, matrix, cols, valid, item)?;
-                ws.solve().map_err(|e| match e {
-                    CoreError::InvalidArgument { argument, reason } => {
-                        CoreError::invalid(argument, format!("item {item}: {reason}"))
-                    }
-                    other => other,
-                })?;
-                store(ws, transposed, out_rows, out_cols);
-                Ok(())
-            },
-        )
+
+    let threads = helpers.threads().max(1);
+    // Small blocks balance the load; a few items each keep the counter off the hot path.
+    let block = (batch / (threads * 16)).clamp(1, 16);
+    let blocks: Vec<Mutex<(&mut [i64], &mut [i64])>> = out
+        .rows
+        .chunks_mut(block * k)
+        .zip(out.cols.chunks_mut(block * k))
+        .map(Mutex::new)
         .collect();
-    outcomes.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(out)
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<(usize, CoreError)>> = Mutex::new(None);
+
+    let solve_item =
+        |ws: &mut Workspace, item: usize, out_rows: &mut [i64], out_cols: &mut [i64]| {
+            let matrix = &cost[item * rows * cols..(item + 1) * rows * cols];
+            let valid = (rows_valid[item], cols_valid[item]);
+            let transposed = load(ws, matrix, cols, valid, item)?;
+            ws.solve().map_err(|e| match e {
+                CoreError::InvalidArgument { argument, reason } => {
+                    CoreError::invalid(argument, format!("item {item}: {reason}"))
+                }
+                other => other,
+            })?;
+            store(ws, transposed, out_rows, out_cols);
+            Ok::<(), CoreError>(())
+        };
+    let work = || {
+        WORKSPACE.with(|cell| {
+            let mut ws = cell.borrow_mut();
+            loop {
+                // Blocks are claimed in increasing order and a claimed block is always
+                // finished, so every item before a failing one is solved: the error kept
+                // (the smallest item) is the first bad item, as in a sequential run.
+                let b = next.fetch_add(1, Ordering::Relaxed);
+                if b >= blocks.len() || lock(&first_error).is_some() {
+                    return;
+                }
+                let mut guard = lock(&blocks[b]);
+                let (out_rows, out_cols) = &mut *guard;
+                let items = b * block..((b + 1) * block).min(batch);
+                for (i, item) in items.enumerate() {
+                    let span = i * k..(i + 1) * k;
+                    let result = solve_item(
+                        &mut ws,
+                        item,
+                        &mut out_rows[span.clone()],
+                        &mut out_cols[span],
+                    );
+                    if let Err(e) = result {
+                        let mut slot = lock(&first_error);
+                        if slot.as_ref().is_none_or(|(at, _)| item < *at) {
+                            *slot = Some((item, e));
+                        }
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let extra = (threads - 1).min(blocks.len() - 1);
+    helpers.run(extra, &work);
+
+    drop(blocks);
+    match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some((_, e)) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: a worker that panicked left no half-written state
+/// behind that the others read (the panic itself reaches the caller through the scope).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -8,7 +8,7 @@ pub mod batch;
 pub mod simd;
 pub mod solver;
 
-pub use batch::{match_batch, BatchMatching, BatchShape};
+pub use batch::{match_batch, match_batch_in, BatchMatching, BatchShape};
 pub use solver::{solve_dense, Workspace};
 
 #[cfg(test)]

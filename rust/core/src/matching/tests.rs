@@ -252,3 +252,72 @@ fn huge_values_give_an_error_not_a_hang() {
         .to_string();
     assert!(e.contains("inf"), "{e}");
 }
+
+/// The caller-plus-helpers scheme: every thread count gives the calling thread's own answer,
+/// item for item, and blocks of items never mix up their outputs.
+#[test]
+fn batch_results_do_not_depend_on_the_thread_count() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let shape = BatchShape {
+        batch: 203, // not a multiple of any block size
+        rows: 9,
+        cols: 14,
+    };
+    let cost: Vec<f32> = (0..shape.batch * shape.rows * shape.cols)
+        .map(|_| rng.gen_range(0.0..2.0))
+        .collect();
+    let rv: Vec<i64> = (0..shape.batch).map(|_| rng.gen_range(0..=9)).collect();
+    let alone = match_batch_in(None, &cost, shape, Some(&rv), None).unwrap();
+    for threads in [1, 2, 3, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let helped = match_batch_in(Some(&pool), &cost, shape, Some(&rv), None).unwrap();
+        assert_eq!(helped, alone, "{threads} threads");
+    }
+    // Each item alone is the same problem as inside the batch.
+    let per = shape.rows * shape.cols;
+    let k = shape.pairs();
+    for item in [0, 101, 202] {
+        let one = BatchShape { batch: 1, ..shape };
+        let out = match_batch_in(
+            None,
+            &cost[item * per..(item + 1) * per],
+            one,
+            Some(&rv[item..item + 1]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out.rows, alone.rows[item * k..(item + 1) * k]);
+        assert_eq!(out.cols, alone.cols[item * k..(item + 1) * k]);
+    }
+}
+
+#[test]
+fn the_first_bad_item_is_reported_whatever_the_threads() {
+    let shape = BatchShape {
+        batch: 300,
+        rows: 4,
+        cols: 6,
+    };
+    let mut cost = vec![0.25f32; shape.batch * 24];
+    for item in [37, 38, 250, 299] {
+        cost[item * 24 + 5] = f32::INFINITY; // row 0, column 5
+    }
+    for threads in [1, 2, 4, 8] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            let e = match_batch_in(Some(&pool), &cost, shape, None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("item 37 ") && e.contains("row 0, column 5"),
+                "{e}"
+            );
+        }
+    }
+}
