@@ -165,6 +165,21 @@ def test_probability_and_mode():
     assert eda_augment(texts[:3], 0, op="sr", wordnet=False) == texts[:3]
 
 
+def test_untouched_captions_come_back_as_the_same_objects_and_bytes_are_decoded():
+    texts = [f"caption {i} of a dog on grass" for i in range(400)]
+    out = eda_augment(texts, 0, probability=0.5)
+    kept = [o is t for o, t in zip(out, texts, strict=True)]
+    changed = [o != t for o, t in zip(out, texts, strict=True)]
+    assert any(kept) and any(changed)
+    assert not any(k and c for k, c in zip(kept, changed, strict=True))
+    # bytes in, str out; the same edits as for the str captions.
+    assert eda_augment([t.encode() for t in texts], 0, probability=0.5) == out
+    with pytest.raises(ValueError, match=r"texts\[1\]"):
+        eda_augment(["fine", b"\xff\xfe"], 0)
+    with pytest.raises(TypeError, match=r"texts\[0\]"):
+        eda_augment([3], 0)
+
+
 def test_empty_and_odd_captions_are_defined():
     odd = ["", "   ", "x", "!!!", "a\u00a0b", "\U0001f436 dog", "word " * 50_000]
     for op in ("sr", "ri", "rs", "rd"):

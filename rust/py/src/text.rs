@@ -1,12 +1,13 @@
 //! Bindings for the core's text module: the CLIP tokenizer (batch-parallel, GIL released),
 //! EDA caption augmentation and MLM masking, each seeded per (seed, epoch, sample).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 use pyo3_tch::PyTensor;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
@@ -40,6 +41,40 @@ fn caption_text(obj: &Bound<'_, PyAny>, argument: &str) -> PyResult<String> {
         "`{argument}` must be str (or UTF-8 bytes), got {}",
         obj.get_type()
     )))
+}
+
+/// `str`/`bytes` → one caption object; any other iterable → its items.
+fn caption_objects<'py>(
+    texts: &Bound<'py, PyAny>,
+    argument: &str,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
+        return Ok(vec![texts.clone()]);
+    }
+    let iter = texts.try_iter().map_err(|_| {
+        InvalidDtypeError::new_err(format!(
+            "`{argument}` must be a str or a list of str, got {}",
+            texts.get_type()
+        ))
+    })?;
+    iter.collect()
+}
+
+/// Caption `i` read in place when it is a `str` (its UTF-8 form is cached by Python), else
+/// decoded from UTF-8 `bytes`; the error names `argument[i]`.
+fn borrowed_caption<'a>(
+    item: &'a Bound<'_, PyAny>,
+    i: usize,
+    argument: &str,
+) -> PyResult<Cow<'a, str>> {
+    match item
+        .downcast::<PyString>()
+        .ok()
+        .and_then(|s| s.to_str().ok())
+    {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => caption_text(item, &format!("{argument}[{i}]")).map(Cow::Owned),
+    }
 }
 
 /// `str` → one caption; any other iterable → its items as captions.
@@ -346,12 +381,16 @@ fn resolve_wordnet(
 
 /// EDA on a list of captions; caption i uses the stream of sample `start_index + i` in
 /// `epoch` under `seed`. `op` ("sr", "ri", "rs", "rd") forces one operation on every caption.
+///
+/// Built for throughput, since a training run augments every caption it reads: the captions
+/// are read in place (no copy), each worker writes its block's results into one buffer, and a
+/// caption EDA leaves alone comes back as the very same `str` object.
 #[pyfunction]
 #[pyo3(signature = (texts, seed, epoch = 0, start_index = 0, probability = 1.0, synonym_replacement = 0.1, random_insertion = 0.1, random_swap = 0.1, random_deletion = 0.1, mode = "declip", op = None, wordnet = None))]
 #[allow(clippy::too_many_arguments)]
-pub fn eda_augment(
-    py: Python<'_>,
-    texts: &Bound<'_, PyAny>,
+pub fn eda_augment<'py>(
+    py: Python<'py>,
+    texts: &Bound<'py, PyAny>,
     seed: u64,
     epoch: u64,
     start_index: u64,
@@ -362,8 +401,8 @@ pub fn eda_augment(
     random_deletion: f64,
     mode: &str,
     op: Option<&str>,
-    wordnet: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<String>> {
+    wordnet: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyList>> {
     let config = EdaConfig {
         probability,
         synonym_replacement,
@@ -373,24 +412,59 @@ pub fn eda_augment(
         mode: EdaMode::parse(mode).map_err(core_err)?,
     };
     let op = op.map(EdaOp::parse).transpose().map_err(core_err)?;
-    let texts = captions(texts, "texts")?;
+    let items = caption_objects(texts, "texts")?;
+    let captions: Vec<Cow<'_, str>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| borrowed_caption(item, i, "texts"))
+        .collect::<PyResult<_>>()?;
     let eda = Eda::with_wordnet(config, resolve_wordnet(py, wordnet)?).map_err(core_err)?;
-    Ok(py.allow_threads(|| {
+
+    // One (buffer, spans) per block of captions; a span is None for a caption left as is.
+    type Block = (String, Vec<Option<(usize, usize)>>);
+    let run_block = |first: usize, block: &[Cow<'_, str>]| -> Block {
+        let mut buffer = String::with_capacity(block.iter().map(|t| t.len() + 8).sum());
+        let spans = block
+            .iter()
+            .enumerate()
+            .map(|(j, text)| {
+                let index = start_index + (first + j) as u64;
+                let start = buffer.len();
+                let changed = match op {
+                    Some(op) => eda.apply_sample_into(op, text, seed, epoch, index, &mut buffer),
+                    None => eda.augment_sample_into(text, seed, epoch, index, &mut buffer),
+                };
+                changed.then_some((start, buffer.len()))
+            })
+            .collect();
+        (buffer, spans)
+    };
+    let blocks: Vec<Block> = py.allow_threads(|| {
+        if captions.len() < PARALLEL_MIN {
+            return vec![run_block(0, &captions)];
+        }
         threads::install(|| {
-            texts
-                .par_iter()
+            captions
+                .par_chunks(PARALLEL_MIN)
                 .enumerate()
-                .with_min_len(256)
-                .map(|(i, t)| {
-                    let mut rng = sample_rng(seed, epoch, start_index + i as u64, streams::EDA);
-                    match op {
-                        Some(op) => eda.apply(op, t, &mut rng),
-                        None => eda.augment(t, &mut rng),
-                    }
-                })
+                .map(|(b, block)| run_block(b * PARALLEL_MIN, block))
                 .collect()
         })
-    }))
+    });
+
+    let out = PyList::empty(py);
+    let results = blocks
+        .iter()
+        .flat_map(|(buffer, spans)| spans.iter().map(move |span| (buffer, span)));
+    for ((item, caption), (buffer, span)) in items.iter().zip(&captions).zip(results) {
+        match span {
+            Some((a, b)) => out.append(PyString::new(py, &buffer[*a..*b]))?,
+            // Unchanged: the caller's own str (bytes captions come back decoded).
+            None if item.is_instance_of::<PyString>() => out.append(item)?,
+            None => out.append(PyString::new(py, caption))?,
+        }
+    }
+    Ok(out)
 }
 
 /// WordNet synonyms EDA would use for a word (lower-cased; base forms for inflections).

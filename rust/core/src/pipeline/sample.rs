@@ -200,7 +200,7 @@ pub fn process_sample(
     }
     if cfg.train {
         if let Some(eda) = &cfg.eda {
-            caption = eda.augment(&caption, &mut rng(streams::EDA));
+            caption = eda.augment_sample(&caption, cfg.seed, epoch, sample_id);
         }
     }
 

@@ -9,9 +9,9 @@
 
 use std::sync::Arc;
 
-use rand::seq::SliceRandom;
 use rand::Rng;
 
+use super::rng::{light_sample_rng, streams};
 use super::stopwords::is_stop_word;
 use super::wordnet::WordNet;
 use crate::{CoreError, Result};
@@ -178,22 +178,81 @@ impl Eda {
         self.wordnet.as_deref()
     }
 
+    /// [`Eda::augment`] on sample `index` of `epoch` with its own EDA stream: what the data
+    /// pipeline does to that sample's caption, whatever thread or batch it lands in.
+    pub fn augment_sample(&self, text: &str, seed: u64, epoch: u64, index: u64) -> String {
+        self.augment(
+            text,
+            &mut light_sample_rng(seed, epoch, index, streams::EDA),
+        )
+    }
+
+    /// [`Eda::augment_sample`] appended to `out`; false (and nothing appended) when the
+    /// caption is left as it is. Lets a caller batch many captions into one buffer.
+    pub fn augment_sample_into(
+        &self,
+        text: &str,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        out: &mut String,
+    ) -> bool {
+        let rng = &mut light_sample_rng(seed, epoch, index, streams::EDA);
+        match self.pick(rng) {
+            Some(op) => self.apply_into(op, text, rng, out),
+            None => false,
+        }
+    }
+
+    /// [`Eda::apply`] of `op` on sample `index` of `epoch`, with its own EDA stream, appended
+    /// to `out`; false (and nothing appended) when the caption is left as it is.
+    pub fn apply_sample_into(
+        &self,
+        op: EdaOp,
+        text: &str,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        out: &mut String,
+    ) -> bool {
+        let rng = &mut light_sample_rng(seed, epoch, index, streams::EDA);
+        self.apply_into(op, text, rng, out)
+    }
+
     /// The augmented caption: with probability `config.probability` one operation chosen per
     /// the mode, else the caption unchanged.
     pub fn augment(&self, text: &str, rng: &mut impl Rng) -> String {
-        if self.ops.is_empty() || !rng.gen_bool(self.config.probability) {
-            return text.to_string();
+        let mut out = String::new();
+        match self.pick(rng) {
+            Some(op) if self.apply_into(op, text, rng, &mut out) => out,
+            _ => text.to_string(),
         }
-        let op = self.ops[rng.gen_range(0..self.ops.len())];
-        self.apply(op, text, rng)
+    }
+
+    /// The operation for one caption, or None (no augmentation this time).
+    fn pick(&self, rng: &mut impl Rng) -> Option<EdaOp> {
+        if self.ops.is_empty() || !rng.gen_bool(self.config.probability) {
+            return None;
+        }
+        Some(self.ops[rng.gen_range(0..self.ops.len())])
     }
 
     /// One given operation at its configured strength (the caption unchanged when the
     /// operation needs WordNet and there is none).
     pub fn apply(&self, op: EdaOp, text: &str, rng: &mut impl Rng) -> String {
-        let mut words: Vec<&str> = text.split_whitespace().collect();
+        let mut out = String::new();
+        if self.apply_into(op, text, rng, &mut out) {
+            out
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// [`Eda::apply`] appended to `out`; false (nothing appended) when the caption stays.
+    fn apply_into(&self, op: EdaOp, text: &str, rng: &mut impl Rng, out: &mut String) -> bool {
+        let mut words = split_words(text);
         if words.is_empty() {
-            return text.to_string();
+            return false;
         }
         let alpha = self.config.strength(op);
         let n = ((alpha * words.len() as f64) as usize).max(1);
@@ -201,7 +260,8 @@ impl Eda {
             (EdaOp::RandomSwap, _) => random_swap(&mut words, n, rng),
             (EdaOp::RandomDeletion, _) => random_deletion(&mut words, alpha, rng),
             (EdaOp::SynonymReplacement, Some(wn)) => {
-                return synonym_replacement(wn, &words, n, rng);
+                synonym_replacement(wn, &words, n, rng, out);
+                return true;
             }
             (EdaOp::RandomInsertion, Some(wn)) => {
                 // Synonyms of the caption's own words only (the paper's code also draws from
@@ -214,9 +274,33 @@ impl Eda {
                     }
                 }
             }
-            _ => return text.to_string(),
+            _ => return false,
         }
-        words.join(" ")
+        join_words(&words, out);
+        true
+    }
+}
+
+/// The caption's whitespace-separated words. Captions are nearly always ASCII, where a byte
+/// scan is several times faster than `split_whitespace`'s decoding of every character; both
+/// split ASCII text identically.
+fn split_words(text: &str) -> Vec<&str> {
+    let mut words = Vec::with_capacity(24);
+    if text.is_ascii() {
+        words.extend(text.split_ascii_whitespace());
+    } else {
+        words.extend(text.split_whitespace());
+    }
+    words
+}
+
+fn join_words(words: &[&str], out: &mut String) {
+    out.reserve(words.iter().map(|w| w.len() + 1).sum());
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(w);
     }
 }
 
@@ -262,22 +346,38 @@ fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [u32] {
 
 /// SR: up to `n` distinct non-stop words that have synonyms, in random order, each replaced
 /// (every occurrence of it) by one random synonym.
-fn synonym_replacement(wn: &WordNet, words: &[&str], n: usize, rng: &mut impl Rng) -> String {
-    let mut candidates: Vec<&str> = words.to_vec();
-    candidates.sort_unstable();
-    candidates.dedup();
-    candidates.shuffle(rng);
+///
+/// The candidates are visited in a uniformly random order, drawn one at a time (Fisher–Yates
+/// step by step) so that a caption whose first candidates have synonyms, the usual case, looks
+/// up only those: the same distribution as shuffling the distinct words up front.
+fn synonym_replacement(
+    wn: &WordNet,
+    words: &[&str],
+    n: usize,
+    rng: &mut impl Rng,
+    out: &mut String,
+) {
+    let mut order: Vec<usize> = (0..words.len()).collect();
     let mut chosen: Vec<(&str, &str)> = Vec::with_capacity(n);
-    for cand in candidates {
-        if chosen.len() == n {
-            break;
+    let mut tried: Vec<&str> = Vec::with_capacity(8);
+    let mut left = order.len();
+    while chosen.len() < n && left > 0 {
+        let pick = rng.gen_range(0..left);
+        left -= 1;
+        order.swap(pick, left);
+        let cand = words[order[left]];
+        // Repeated words count once: a word drawn again is skipped (distinct words stay
+        // uniformly ordered, since every occurrence is equally likely to come first).
+        if tried.contains(&cand) {
+            continue;
         }
+        tried.push(cand);
         let syn = synonyms_of(wn, cand);
         if !syn.is_empty() {
             chosen.push((cand, wn.word(syn[rng.gen_range(0..syn.len())])));
         }
     }
-    let mut out = String::with_capacity(words.iter().map(|w| w.len() + 1).sum::<usize>() + 16);
+    out.reserve(words.iter().map(|w| w.len() + 1).sum::<usize>() + 16);
     for (i, &w) in words.iter().enumerate() {
         if i > 0 {
             out.push(' ');
@@ -295,7 +395,6 @@ fn synonym_replacement(wn: &WordNet, words: &[&str], n: usize, rng: &mut impl Rn
             None => out.push_str(w),
         }
     }
-    out
 }
 
 /// RI helper: a random synonym of a random word that has one (up to 10 tries, as in the

@@ -20,7 +20,7 @@ mod wordnet;
 pub use clean::clean_caption;
 pub use eda::{Eda, EdaConfig, EdaMode, EdaOp};
 pub use mlm::{mask_tokens, word_length, MlmConfig, IGNORE_INDEX};
-pub use rng::{sample_rng, splitmix64, streams};
+pub use rng::{light_sample_rng, sample_rng, splitmix64, streams};
 pub use tokenizer::{
     Tokenizer, DEFAULT_CONTEXT_LENGTH, EOT, MASK, PAD, SOT, VOCAB_SIZE, VOCAB_SIZE_WITH_MASK,
 };

@@ -6,6 +6,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_pcg::Pcg64Mcg;
 
 /// Stream ids: one per consumer, so two consumers of one sample never share draws.
 pub mod streams {
@@ -27,22 +28,37 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The generator for one (seed, epoch, sample index, stream).
-///
-/// The tuple is folded with SplitMix64 (each step mixes the previous state with the next
-/// component, so `(1, 2)` and `(2, 1)` differ), then four more SplitMix64 outputs form the
-/// 32-byte ChaCha8 key.
-pub fn sample_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> ChaCha8Rng {
+/// The tuple folded with SplitMix64: each step mixes the previous state with the next
+/// component, so `(1, 2)` and `(2, 1)` differ.
+fn fold(seed: u64, epoch: u64, index: u64, stream: u64) -> u64 {
     let mut state = splitmix64(seed);
     for part in [epoch, index, stream] {
         state = splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)));
     }
+    state
+}
+
+/// The generator for one (seed, epoch, sample index, stream): four SplitMix64 outputs of the
+/// folded tuple form the 32-byte ChaCha8 key.
+pub fn sample_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> ChaCha8Rng {
+    let mut state = fold(seed, epoch, index, stream);
     let mut key = [0u8; 32];
     for (i, chunk) in key.chunks_exact_mut(8).enumerate() {
         state = splitmix64(state.wrapping_add(i as u64));
         chunk.copy_from_slice(&state.to_le_bytes());
     }
     ChaCha8Rng::from_seed(key)
+}
+
+/// A small, fast generator for one (seed, epoch, sample index, stream), for consumers that
+/// draw a handful of numbers per sample (EDA): PCG's 128-bit multiplicative generator, whose
+/// state is two more SplitMix64 outputs of the folded tuple. Setting it up costs a few
+/// nanoseconds where ChaCha8 first computes a whole block.
+pub fn light_sample_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> Pcg64Mcg {
+    let state = fold(seed, epoch, index, stream);
+    let high = splitmix64(state.wrapping_add(1));
+    let low = splitmix64(state.wrapping_add(2));
+    Pcg64Mcg::new((u128::from(high) << 64) | u128::from(low))
 }
 
 #[cfg(test)]
@@ -68,6 +84,27 @@ mod tests {
         }
         // Order of the components matters too.
         assert_ne!(first(0, 1, 2, 0), first(0, 2, 1, 0));
+    }
+
+    #[test]
+    fn the_light_generator_is_keyed_on_every_component_too() {
+        let first = |s, e, i, k| light_sample_rng(s, e, i, k).gen::<u64>();
+        let base = first(1, 2, 3, 4);
+        assert_eq!(base, first(1, 2, 3, 4));
+        for other in [
+            first(0, 2, 3, 4),
+            first(1, 0, 3, 4),
+            first(1, 2, 0, 4),
+            first(1, 2, 3, 0),
+        ] {
+            assert_ne!(base, other);
+        }
+        let n = 20_000;
+        let mean: f64 = (0..n)
+            .map(|i| light_sample_rng(7, 0, i, streams::EDA).gen::<f64>())
+            .sum::<f64>()
+            / n as f64;
+        assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
     }
 
     #[test]
