@@ -40,14 +40,18 @@ const RULES: [&[(&str, &str)]; 4] = [
     &[],
 ];
 
+/// Irregular form → [(part of speech, base forms)].
+type Exceptions = FxHashMap<Box<str>, Vec<(u8, Vec<Box<str>>)>>;
+
 /// Lemma → synonyms, with morphological base forms for inflected words.
 pub struct WordNet {
     /// Synonym spellings: lower case, letters and single spaces only.
     words: Vec<Box<str>>,
     /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, synonym ids).
     lemmas: FxHashMap<Box<str>, (u8, Box<[u32]>)>,
-    /// Irregular form → base forms, per part of speech.
-    exceptions: [FxHashMap<Box<str>, Vec<Box<str>>>; 4],
+    /// Irregular form → (part of speech, its base forms) for every part of speech that lists
+    /// it: one map, so the common case (not an irregular form) is one lookup, not four.
+    exceptions: Exceptions,
     dir: PathBuf,
 }
 
@@ -195,12 +199,15 @@ impl WordNet {
                 (lemma, (mask, syn.into_boxed_slice()))
             })
             .collect();
-        let mut exceptions: [FxHashMap<Box<str>, Vec<Box<str>>>; 4] = Default::default();
+        let mut exceptions = Exceptions::default();
         for (p, pos) in POS.iter().enumerate() {
             for line in read(&format!("{pos}.exc"))?.lines() {
                 let mut it = line.split_whitespace();
                 if let Some(form) = it.next() {
-                    exceptions[p].insert(form.into(), it.map(Into::into).collect());
+                    let entry = exceptions.entry(form.into()).or_default();
+                    // A repeated line replaces the earlier one, as a per-POS map would.
+                    entry.retain(|(q, _)| usize::from(*q) != p);
+                    entry.push((p as u8, it.map(Into::into).collect()));
                 }
             }
         }
@@ -226,32 +233,41 @@ impl WordNet {
     /// Synonym ids of a lower-case word: those of the word itself when it is a lemma with
     /// synonyms, else those of its base forms (irregular forms first, then suffix rules).
     pub fn synonym_ids(&self, word: &str) -> &[u32] {
-        if let Some((_, syn)) = self.lemmas.get(word) {
-            if !syn.is_empty() {
-                return syn;
-            }
+        let with_synonyms = |lemma: &str, pos: Option<usize>| {
+            self.lemmas
+                .get(lemma)
+                .filter(|(mask, syn)| pos.is_none_or(|p| mask & (1 << p) != 0) && !syn.is_empty())
+                .map(|(_, syn)| &syn[..])
+        };
+        if let Some(syn) = with_synonyms(word, None) {
+            return syn;
         }
-        for (p, (exceptions, rules)) in self.exceptions.iter().zip(RULES).enumerate() {
-            if let Some(bases) = exceptions.get(word) {
-                for base in bases {
-                    if let Some((_, syn)) = self.lemmas.get(base.as_ref()) {
-                        if !syn.is_empty() {
-                            return syn;
-                        }
-                    }
+        let irregular = self.exceptions.get(word).map_or(&[][..], Vec::as_slice);
+        // Base forms are built in a stack buffer: captions' words are short.
+        let mut buf = [0u8; 64];
+        for (p, rules) in RULES.iter().enumerate() {
+            for (_, bases) in irregular.iter().filter(|(q, _)| usize::from(*q) == p) {
+                if let Some(syn) = bases.iter().find_map(|b| with_synonyms(b, None)) {
+                    return syn;
                 }
             }
-            let mut base = String::new();
-            for (from, to) in rules {
-                if let Some(stem) = word.strip_suffix(from) {
-                    base.clear();
-                    base.push_str(stem);
-                    base.push_str(to);
-                    if let Some((mask, syn)) = self.lemmas.get(base.as_str()) {
-                        if mask & (1 << p) != 0 && !syn.is_empty() {
-                            return syn;
-                        }
-                    }
+            for (from, to) in rules.iter() {
+                let Some(stem) = word.strip_suffix(from) else {
+                    continue;
+                };
+                let len = stem.len() + to.len();
+                let found = if len <= buf.len() {
+                    buf[..stem.len()].copy_from_slice(stem.as_bytes());
+                    buf[stem.len()..len].copy_from_slice(to.as_bytes());
+                    // A stem of a str plus an ASCII suffix is valid UTF-8.
+                    std::str::from_utf8(&buf[..len])
+                        .ok()
+                        .and_then(|base| with_synonyms(base, Some(p)))
+                } else {
+                    with_synonyms(&format!("{stem}{to}"), Some(p))
+                };
+                if let Some(syn) = found {
+                    return syn;
                 }
             }
         }
