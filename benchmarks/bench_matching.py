@@ -33,6 +33,9 @@ from scipy.optimize import linear_sum_assignment
 
 import lightclip
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rust_examples import build_example  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 256
 DIM = 64
@@ -78,29 +81,6 @@ def item_totals(cost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     return np.where(rows >= 0, c[items, rows.clip(0), cols.clip(0)], 0.0).sum(axis=1)
 
 
-def cargo_target_dir() -> str:
-    """The Makefile's target dir (shared with `make build`), so nothing compiles twice."""
-    if "CARGO_TARGET_DIR" in os.environ:
-        return os.environ["CARGO_TARGET_DIR"]
-    venv = str(Path(sys.executable).parent.parent)
-    checksum = subprocess.run(["cksum"], input=venv, capture_output=True, text=True, check=True)
-    return str(Path.home() / ".cache" / "lightclip" / f"target-{checksum.stdout.split()[0]}")
-
-
-def build_pathfinding() -> Path | None:
-    target = cargo_target_dir()
-    cmd = ["cargo", "build", "--release", "-q", "-p", "lightclip-core", "--example"]
-    cmd.append("bench_pathfinding")
-    env = dict(os.environ, CARGO_TARGET_DIR=target)
-    try:
-        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as error:
-        detail = getattr(error, "stderr", "") or error
-        print(f"pathfinding baseline unavailable (cargo build failed): {detail}", file=sys.stderr)
-        return None
-    return Path(target) / "release" / "examples" / "bench_pathfinding"
-
-
 def time_pathfinding(binary: Path, cost: np.ndarray, repeats: int) -> tuple[float, float]:
     with tempfile.NamedTemporaryFile(suffix=".f32") as f:
         f.write(np.ascontiguousarray(cost, dtype="<f4").tobytes())
@@ -118,7 +98,7 @@ def main() -> int:
 
     all_threads = os.cpu_count() or 1
     saved = lightclip.get_num_threads()
-    binary = None if args.no_pathfinding else build_pathfinding()
+    binary = None if args.no_pathfinding else build_example("bench_pathfinding")
     header = (
         f"{'case (patches×words)':<20} {'lc 1 thr':>9} {f'lc {all_threads} thr':>9} "
         f"{'scipy':>9} {'pathfind':>9} {'× 1 thr':>8} {'× all':>7} {'× pathf':>8}  exact"

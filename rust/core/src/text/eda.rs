@@ -7,6 +7,7 @@
 //! (lower-cased, punctuation around it kept), skip stop words, and find plurals and other
 //! inflections through WordNet's base forms. Synonyms are inserted in their WordNet base form.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -14,6 +15,7 @@ use rand::Rng;
 use super::rng::{light_sample_rng, streams};
 use super::stopwords::is_stop_word;
 use super::wordnet::WordNet;
+use super::words::{join_words, split_words, Span};
 use crate::{CoreError, Result};
 
 /// One EDA operation.
@@ -250,99 +252,54 @@ impl Eda {
 
     /// [`Eda::apply`] appended to `out`; false (nothing appended) when the caption stays.
     fn apply_into(&self, op: EdaOp, text: &str, rng: &mut impl Rng, out: &mut String) -> bool {
-        let mut words = split_words(text);
-        if words.is_empty() {
-            return false;
-        }
-        let alpha = self.config.strength(op);
-        let n = ((alpha * words.len() as f64) as usize).max(1);
-        match (op, self.wordnet.as_deref()) {
-            (EdaOp::RandomSwap, _) => random_swap(&mut words, n, rng),
-            (EdaOp::RandomDeletion, _) => random_deletion(&mut words, alpha, rng),
-            (EdaOp::SynonymReplacement, Some(wn)) => {
-                synonym_replacement(wn, &words, n, rng, out);
-                return true;
+        SCRATCH.with(|scratch| {
+            let scratch = &mut *scratch.borrow_mut();
+            let words = &mut scratch.words;
+            split_words(text, words);
+            if words.is_empty() {
+                return false;
             }
-            (EdaOp::RandomInsertion, Some(wn)) => {
-                // Synonyms of the caption's own words only (the paper's code also draws from
-                // words it inserted, which drifts: "running" → "linear" → "one dimensional").
-                let original = words.clone();
-                for _ in 0..n {
-                    if let Some(synonym) = pick_insertion(wn, &original, rng) {
-                        let at = rng.gen_range(0..=words.len());
-                        words.insert(at, synonym);
-                    }
+            let alpha = self.config.strength(op);
+            let n = ((alpha * words.len() as f64) as usize).max(1);
+            match (op, self.wordnet.as_deref()) {
+                (EdaOp::RandomSwap, _) => random_swap(words, n, rng),
+                (EdaOp::RandomDeletion, _) => random_deletion(words, alpha, rng),
+                (EdaOp::SynonymReplacement, Some(wn)) => {
+                    let picks = SynonymPicks {
+                        wn,
+                        text,
+                        order: &mut scratch.order,
+                        tried: &mut scratch.tried,
+                        chosen: &mut scratch.chosen,
+                    };
+                    picks.replace(words, n, rng, out);
+                    return true;
                 }
+                (EdaOp::RandomInsertion, Some(wn)) => {
+                    let mut words: Vec<&str> = words.iter().map(|w| w.of(text)).collect();
+                    random_insertion(wn, &mut words, n, rng);
+                    out.push_str(&words.join(" "));
+                    return true;
+                }
+                _ => return false,
             }
-            _ => return false,
-        }
-        join_words(&words, out);
-        true
+            join_words(text, words, out);
+            true
+        })
     }
 }
 
-/// The caption's whitespace-separated words, as `str::split_whitespace` gives them.
-///
-/// Captions are nearly always ASCII, and there the words are found without a branch per byte:
-/// each 64-byte block becomes a bit mask of its whitespace (a loop the compiler vectorises),
-/// and the word starts and ends are the mask's 0→1 and 1→0 edges, visited bit by bit. A byte
-/// loop mispredicts at every word boundary, which cost most of a short EDA edit.
-fn split_words(text: &str) -> Vec<&str> {
-    let mut words = Vec::with_capacity(24);
-    if !text.is_ascii() {
-        words.extend(text.split_whitespace());
-        return words;
-    }
-    let bytes = text.as_bytes();
-    let mut start: Option<usize> = None; // the word still open at a block's end
-    for (block, chunk) in bytes.chunks(64).enumerate() {
-        let base = block * 64;
-        let mut space = 0u64;
-        for (i, &b) in chunk.iter().enumerate() {
-            // Unicode White_Space within ASCII: \t \n \v \f \r and space.
-            space |= u64::from(b == b' ' || (b'\t'..=b'\r').contains(&b)) << i;
-        }
-        if chunk.len() < 64 {
-            space |= u64::MAX << chunk.len(); // past the text: as if spaces
-        }
-        let text_bits = !space;
-        // Starts: text here, space just before (or the open word's state for bit 0).
-        let carried = u64::from(start.is_none()); // 1: the previous byte was a space
-        let starts = text_bits & ((space << 1) | carried);
-        // Ends: space here, text just before.
-        let ends = space & ((text_bits << 1) | u64::from(start.is_some()));
-        let (mut starts, mut ends) = (starts, ends);
-        loop {
-            if let Some(open) = start {
-                if ends == 0 {
-                    break; // the word runs on into the next block
-                }
-                let end = base + ends.trailing_zeros() as usize;
-                ends &= ends - 1;
-                words.push(&text[open..end]);
-                start = None;
-            }
-            if starts == 0 {
-                break;
-            }
-            start = Some(base + starts.trailing_zeros() as usize);
-            starts &= starts - 1;
-        }
-    }
-    if let Some(open) = start {
-        words.push(&text[open..]);
-    }
-    words
+/// Per-thread buffers for one caption's edit, kept from caption to caption.
+#[derive(Default)]
+struct Scratch {
+    words: Vec<Span>,
+    order: Vec<u32>,
+    tried: Vec<Span>,
+    chosen: Vec<(Span, u32)>,
 }
 
-fn join_words(words: &[&str], out: &mut String) {
-    out.reserve(words.iter().map(|w| w.len() + 1).sum());
-    for (i, w) in words.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        out.push_str(w);
-    }
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
 /// Lower-cased letters of a word, in a stack buffer (words over 32 bytes are not looked up).
@@ -391,49 +348,76 @@ fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [u32] {
 /// The candidates are visited in a uniformly random order, drawn one at a time (Fisher–Yates
 /// step by step) so that a caption whose first candidates have synonyms, the usual case, looks
 /// up only those: the same distribution as shuffling the distinct words up front.
-fn synonym_replacement(
-    wn: &WordNet,
-    words: &[&str],
-    n: usize,
-    rng: &mut impl Rng,
-    out: &mut String,
-) {
-    let mut order: Vec<usize> = (0..words.len()).collect();
-    let mut chosen: Vec<(&str, &str)> = Vec::with_capacity(n);
-    let mut tried: Vec<&str> = Vec::with_capacity(8);
-    let mut left = order.len();
-    while chosen.len() < n && left > 0 {
-        let pick = rng.gen_range(0..left);
-        left -= 1;
-        order.swap(pick, left);
-        let cand = words[order[left]];
-        // Repeated words count once: a word drawn again is skipped (distinct words stay
-        // uniformly ordered, since every occurrence is equally likely to come first).
-        if tried.contains(&cand) {
-            continue;
+struct SynonymPicks<'a> {
+    wn: &'a WordNet,
+    text: &'a str,
+    order: &'a mut Vec<u32>,
+    tried: &'a mut Vec<Span>,
+    chosen: &'a mut Vec<(Span, u32)>,
+}
+
+impl SynonymPicks<'_> {
+    fn replace(self, words: &[Span], n: usize, rng: &mut impl Rng, out: &mut String) {
+        let SynonymPicks {
+            wn,
+            text,
+            order,
+            tried,
+            chosen,
+        } = self;
+        order.clear();
+        order.extend(0..words.len() as u32);
+        tried.clear();
+        chosen.clear();
+        let mut left = order.len();
+        while chosen.len() < n && left > 0 {
+            let pick = rng.gen_range(0..left);
+            left -= 1;
+            order.swap(pick, left);
+            let cand = words[order[left] as usize];
+            let word = cand.of(text);
+            // Repeated words count once: a word drawn again is skipped (distinct words stay
+            // uniformly ordered, since every occurrence is equally likely to come first).
+            if tried.iter().any(|t| t.of(text) == word) {
+                continue;
+            }
+            tried.push(cand);
+            let syn = synonyms_of(wn, word);
+            if !syn.is_empty() {
+                chosen.push((cand, syn[rng.gen_range(0..syn.len())]));
+            }
         }
-        tried.push(cand);
-        let syn = synonyms_of(wn, cand);
-        if !syn.is_empty() {
-            chosen.push((cand, wn.word(syn[rng.gen_range(0..syn.len())])));
+        out.reserve(text.len() + 16);
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            let word = w.of(text);
+            match chosen
+                .iter()
+                .find(|(c, _)| c.of(text) == word)
+                .and_then(|&(_, id)| Some((word_core(word)?, wn.word(id))))
+            {
+                Some(((pre, _, post), pick)) => {
+                    out.push_str(pre);
+                    out.push_str(pick);
+                    out.push_str(post);
+                }
+                None => out.push_str(word),
+            }
         }
     }
-    out.reserve(words.iter().map(|w| w.len() + 1).sum::<usize>() + 16);
-    for (i, &w) in words.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        match chosen
-            .iter()
-            .find(|(c, _)| *c == w)
-            .and_then(|&(_, pick)| Some((word_core(w)?, pick)))
-        {
-            Some(((pre, _, post), pick)) => {
-                out.push_str(pre);
-                out.push_str(pick);
-                out.push_str(post);
-            }
-            None => out.push_str(w),
+}
+
+/// RI: `n` synonyms of the caption's own words, each at a random place. Synonyms of the
+/// original words only (the paper's code also draws from words it inserted, which drifts:
+/// "running" → "linear" → "one dimensional").
+fn random_insertion<'w>(wn: &'w WordNet, words: &mut Vec<&'w str>, n: usize, rng: &mut impl Rng) {
+    let original = words.clone();
+    for _ in 0..n {
+        if let Some(synonym) = pick_insertion(wn, &original, rng) {
+            let at = rng.gen_range(0..=words.len());
+            words.insert(at, synonym);
         }
     }
 }
@@ -451,7 +435,7 @@ fn pick_insertion<'w>(wn: &'w WordNet, words: &[&str], rng: &mut impl Rng) -> Op
 }
 
 /// RS: `n` swaps of two different random positions (nothing to do for one word).
-fn random_swap(words: &mut [&str], n: usize, rng: &mut impl Rng) {
+fn random_swap<T>(words: &mut [T], n: usize, rng: &mut impl Rng) {
     if words.len() < 2 {
         return;
     }
@@ -464,7 +448,7 @@ fn random_swap(words: &mut [&str], n: usize, rng: &mut impl Rng) {
 
 /// RD: each word dropped with probability `p`; a one-word caption is kept, and when every
 /// word would go one random word stays, so the result is never empty.
-fn random_deletion(words: &mut Vec<&str>, p: f64, rng: &mut impl Rng) {
+fn random_deletion<T: Copy>(words: &mut Vec<T>, p: f64, rng: &mut impl Rng) {
     if words.len() == 1 {
         return;
     }
@@ -472,38 +456,5 @@ fn random_deletion(words: &mut Vec<&str>, p: f64, rng: &mut impl Rng) {
     words.retain(|_| !rng.gen_bool(p));
     if words.is_empty() {
         words.push(keep_if_empty);
-    }
-}
-
-#[cfg(test)]
-mod split_tests {
-    use super::split_words;
-
-    #[test]
-    fn ascii_fast_path_splits_like_split_whitespace() {
-        let long_word = "x".repeat(150);
-        let cases = [
-            String::new(),
-            " ".into(),
-            "a".into(),
-            " a  b\tc\n\x0bd\x0ce\rf ".into(),
-            "word ".repeat(40),
-            format!("{long_word} y {long_word}"),
-            format!("{} z", " ".repeat(63)),
-            format!("{}z {}", "q".repeat(63), "r".repeat(64)),
-            "a\u{a0}b c\u{3000}d".into(), // non-ASCII: the general path
-        ];
-        for text in &cases {
-            let want: Vec<&str> = text.split_whitespace().collect();
-            assert_eq!(split_words(text), want, "{text:?}");
-        }
-        // Every split point inside and around a 64-byte block boundary.
-        for n in 0..140 {
-            let text: String = (0..n)
-                .map(|i| if i % 7 == 3 || i % 11 == 0 { ' ' } else { 'w' })
-                .collect();
-            let want: Vec<&str> = text.split_whitespace().collect();
-            assert_eq!(split_words(&text), want, "{text:?}");
-        }
     }
 }

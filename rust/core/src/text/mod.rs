@@ -3,8 +3,8 @@
 //!
 //! Files: `clean` (open_clip's cleaning: the ftfy subset, HTML unescaping, whitespace, lower
 //! case), `html` (Python's `html.unescape`), `pretokenize` (open_clip's split regex, by hand),
-//! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `eda`
-//! (augmentation), `mlm` (masking), `rng` (seeded streams).
+//! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `words` +
+//! `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
 
 mod bpe;
 mod clean;
@@ -16,6 +16,7 @@ mod rng;
 mod stopwords;
 mod tokenizer;
 mod wordnet;
+mod words;
 
 pub use clean::clean_caption;
 pub use eda::{Eda, EdaConfig, EdaMode, EdaOp};
