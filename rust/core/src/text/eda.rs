@@ -15,7 +15,7 @@ use rand::Rng;
 use super::rng::{light_sample_rng, streams};
 use super::stopwords::is_stop_word;
 use super::wordnet::WordNet;
-use super::words::{join_words, split_words, Span};
+use super::words::{split_words, RunWriter, Span};
 use crate::{CoreError, Result};
 
 /// One EDA operation.
@@ -255,24 +255,28 @@ impl Eda {
         SCRATCH.with(|scratch| {
             let scratch = &mut *scratch.borrow_mut();
             let words = &mut scratch.words;
-            split_words(text, words);
+            let single_spaced = split_words(text, words);
             if words.is_empty() {
                 return false;
             }
             let alpha = self.config.strength(op);
             let n = ((alpha * words.len() as f64) as usize).max(1);
+            // RS and RD rearrange word indices, then write the words in that order.
+            let order = &mut scratch.order;
+            order.clear();
+            order.extend(0..words.len() as u32);
             match (op, self.wordnet.as_deref()) {
-                (EdaOp::RandomSwap, _) => random_swap(words, n, rng),
-                (EdaOp::RandomDeletion, _) => random_deletion(words, alpha, rng),
+                (EdaOp::RandomSwap, _) => random_swap(order, n, rng),
+                (EdaOp::RandomDeletion, _) => random_deletion(order, alpha, rng),
                 (EdaOp::SynonymReplacement, Some(wn)) => {
                     let picks = SynonymPicks {
                         wn,
                         text,
-                        order: &mut scratch.order,
+                        order,
                         tried: &mut scratch.tried,
                         chosen: &mut scratch.chosen,
                     };
-                    picks.replace(words, n, rng, out);
+                    picks.replace(words, single_spaced, n, rng, out);
                     return true;
                 }
                 (EdaOp::RandomInsertion, Some(wn)) => {
@@ -283,7 +287,11 @@ impl Eda {
                 }
                 _ => return false,
             }
-            join_words(text, words, out);
+            let mut writer = RunWriter::new(text, words, single_spaced, out);
+            for &i in order.iter() {
+                writer.word(i as usize);
+            }
+            writer.finish();
             true
         })
     }
@@ -357,7 +365,14 @@ struct SynonymPicks<'a> {
 }
 
 impl SynonymPicks<'_> {
-    fn replace(self, words: &[Span], n: usize, rng: &mut impl Rng, out: &mut String) {
+    fn replace(
+        self,
+        words: &[Span],
+        single_spaced: bool,
+        n: usize,
+        rng: &mut impl Rng,
+        out: &mut String,
+    ) {
         let SynonymPicks {
             wn,
             text,
@@ -365,8 +380,6 @@ impl SynonymPicks<'_> {
             tried,
             chosen,
         } = self;
-        order.clear();
-        order.extend(0..words.len() as u32);
         tried.clear();
         chosen.clear();
         let mut left = order.len();
@@ -387,25 +400,19 @@ impl SynonymPicks<'_> {
                 chosen.push((cand, syn[rng.gen_range(0..syn.len())]));
             }
         }
-        out.reserve(text.len() + 16);
+        let mut writer = RunWriter::new(text, words, single_spaced, out);
         for (i, w) in words.iter().enumerate() {
-            if i > 0 {
-                out.push(' ');
-            }
             let word = w.of(text);
             match chosen
                 .iter()
                 .find(|(c, _)| c.of(text) == word)
                 .and_then(|&(_, id)| Some((word_core(word)?, wn.word(id))))
             {
-                Some(((pre, _, post), pick)) => {
-                    out.push_str(pre);
-                    out.push_str(pick);
-                    out.push_str(post);
-                }
-                None => out.push_str(word),
+                Some(((pre, _, post), pick)) => writer.piece(&[pre, pick, post]),
+                None => writer.word(i),
             }
         }
+        writer.finish();
     }
 }
 

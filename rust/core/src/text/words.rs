@@ -17,18 +17,21 @@ impl Span {
     }
 }
 
-/// Replaces `out` with the words of `text`, exactly as `str::split_whitespace` splits it.
+/// Replaces `out` with the words of `text`, exactly as `str::split_whitespace` splits it, and
+/// says whether `text` is already "single-spaced": ASCII, its words one `' '` apart, nothing
+/// before the first or after the last. Such a text joined back equals itself, so an edit can
+/// copy whole runs of untouched words at once (see [`RunWriter`]).
 ///
 /// Captions are nearly always ASCII, and there the words are found without a branch per byte:
-/// each 64-byte block becomes a bit mask of its whitespace (a loop the compiler vectorises),
-/// and the word starts and ends are the mask's 0→1 and 1→0 edges, visited bit by bit. A byte
-/// loop mispredicts at every word boundary.
+/// each 64-byte block becomes a bit mask of its whitespace (16 bytes per SSE2 compare on
+/// x86-64), and the word starts and ends are the mask's 0→1 and 1→0 edges, visited bit by
+/// bit. A byte loop mispredicts at every word boundary.
 ///
 /// Texts of 4 GiB or more are not split (no caption comes near; the pipeline truncates).
-pub fn split_words(text: &str, out: &mut Vec<Span>) {
+pub fn split_words(text: &str, out: &mut Vec<Span>) -> bool {
     out.clear();
     if text.len() > u32::MAX as usize {
-        return;
+        return false;
     }
     let span = |start: usize, end: usize| Span {
         start: start as u32,
@@ -40,24 +43,28 @@ pub fn split_words(text: &str, out: &mut Vec<Span>) {
             let start = w.as_ptr() as usize - base;
             span(start, start + w.len())
         }));
-        return;
+        return false;
     }
     let mut open: Option<usize> = None; // the word still open at a block's end
+    let mut spaces = 0u32; // ' ' bytes
+    let mut other_space = false; // any \t \n \v \f \r
     for (block, chunk) in text.as_bytes().chunks(64).enumerate() {
         let base = block * 64;
-        let mut space = 0u64;
-        for (i, &b) in chunk.iter().enumerate() {
-            // Unicode White_Space within ASCII: \t \n \v \f \r and space.
-            space |= u64::from(b == b' ' || (b'\t'..=b'\r').contains(&b)) << i;
-        }
-        if chunk.len() < 64 {
-            space |= u64::MAX << chunk.len(); // past the text: as if spaces
-        }
-        let letters = !space;
+        let mut padded = [b' '; 64]; // past the text: as if spaces
+        padded[..chunk.len()].copy_from_slice(chunk);
+        let (blank, other) = whitespace_masks(&padded);
+        let valid = if chunk.len() == 64 {
+            u64::MAX
+        } else {
+            !(u64::MAX << chunk.len())
+        };
+        spaces += (blank & !other & valid).count_ones();
+        other_space |= other != 0;
+        let letters = !blank;
         // Starts: text here and space just before; ends: space here and text just before.
         // Bit 0 looks back at the previous block through `open`.
-        let mut starts = letters & ((space << 1) | u64::from(open.is_none()));
-        let mut ends = space & ((letters << 1) | u64::from(open.is_some()));
+        let mut starts = letters & ((blank << 1) | u64::from(open.is_none()));
+        let mut ends = blank & ((letters << 1) | u64::from(open.is_some()));
         loop {
             if let Some(start) = open {
                 if ends == 0 {
@@ -77,16 +84,119 @@ pub fn split_words(text: &str, out: &mut Vec<Span>) {
     if let Some(start) = open {
         out.push(span(start, text.len()));
     }
+    // n words one space apart hold n - 1 spaces; with none at either end, they are the gaps.
+    !other_space
+        && !out.is_empty()
+        && spaces as usize == out.len() - 1
+        && out[0].start == 0
+        && out[out.len() - 1].end as usize == text.len()
 }
 
-/// Appends the words, one space apart.
-pub fn join_words(text: &str, words: &[Span], out: &mut String) {
-    out.reserve(words.iter().map(|w| (w.end - w.start) as usize + 1).sum());
-    for (i, w) in words.iter().enumerate() {
-        if i > 0 {
-            out.push(' ');
+/// (whitespace, whitespace other than ' ') bit masks of 64 ASCII bytes: bit i for byte i.
+/// Whitespace is Unicode's White_Space within ASCII: ' ' and \t \n \v \f \r (9..=13).
+#[cfg(target_arch = "x86_64")]
+fn whitespace_masks(block: &[u8; 64]) -> (u64, u64) {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    let (mut blank, mut other) = (0u64, 0u64);
+    for (k, lane) in block.chunks_exact(16).enumerate() {
+        // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads the 16 bytes of
+        // `lane` (unaligned loads allowed). The bytes are ASCII, so signed compares suffice.
+        let (is_blank, is_other) = unsafe {
+            let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+            let control = _mm_and_si128(
+                _mm_cmpgt_epi8(v, _mm_set1_epi8(8)),
+                _mm_cmplt_epi8(v, _mm_set1_epi8(14)),
+            );
+            let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
+            (
+                _mm_movemask_epi8(_mm_or_si128(space, control)),
+                _mm_movemask_epi8(control),
+            )
+        };
+        blank |= u64::from(is_blank as u16) << (16 * k);
+        other |= u64::from(is_other as u16) << (16 * k);
+    }
+    (blank, other)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn whitespace_masks(block: &[u8; 64]) -> (u64, u64) {
+    let (mut blank, mut other) = (0u64, 0u64);
+    for (i, &b) in block.iter().enumerate() {
+        let control = (b'\t'..=b'\r').contains(&b);
+        blank |= u64::from(b == b' ' || control) << i;
+        other |= u64::from(control) << i;
+    }
+    (blank, other)
+}
+
+/// Writes an edited caption as runs of the original text: consecutive untouched words of a
+/// single-spaced caption are one copy, not one per word.
+pub struct RunWriter<'a> {
+    text: &'a str,
+    words: &'a [Span],
+    single_spaced: bool,
+    out: &'a mut String,
+    /// The pending run of untouched words, `words[first..=last]`.
+    run: Option<(usize, usize)>,
+    wrote_any: bool,
+}
+
+impl<'a> RunWriter<'a> {
+    pub fn new(text: &'a str, words: &'a [Span], single_spaced: bool, out: &'a mut String) -> Self {
+        out.reserve(text.len() + 16);
+        RunWriter {
+            text,
+            words,
+            single_spaced,
+            out,
+            run: None,
+            wrote_any: false,
         }
-        out.push_str(w.of(text));
+    }
+
+    /// Appends original word `i`.
+    pub fn word(&mut self, i: usize) {
+        match self.run {
+            Some((first, last)) if self.single_spaced && last + 1 == i => {
+                self.run = Some((first, i))
+            }
+            _ => {
+                self.flush();
+                self.run = Some((i, i));
+            }
+        }
+    }
+
+    /// Appends a piece of text as one word.
+    pub fn piece(&mut self, parts: &[&str]) {
+        self.flush();
+        self.separate();
+        for part in parts {
+            self.out.push_str(part);
+        }
+    }
+
+    fn separate(&mut self) {
+        if self.wrote_any {
+            self.out.push(' ');
+        }
+        self.wrote_any = true;
+    }
+
+    fn flush(&mut self) {
+        if let Some((first, last)) = self.run.take() {
+            self.separate();
+            let (start, end) = (self.words[first].start, self.words[last].end);
+            self.out.push_str(&self.text[start as usize..end as usize]);
+        }
+    }
+
+    pub fn finish(mut self) {
+        self.flush();
     }
 }
 
@@ -96,8 +206,15 @@ mod tests {
 
     fn words(text: &str) -> Vec<&str> {
         let mut spans = vec![Span { start: 9, end: 9 }]; // stale content is replaced
-        split_words(text, &mut spans);
-        spans.iter().map(|s| s.of(text)).collect()
+        let single = split_words(text, &mut spans);
+        let words: Vec<&str> = spans.iter().map(|s| s.of(text)).collect();
+        // Single-spaced exactly when joining the words gives the text back (ASCII only).
+        assert_eq!(
+            single,
+            text.is_ascii() && !words.is_empty() && words.join(" ") == text,
+            "{text:?}"
+        );
+        words
     }
 
     #[test]
@@ -113,6 +230,12 @@ mod tests {
             format!("{} z", " ".repeat(63)),
             format!("{}z {}", "q".repeat(63), "r".repeat(64)),
             "a\u{a0}b c\u{3000}d  é".into(), // non-ASCII: the general path
+            "a dog runs".into(),
+            "a dog\truns".into(),
+            "a dog  runs".into(),
+            " a dog".into(),
+            "a dog ".into(),
+            format!("{} b", "a".repeat(64)),
         ];
         for text in &cases {
             let want: Vec<&str> = text.split_whitespace().collect();
@@ -129,13 +252,32 @@ mod tests {
     }
 
     #[test]
-    fn join_puts_single_spaces_between_words() {
-        let text = "  a  dog\truns ";
-        let mut spans = vec![];
-        split_words(text, &mut spans);
-        spans.swap(0, 2);
-        let mut out = String::from(">");
-        join_words(text, &spans, &mut out);
-        assert_eq!(out, ">runs dog a");
+    fn run_writer_equals_joining_the_chosen_words() {
+        for text in [
+            "a small dog runs on the green grass",
+            " a  small\tdog runs  ",
+            "x",
+        ] {
+            let mut spans = vec![];
+            let single = split_words(text, &mut spans);
+            let all: Vec<&str> = spans.iter().map(|s| s.of(text)).collect();
+            // Keep words whose index is not 2 mod 3, replace index 1, append one at the end.
+            let mut out = String::from(">");
+            let mut writer = RunWriter::new(text, &spans, single, &mut out);
+            let mut want = vec![];
+            for (i, w) in all.iter().enumerate() {
+                if i == 1 {
+                    writer.piece(&["<", "new", ">"]);
+                    want.push("<new>".to_string());
+                } else if i % 3 != 2 {
+                    writer.word(i);
+                    want.push(w.to_string());
+                }
+            }
+            writer.piece(&["end"]);
+            want.push("end".into());
+            writer.finish();
+            assert_eq!(out, format!(">{}", want.join(" ")), "{text:?}");
+        }
     }
 }
