@@ -3,7 +3,7 @@
 //!
 //! Usage: `bench_eda FILE REPEATS` where FILE holds one caption per line. Every caption gets
 //! the DeCLIP-mode edit of its own sample stream (seed 0, epoch 0, index = line), on one
-//! thread, written into one reused buffer. Prints one line: the best seconds per pass.
+//! thread, written into one reused buffer. Prints one line: the best wall seconds per pass.
 
 use std::time::Instant;
 
