@@ -31,7 +31,7 @@ fn main() {
         out.clear();
         let start = Instant::now();
         for (i, caption) in captions.iter().enumerate() {
-            eda.augment_sample_into(caption, 0, 0, i as u64, &mut out);
+            eda.edit_sample_into(None, caption, 0, 0, i as u64, &mut out);
         }
         best = best.min(start.elapsed().as_secs_f64());
     }

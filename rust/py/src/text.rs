@@ -430,11 +430,8 @@ pub fn eda_augment<'py>(
             .map(|(j, text)| {
                 let index = start_index + (first + j) as u64;
                 let start = buffer.len();
-                let changed = match op {
-                    Some(op) => eda.apply_sample_into(op, text, seed, epoch, index, &mut buffer),
-                    None => eda.augment_sample_into(text, seed, epoch, index, &mut buffer),
-                };
-                changed.then_some((start, buffer.len()))
+                eda.edit_sample_into(op, text, seed, epoch, index, &mut buffer)
+                    .then_some((start, buffer.len()))
             })
             .collect();
         (buffer, spans)

@@ -189,10 +189,13 @@ impl Eda {
         )
     }
 
-    /// [`Eda::augment_sample`] appended to `out`; false (and nothing appended) when the
-    /// caption is left as it is. Lets a caller batch many captions into one buffer.
-    pub fn augment_sample_into(
+    /// Sample `index`'s edit appended to `out`, with its own EDA stream: `op` None picks as
+    /// [`Eda::augment`] does, Some forces that operation as [`Eda::apply`]. False (and
+    /// nothing appended) when the caption is left as it is. Lets a caller write many
+    /// captions into one buffer.
+    pub fn edit_sample_into(
         &self,
+        op: Option<EdaOp>,
         text: &str,
         seed: u64,
         epoch: u64,
@@ -200,25 +203,10 @@ impl Eda {
         out: &mut String,
     ) -> bool {
         let rng = &mut light_sample_rng(seed, epoch, index, streams::EDA);
-        match self.pick(rng) {
+        match op.or_else(|| self.pick(rng)) {
             Some(op) => self.apply_into(op, text, rng, out),
             None => false,
         }
-    }
-
-    /// [`Eda::apply`] of `op` on sample `index` of `epoch`, with its own EDA stream, appended
-    /// to `out`; false (and nothing appended) when the caption is left as it is.
-    pub fn apply_sample_into(
-        &self,
-        op: EdaOp,
-        text: &str,
-        seed: u64,
-        epoch: u64,
-        index: u64,
-        out: &mut String,
-    ) -> bool {
-        let rng = &mut light_sample_rng(seed, epoch, index, streams::EDA);
-        self.apply_into(op, text, rng, out)
     }
 
     /// The augmented caption: with probability `config.probability` one operation chosen per
