@@ -1,7 +1,8 @@
 //! The data pipeline: sources, decoding, augmentation, batching, prefetch.
 //!
-//! `source` parses a spec and fixes the sample order of an epoch; `shards`, `table`, `folder`
-//! and `synthetic` are the four kinds of source; `decode` turns bytes into pixels; `sample`
+//! `source` parses a spec and fixes the sample order of an epoch; `shards` (with
+//! `shard_members` and `shuffle`), `table`, `folder` and `synthetic` are the four kinds of
+//! source; `decode` turns bytes into pixels; `sample`
 //! runs one sample through augmentation and the text stage; `batch` fills a batch in
 //! parallel; `prefetch` runs it all ahead on a background thread; `state` holds the error
 //! policy and the counters.
@@ -11,7 +12,9 @@ pub mod decode;
 pub mod folder;
 pub mod prefetch;
 pub mod sample;
+pub mod shard_members;
 pub mod shards;
+pub mod shuffle;
 pub mod source;
 pub mod state;
 pub mod synthetic;
