@@ -1,0 +1,312 @@
+"""What the training loop (``lightclip.train``) is made of, in the order it uses them: the run
+folder's name, the model, the data pipeline and its epochs, the losses of one step and their
+bookkeeping, the state saved at a step boundary, held-out evaluation and the inference export.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .errors import InvalidInputError
+from .runtime import Runtime
+
+
+def run_name(config: TrainConfig) -> str:
+    if config.name:
+        return config.name
+    if config.resume == "latest":
+        raise InvalidInputError("--resume latest needs --name (which run to resume)")
+    # Every rank must agree on the folder, so the name comes from rank 0's clock.
+    stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        holder = [stamp]
+        dist.broadcast_object_list(holder, src=0)
+        stamp = holder[0]
+    config.name = f"{stamp}-{config.model}-{config.recipe}"
+    return config.name
+
+
+def build_model(config: TrainConfig) -> torch.nn.Module:
+    """The named model (or a JSON model config file) with exactly the training-only heads the
+    switches ask for.
+
+    Heads that no loss uses are not built: they would cost compute, and DDP refuses
+    parameters that receive no gradient.
+    """
+    from .models import LightCLIP, LightCLIPConfig, get_model_config, list_models
+
+    if config.model.endswith(".json"):
+        if not Path(config.model).is_file():
+            raise InvalidInputError(f"--model: no such model config file: {config.model}")
+        preset = LightCLIPConfig.from_json(config.model)
+    elif config.model in list_models():
+        preset = get_model_config(config.model)
+    else:
+        raise InvalidInputError(
+            f"--model: unknown model {config.model!r}; known: {', '.join(list_models())} "
+            "(or a path to a .json model config)"
+        )
+    fusion_stages = (preset.fusion_stages or (2, 3)) if config.fusion else ()
+    overrides: dict[str, Any] = dict(
+        token_head=bool(config.token_loss), mlm=bool(config.mlm), fusion_stages=fusion_stages
+    )
+    if config.image_size is not None:
+        overrides["image_size"] = config.image_size
+    # Seeded here, apart from the global RNG: every rank builds the same initial weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return LightCLIP(preset.replace(**overrides))
+
+
+def build_pipeline(
+    config: TrainConfig,
+    source: str,
+    *,
+    train: bool,
+    image_size: int,
+    context_length: int,
+    rank: int,
+    world_size: int,
+    num_samples: int | None,
+    device: torch.device,
+) -> Any:
+    from .data import DataPipeline
+
+    source = resolve_source(source, config.dataset_type, "--train-data" if train else "--val-data")
+    kwargs: dict[str, Any] = dict(
+        batch_size=config.batch_size,
+        image_size=image_size,
+        train=train,
+        seed=config.seed,
+        threads=config.workers,
+        context_length=context_length,
+        rank=rank,
+        world_size=world_size,
+    )
+    if train:
+        kwargs.update(eda_prob=config.eda_prob, mlm=bool(config.mlm))
+    if device.type == "cuda":
+        # uint8 images from pinned memory: a quarter of the bytes over PCIe, copied
+        # asynchronously, and normalised on the GPU instead of on the pipeline's cores.
+        kwargs.update(image_dtype="uint8", pin_memory=True, device=device)
+    if num_samples is not None and source.startswith("synthetic"):
+        kwargs["num_samples"] = num_samples
+    return DataPipeline(source, **kwargs)
+
+
+def resolve_source(source: str, dataset_type: str, flag: str) -> str:
+    """Checks the path exists (one clear line instead of a reader's error) and applies
+    ``--dataset-type synthetic``."""
+    if dataset_type == "synthetic" and not source.startswith("synthetic"):
+        return f"synthetic:{source}"
+    if source.startswith("synthetic"):
+        return source
+    first = source.split("::")[0]
+    if "{" not in first and not Path(first).exists():
+        raise InvalidInputError(f"{flag}: no such file or folder: {first}")
+    if "{" in first and not Path(first.split("{")[0]).parent.exists():
+        raise InvalidInputError(f"{flag}: no such folder: {Path(first.split('{')[0]).parent}")
+    return source
+
+
+def batches_per_epoch(pipeline: Any) -> int | None:
+    try:
+        return len(pipeline)
+    except TypeError:
+        return None
+
+
+def epoch_batches(pipeline: Any, epoch: int, data_state: Any) -> CountingIterator:
+    """One pass over the data: from the start of ``epoch``, or from a saved position."""
+    if data_state is not None:
+        pipeline.load_state_dict(data_state)
+    else:
+        pipeline.set_epoch(epoch)
+    return CountingIterator(iter(pipeline))
+
+
+class CountingIterator:
+    def __init__(self, it: Iterator[Any]) -> None:
+        self.it, self.count = it, 0
+
+    def __iter__(self) -> CountingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self.it)
+        self.count += 1
+        return item
+
+
+def stats_line(pipeline: Any) -> str:
+    try:
+        return f"pipeline stats {pipeline.stats()}"
+    except Exception:  # noqa: BLE001 - only decorates an error message
+        return "no stats"
+
+
+@dataclass
+class Losses:
+    ins: Any
+    tok: Any
+    mlm: Any
+
+
+def build_losses(config: TrainConfig) -> Losses:
+    from .labels import LabelSchedule
+    from .losses.mlm import MaskedLanguageModelLoss
+    from .losses.soft_clip import SoftClipLoss
+    from .losses.token_alignment import TokenAlignmentLoss
+
+    if config.soft_labels:
+        schedule = LabelSchedule(
+            r1=config.r1,
+            r2=config.r2,
+            alpha=config.alpha,
+            ramp=config.label_ramp,
+            ramp_width=config.label_ramp_width,
+        )
+    else:
+        # alpha = 0 gives the identity target in every phase: plain CLIP's hard labels.
+        schedule = LabelSchedule(r1=1.0, r2=1.0, alpha=0.0)
+    ins = SoftClipLoss(
+        schedule, local_loss=config.local_loss, gather_with_grad=config.gather_with_grad
+    )
+    return Losses(
+        ins=ins,
+        tok=TokenAlignmentLoss() if config.token_loss else None,
+        mlm=MaskedLanguageModelLoss() if config.mlm else None,
+    )
+
+
+def loss_parts(
+    out: dict[str, Any],
+    batch: dict[str, Any],
+    losses: Losses,
+    config: TrainConfig,
+    progress: float,
+    rt: Runtime,
+) -> dict[str, torch.Tensor]:
+    parts = {
+        "ins": losses.ins(out["image_features"], out["text_features"], out["logit_scale"], progress)
+    }
+    if losses.tok is not None:
+        lengths = out.get("word_lengths")
+        if lengths is None:
+            lengths = batch["word_lengths"]
+        parts["tok"] = losses.tok(out["image_tokens"], out["word_tokens"], lengths)
+    if losses.mlm is not None:
+        # The model returns logits at the masked positions only, with their labels.
+        labels = out["mlm_labels"] if out.get("mlm_labels") is not None else batch["mlm_labels"]
+        # Normalise by the global masked-token count (see MaskedLanguageModelLoss).
+        count = (labels != -100).sum().to(torch.float32)
+        if rt.world_size > 1:
+            count = count.clone()
+            dist.all_reduce(count)
+            count = count / rt.world_size
+        parts["mlm"] = losses.mlm(
+            out["mlm_logits_text"], out.get("mlm_logits_fused"), labels, num_masked=count
+        )
+    return parts
+
+
+class Accumulator:
+    """Sums the loss parts over the micro-batches of one step, then averages across ranks."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.micro = 0
+        self.samples = 0
+        self.data_time = 0.0
+        self.start = time.perf_counter()
+
+    def add(self, parts: dict[str, torch.Tensor], total: torch.Tensor, samples: int) -> None:
+        values = {f"loss_{k}": v.detach().float() for k, v in parts.items()}
+        values["loss"] = total.detach().float()
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.micro += 1
+        self.samples += samples
+
+    def reduce(self, rt: Runtime) -> dict[str, float]:
+        keys = sorted(self.sums)
+        values = torch.tensor([self.sums[k] / self.micro for k in keys], dtype=torch.float64)
+        samples = self.samples
+        if rt.world_size > 1:
+            values = values.to(rt.device)
+            dist.all_reduce(values)
+            values = values.cpu() / rt.world_size
+            samples *= rt.world_size
+        elapsed = time.perf_counter() - self.start
+        metrics = {k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
+        metrics.update(
+            samples_per_s=samples / max(elapsed, 1e-9), step_time=elapsed, data_time=self.data_time
+        )
+        return metrics
+
+
+@dataclass
+class StepBoundary:
+    """Everything that must be saved together: the state right after one optimizer step."""
+
+    step: int
+    epoch: int
+    rng: dict[str, Any]
+    data: Any
+
+
+def held_out_metrics(
+    model: torch.nn.Module, config: TrainConfig, image_size: int, rt: Runtime
+) -> dict[str, float]:
+    """Held-out metrics, computed on rank 0 and shared with the others."""
+    from .validation import evaluate_held_out
+
+    metrics: dict[str, float] = {}
+    if rt.is_main:
+        was_training = model.training
+        model.eval()
+        metrics = evaluate_held_out(
+            model,
+            resolve_source(config.val_data or "", config.dataset_type, "--val-data"),
+            image_size=image_size,
+            batch_size=config.batch_size,
+            threads=config.workers,
+            num_samples=config.val_num_samples,
+            seed=config.seed,
+        )
+        model.train(was_training)
+        rt.print("eval: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if rt.world_size > 1:
+        holder = [metrics]
+        dist.broadcast_object_list(holder, src=0)
+        metrics = holder[0]
+    return metrics
+
+
+def export_inference_model(model: torch.nn.Module, config: TrainConfig, run_dir: Path) -> Path:
+    """The inference model (training-only heads dropped), as a plain open_clip-style file.
+
+    Its ``model_name`` is the plain-CLIP name of the towers (``clip-tiny-mnv2`` for
+    ``lightclip-tiny-mnv2``), whose ``create_model`` has exactly these tensors; the saved
+    ``model_config`` rebuilds it exactly, resolution included (``model_from_checkpoint``).
+    """
+    exported = model.export()
+    path = run_dir / "inference_model.pt"
+    ckpt.save_checkpoint(
+        path,
+        {
+            "model_name": exported.config.name,
+            "model_config": exported.config.to_dict(),
+            "state_dict": exported.state_dict(),
+        },
+    )
+    return path
