@@ -242,6 +242,8 @@ def mlm_mask(
 def word_lengths(ids: torch.Tensor) -> torch.Tensor:
     """Tokens strictly between SOT and the first EOT, per row: ``[N, C]`` → ``int64 [N]``."""
 
+# --- eda.rs ----------------------------------------------------------------------------------
+
 def eda_augment(
     texts: str | bytes | Sequence[str | bytes],
     seed: int,

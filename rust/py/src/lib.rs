@@ -5,6 +5,8 @@
 
 use pyo3::prelude::*;
 
+mod captions;
+mod eda;
 mod errors;
 mod labels;
 mod matching;
@@ -22,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     matching::register(m)?;
     labels::register(m)?;
     text::register(m)?;
+    eda::register(m)?;
     pipeline::register(m)?;
     Ok(())
 }

@@ -1,108 +1,19 @@
-//! Bindings for the core's text module: the CLIP tokenizer (batch-parallel, GIL released),
-//! EDA caption augmentation and MLM masking, each seeded per (seed, epoch, sample).
+//! Bindings for the core's text module: the CLIP tokenizer (batch-parallel, GIL released) and
+//! MLM masking, seeded per (seed, epoch, sample). EDA has a file of its own (`eda.rs`).
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString};
 use pyo3_tch::PyTensor;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
-use lightclip_core::text::{
-    self, mask_tokens, sample_rng, streams, word_length, Eda, EdaConfig, EdaMode, EdaOp, MlmConfig,
-    WordNet,
-};
+use lightclip_core::text::{self, mask_tokens, sample_rng, streams, word_length, MlmConfig};
 
+use crate::captions::{caption_text, captions, PARALLEL_MIN};
 use crate::errors::{core_err, torch_err, BindingError, InvalidDtypeError, InvalidInputError};
 use crate::threads;
-
-/// Batches smaller than this are tokenized on the calling thread (pool hand-off costs more).
-const PARALLEL_MIN: usize = 256;
-
-/// One caption from Python: `str`, or `bytes` holding UTF-8.
-fn caption_text(obj: &Bound<'_, PyAny>, argument: &str) -> PyResult<String> {
-    if let Ok(s) = obj.downcast::<PyString>() {
-        return s.to_str().map(str::to_owned).map_err(|e| {
-            InvalidInputError::new_err(format!(
-                "invalid `{argument}`: not encodable as UTF-8 ({e})"
-            ))
-        });
-    }
-    if let Ok(b) = obj.downcast::<PyBytes>() {
-        return String::from_utf8(b.as_bytes().to_vec()).map_err(|e| {
-            InvalidInputError::new_err(format!("invalid `{argument}`: bytes are not UTF-8 ({e})"))
-        });
-    }
-    Err(InvalidDtypeError::new_err(format!(
-        "`{argument}` must be str (or UTF-8 bytes), got {}",
-        obj.get_type()
-    )))
-}
-
-/// `str`/`bytes` → one caption object; any other iterable → its items.
-fn caption_objects<'py>(
-    texts: &Bound<'py, PyAny>,
-    argument: &str,
-) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
-        return Ok(vec![texts.clone()]);
-    }
-    let iter = texts.try_iter().map_err(|_| {
-        InvalidDtypeError::new_err(format!(
-            "`{argument}` must be a str or a list of str, got {}",
-            texts.get_type()
-        ))
-    })?;
-    iter.collect()
-}
-
-/// Caption `i` read in place when it is a `str` (its UTF-8 form is cached by Python), else
-/// decoded from UTF-8 `bytes`; the error names `argument[i]`.
-fn borrowed_caption<'a>(
-    item: &'a Bound<'_, PyAny>,
-    i: usize,
-    argument: &str,
-) -> PyResult<Cow<'a, str>> {
-    match item
-        .downcast::<PyString>()
-        .ok()
-        .and_then(|s| s.to_str().ok())
-    {
-        Some(s) => Ok(Cow::Borrowed(s)),
-        None => caption_text(item, &format!("{argument}[{i}]")).map(Cow::Owned),
-    }
-}
-
-/// `str` → one caption; any other iterable → its items as captions.
-fn captions(texts: &Bound<'_, PyAny>, argument: &str) -> PyResult<Vec<String>> {
-    if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
-        return Ok(vec![caption_text(texts, argument)?]);
-    }
-    let iter = texts.try_iter().map_err(|_| {
-        InvalidDtypeError::new_err(format!(
-            "`{argument}` must be a str or a list of str, got {}",
-            texts.get_type()
-        ))
-    })?;
-    let mut out = Vec::with_capacity(texts.len().unwrap_or(0));
-    for (i, item) in iter.enumerate() {
-        let item = item?;
-        // Fast path without building the argument's name, which only errors need.
-        match item
-            .downcast::<PyString>()
-            .ok()
-            .and_then(|s| s.to_str().ok())
-        {
-            Some(s) => out.push(s.to_owned()),
-            None => out.push(caption_text(&item, &format!("{argument}[{i}]"))?),
-        }
-    }
-    Ok(out)
-}
 
 fn positive(value: i64, argument: &str) -> PyResult<usize> {
     usize::try_from(value)
@@ -340,155 +251,6 @@ pub fn word_lengths(ids: PyTensor) -> PyResult<PyTensor> {
     back_to(&lengths, &out_shape, device, "word_lengths")
 }
 
-/// Dictionaries loaded from explicit paths, kept for the process (loading takes a second).
-fn wordnet_at(dir: PathBuf) -> PyResult<Arc<WordNet>> {
-    static LOADED: Mutex<Option<HashMap<PathBuf, Arc<WordNet>>>> = Mutex::new(None);
-    let mut guard = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
-    if let Some(wn) = map.get(&dir) {
-        return Ok(Arc::clone(wn));
-    }
-    let wn = Arc::new(WordNet::load(&dir).map_err(core_err)?);
-    map.insert(dir, Arc::clone(&wn));
-    Ok(wn)
-}
-
-/// `None`/`True`: the search path; `False`: no dictionary; a path: that folder.
-fn resolve_wordnet(
-    py: Python<'_>,
-    wordnet: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Option<Arc<WordNet>>> {
-    match wordnet {
-        None => Ok(py.allow_threads(WordNet::shared)),
-        Some(obj) => {
-            if let Ok(flag) = obj.extract::<bool>() {
-                return Ok(if flag {
-                    py.allow_threads(WordNet::shared)
-                } else {
-                    None
-                });
-            }
-            let dir: PathBuf = obj.extract().map_err(|_| {
-                InvalidDtypeError::new_err(format!(
-                    "`wordnet` must be a path, a bool or None, got {}",
-                    obj.get_type()
-                ))
-            })?;
-            py.allow_threads(|| wordnet_at(dir)).map(Some)
-        }
-    }
-}
-
-/// EDA on a list of captions; caption i uses the stream of sample `start_index + i` in
-/// `epoch` under `seed`. `op` ("sr", "ri", "rs", "rd") forces one operation on every caption.
-///
-/// Built for throughput, since a training run augments every caption it reads: the captions
-/// are read in place (no copy), each worker writes its block's results into one buffer, and a
-/// caption EDA leaves alone comes back as the very same `str` object.
-#[pyfunction]
-#[pyo3(signature = (texts, seed, epoch = 0, start_index = 0, probability = 1.0, synonym_replacement = 0.1, random_insertion = 0.1, random_swap = 0.1, random_deletion = 0.1, mode = "declip", op = None, wordnet = None))]
-#[allow(clippy::too_many_arguments)]
-pub fn eda_augment<'py>(
-    py: Python<'py>,
-    texts: &Bound<'py, PyAny>,
-    seed: u64,
-    epoch: u64,
-    start_index: u64,
-    probability: f64,
-    synonym_replacement: f64,
-    random_insertion: f64,
-    random_swap: f64,
-    random_deletion: f64,
-    mode: &str,
-    op: Option<&str>,
-    wordnet: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyList>> {
-    let config = EdaConfig {
-        probability,
-        synonym_replacement,
-        random_insertion,
-        random_swap,
-        random_deletion,
-        mode: EdaMode::parse(mode).map_err(core_err)?,
-    };
-    let op = op.map(EdaOp::parse).transpose().map_err(core_err)?;
-    let items = caption_objects(texts, "texts")?;
-    let captions: Vec<Cow<'_, str>> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| borrowed_caption(item, i, "texts"))
-        .collect::<PyResult<_>>()?;
-    let eda = Eda::with_wordnet(config, resolve_wordnet(py, wordnet)?).map_err(core_err)?;
-
-    // One (buffer, spans) per block of captions; a span is None for a caption left as is.
-    type Block = (String, Vec<Option<(usize, usize)>>);
-    let run_block = |first: usize, block: &[Cow<'_, str>]| -> Block {
-        let mut buffer = String::with_capacity(block.iter().map(|t| t.len() + 8).sum());
-        let spans = block
-            .iter()
-            .enumerate()
-            .map(|(j, text)| {
-                let index = start_index + (first + j) as u64;
-                let start = buffer.len();
-                eda.edit_sample_into(op, text, seed, epoch, index, &mut buffer)
-                    .then_some((start, buffer.len()))
-            })
-            .collect();
-        (buffer, spans)
-    };
-    let blocks: Vec<Block> = py.allow_threads(|| {
-        if captions.len() < PARALLEL_MIN {
-            return vec![run_block(0, &captions)];
-        }
-        threads::install(|| {
-            captions
-                .par_chunks(PARALLEL_MIN)
-                .enumerate()
-                .map(|(b, block)| run_block(b * PARALLEL_MIN, block))
-                .collect()
-        })
-    });
-
-    let out = PyList::empty(py);
-    let results = blocks
-        .iter()
-        .flat_map(|(buffer, spans)| spans.iter().map(move |span| (buffer, span)));
-    for ((item, caption), (buffer, span)) in items.iter().zip(&captions).zip(results) {
-        match span {
-            Some((a, b)) => out.append(PyString::new(py, &buffer[*a..*b]))?,
-            // Unchanged: the caller's own str (bytes captions come back decoded).
-            None if item.is_instance_of::<PyString>() => out.append(item)?,
-            None => out.append(PyString::new(py, caption))?,
-        }
-    }
-    Ok(out)
-}
-
-/// WordNet synonyms EDA would use for a word (lower-cased; base forms for inflections).
-#[pyfunction]
-#[pyo3(signature = (word, wordnet = None))]
-pub fn wordnet_synonyms(
-    py: Python<'_>,
-    word: &str,
-    wordnet: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Vec<String>> {
-    let Some(wn) = resolve_wordnet(py, wordnet)? else {
-        return Ok(vec![]);
-    };
-    Ok(wn
-        .synonyms(&word.to_lowercase())
-        .into_iter()
-        .map(str::to_owned)
-        .collect())
-}
-
-/// The folder of the WordNet on the search path, or `None` when there is none.
-#[pyfunction]
-pub fn wordnet_dir(py: Python<'_>) -> Option<PathBuf> {
-    py.allow_threads(WordNet::shared)
-        .map(|wn| wn.dir().to_path_buf())
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Tokenizer>()?;
     m.add("SOT_TOKEN", text::SOT)?;
@@ -496,8 +258,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MASK_TOKEN", text::MASK)?;
     m.add("VOCAB_SIZE_WITH_MASK", text::VOCAB_SIZE_WITH_MASK)?;
     m.add_function(wrap_pyfunction!(mlm_mask, m)?)?;
-    m.add_function(wrap_pyfunction!(word_lengths, m)?)?;
-    m.add_function(wrap_pyfunction!(eda_augment, m)?)?;
-    m.add_function(wrap_pyfunction!(wordnet_synonyms, m)?)?;
-    m.add_function(wrap_pyfunction!(wordnet_dir, m)?)
+    m.add_function(wrap_pyfunction!(word_lengths, m)?)
 }
