@@ -21,8 +21,6 @@ Needs Pillow and torchvision (the build for torch 2.11.0): both are dev dependen
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import importlib.util
 import io
 import json
 import os
@@ -36,6 +34,7 @@ from pathlib import Path
 import torch
 
 import lightclip
+from open_clip_reference import simple_tokenizer
 
 DATA = Path(
     os.environ.get(
@@ -47,15 +46,6 @@ BATCH = 64
 
 def shards() -> list[str]:
     return sorted(str(p) for p in DATA.glob("train-*.tar"))
-
-
-def open_clip_tokenizer():
-    dist = importlib.metadata.distribution("open-clip-torch")
-    path = Path(str(dist.locate_file("open_clip/tokenizer.py")))
-    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SimpleTokenizer()
 
 
 class ReferenceDataset(torch.utils.data.IterableDataset):
@@ -78,7 +68,7 @@ class ReferenceDataset(torch.utils.data.IterableDataset):
                 T.Normalize(lightclip.data.CLIP_MEAN, lightclip.data.CLIP_STD),
             ]
         )
-        self.tokenizer = open_clip_tokenizer()  # set-up, outside the timed loop (forked)
+        self.tokenizer = simple_tokenizer()  # set-up, outside the timed loop (forked)
 
     def __iter__(self):
         from PIL import Image

@@ -15,8 +15,6 @@ tokenizer ≥ 20× open_clip per core, EDA ≥ 50× the Python EDA per core.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
 import os
 import random
@@ -36,6 +34,7 @@ FLICKR8K = Path(
 )
 sys.path.insert(0, str(HERE))
 import eda_reference  # noqa: E402
+from open_clip_reference import simple_tokenizer  # noqa: E402
 from rust_examples import build_example  # noqa: E402
 
 
@@ -62,15 +61,6 @@ def best_of(fn, repeats: int = 3, clock=time.perf_counter) -> float:
     return min(times)
 
 
-def open_clip_reference():
-    dist = importlib.metadata.distribution("open-clip-torch")
-    path = Path(str(dist.locate_file("open_clip/tokenizer.py")))
-    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SimpleTokenizer()
-
-
 def row(name: str, seconds: float, n: int, base: float | None) -> None:
     ratio = f"{base / seconds:8.1f}x" if base else "     1.0x"
     print(f"  {name:<34} {n / seconds:>12,.0f} captions/s {ratio}")
@@ -79,7 +69,7 @@ def row(name: str, seconds: float, n: int, base: float | None) -> None:
 def bench_tokenizer(texts: list[str]) -> None:
     cores = os.cpu_count() or 1
     print(f"tokenizer: {len(texts):,} Flickr8k captions, context 77, {cores} cores")
-    reference = open_clip_reference()
+    reference = simple_tokenizer()
     base = best_of(lambda: reference(texts), repeats=1)
     row("open_clip SimpleTokenizer", base, len(texts), None)
     try:
