@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import lightclip
 from lightclip.checkpoint import load_checkpoint, model_state
 from lightclip.losses import TokenAlignmentLoss
+from quiet_run import quiet_config
 from train_fakes import FakePipeline
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -110,22 +111,10 @@ def test_each_tower_computes_on_cuda_what_it_computes_on_the_cpu(tower, exact_fp
 
 
 def _train(tmp_path: Path, name: str, on_step=None, **overrides) -> lightclip.TrainResult:
-    values = dict(
-        model="lightclip-tiny-mnv2",
-        steps=4,
-        batch_size=8,
-        logs=str(tmp_path),
-        name=name,
-        progress=False,
-        export=False,
-        log_every_n_steps=1,
-        warmup=1,
-        lr=1e-3,
-        device="cuda",
-    )
-    values.update(overrides)
+    defaults = dict(steps=4, batch_size=8, name=name, warmup=1, lr=1e-3, device="cuda")
+    config = quiet_config(tmp_path, **{**defaults, **overrides})
     return lightclip.train(
-        lightclip.TrainConfig(**values),
+        config,
         data=FakePipeline(num_samples=32, batch_size=8),
         on_step=on_step,
     )

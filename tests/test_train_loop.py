@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 import lightclip
 from lightclip.schedules import lr_at
+from quiet_run import quiet_config
 from train_fakes import FakePipeline
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _config(tmp_path: Path, **overrides) -> lightclip.TrainConfig:
-    values = dict(
-        model="lightclip-tiny-mnv2",
-        steps=3,
-        batch_size=4,
-        logs=str(tmp_path),
-        name="run",
-        progress=False,
-        export=False,
-        log_every_n_steps=1,
-    )
-    values.update(overrides)
-    return lightclip.TrainConfig(**values)
+_config = partial(quiet_config, steps=3)
 
 
 def test_accumulation_clipping_bf16_autocast_and_lr(tmp_path: Path) -> None:

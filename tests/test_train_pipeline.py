@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -13,27 +14,14 @@ import torch
 
 import lightclip
 from lightclip.checkpoint import LATEST, load_checkpoint, model_from_checkpoint
+from quiet_run import quiet_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _config(tmp_path: Path, **overrides) -> lightclip.TrainConfig:
-    values = dict(
-        model="lightclip-tiny-mnv2",
-        train_data="synthetic:train",
-        train_num_samples=20,
-        steps=7,
-        batch_size=4,
-        workers=1,
-        logs=str(tmp_path),
-        name="run",
-        progress=False,
-        export=False,
-        log_every_n_steps=1,
-        warmup=2,
-    )
-    values.update(overrides)
-    return lightclip.TrainConfig(**values)
+_config = partial(
+    quiet_config, train_data="synthetic:train", train_num_samples=20, steps=7, workers=1, warmup=2
+)
 
 
 def _curve(history):

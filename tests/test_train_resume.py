@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
 
 import lightclip
 from lightclip.checkpoint import LATEST, load_checkpoint
+from quiet_run import quiet_config
 from train_fakes import FakePipeline
 
 STEPS = 6  # 4 batches per epoch: the runs cross an epoch boundary
@@ -24,20 +25,7 @@ STEPS = 6  # 4 batches per epoch: the runs cross an epoch boundary
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _config(tmp_path: Path, **overrides) -> lightclip.TrainConfig:
-    values = dict(
-        model="lightclip-tiny-mnv2",
-        steps=STEPS,
-        batch_size=4,
-        logs=str(tmp_path),
-        name="run",
-        progress=False,
-        export=False,
-        log_every_n_steps=1,
-        warmup=2,
-    )
-    values.update(overrides)
-    return lightclip.TrainConfig(**values)
+_config = partial(quiet_config, steps=STEPS, warmup=2)
 
 
 def _losses(history: list[dict[str, float]]) -> list[tuple[int, float, float, float, float]]:
