@@ -170,11 +170,17 @@ def run_eval(args: argparse.Namespace) -> int:
     task = args.task
     if task == "auto":
         # Labelled sources (image folders, shards with classnames.txt, synthetic) know their
-        # class names; given names mean classification too.
-        probe = make_eval_data(args.dataset, model, "zeroshot_classification", 1, **extra)
-        labelled = class_names is not None or bool(probe.class_names)
+        # class names; given names mean classification too. Retrieval needs every caption,
+        # so only an unlabelled source is opened a second time.
+        data = make_eval_data(
+            args.dataset, model, "zeroshot_classification", args.batch_size, **extra
+        )
+        labelled = class_names is not None or bool(data.class_names)
         task = "zeroshot_classification" if labelled else "zeroshot_retrieval"
-    data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)
+        if not labelled:
+            data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)
+    else:
+        data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)
     if task == "zeroshot_classification":
         metrics = evaluate_zero_shot(
             model,
