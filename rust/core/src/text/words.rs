@@ -50,9 +50,16 @@ pub fn split_words(text: &str, out: &mut Vec<Span>) -> bool {
     let mut other_space = false; // any \t \n \v \f \r
     for (block, chunk) in text.as_bytes().chunks(64).enumerate() {
         let base = block * 64;
-        let mut padded = [b' '; 64]; // past the text: as if spaces
-        padded[..chunk.len()].copy_from_slice(chunk);
-        let (blank, other) = whitespace_masks(&padded);
+        // Only the last, partial block is copied: past the text counts as spaces.
+        let mut padded = [b' '; 64];
+        let bytes: &[u8; 64] = match chunk.try_into() {
+            Ok(full) => full,
+            Err(_) => {
+                padded[..chunk.len()].copy_from_slice(chunk);
+                &padded
+            }
+        };
+        let (blank, other) = whitespace_masks(bytes);
         let valid = if chunk.len() == 64 {
             u64::MAX
         } else {
