@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use rayon::prelude::*;
 
-use lightclip_core::text::{Eda, EdaConfig, EdaMode, EdaOp, WordNet};
+use lightclip_core::text::{Eda, EdaConfig, EdaMode, EdaOp, EpochStreams, WordNet};
 
 use crate::captions::{borrowed_caption, caption_objects, PARALLEL_MIN};
 use crate::errors::{core_err, InvalidDtypeError};
@@ -96,21 +96,23 @@ pub fn eda_augment<'py>(
         .collect::<PyResult<_>>()?;
     let eda = Eda::with_wordnet(config, resolve_wordnet(py, wordnet)?).map_err(core_err)?;
 
-    // One (buffer, spans) per block of captions; a span is None for a caption left as is.
-    type Block = (String, Vec<Option<(usize, usize)>>);
+    // One (buffer, ends) per block of captions: caption j's edit ends at ends[j] in the
+    // buffer and starts where the previous one ended; an empty edit means "left as is" (EDA
+    // never empties a caption).
+    type Block = (String, Vec<u32>);
+    let streams = EpochStreams::new(seed, epoch);
     let run_block = |first: usize, block: &[Cow<'_, str>]| -> Block {
         let mut buffer = String::with_capacity(block.iter().map(|t| t.len() + 8).sum());
-        let spans = block
+        let ends = block
             .iter()
             .enumerate()
             .map(|(j, text)| {
                 let index = start_index + (first + j) as u64;
-                let start = buffer.len();
-                eda.edit_sample_into(op, text, seed, epoch, index, &mut buffer)
-                    .then_some((start, buffer.len()))
+                eda.edit_sample_into(op, text, streams, index, &mut buffer);
+                buffer.len() as u32
             })
             .collect();
-        (buffer, spans)
+        (buffer, ends)
     };
     let blocks: Vec<Block> = py.allow_threads(|| {
         if captions.len() < PARALLEL_MIN {
@@ -125,19 +127,22 @@ pub fn eda_augment<'py>(
         })
     });
 
-    let out = PyList::empty(py);
-    let results = blocks
+    let edits = blocks.iter().flat_map(|(buffer, ends)| {
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        starts.zip(ends).map(|(a, &b)| &buffer[a as usize..b as usize])
+    });
+    let out: Vec<Bound<'py, PyAny>> = items
         .iter()
-        .flat_map(|(buffer, spans)| spans.iter().map(move |span| (buffer, span)));
-    for ((item, caption), (buffer, span)) in items.iter().zip(&captions).zip(results) {
-        match span {
-            Some((a, b)) => out.append(PyString::new(py, &buffer[*a..*b]))?,
+        .zip(&captions)
+        .zip(edits)
+        .map(|((item, caption), edit)| match edit {
             // Unchanged: the caller's own str (bytes captions come back decoded).
-            None if item.is_instance_of::<PyString>() => out.append(item)?,
-            None => out.append(PyString::new(py, caption))?,
-        }
-    }
-    Ok(out)
+            "" if item.is_instance_of::<PyString>() => item.clone(),
+            "" => PyString::new(py, caption).into_any(),
+            edit => PyString::new(py, edit).into_any(),
+        })
+        .collect();
+    PyList::new(py, out)
 }
 
 /// WordNet synonyms EDA would use for a word (lower-cased; base forms for inflections).

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::rng::{light_sample_rng, streams};
-use super::stopwords::is_stop_word;
+use super::rng::{light_sample_rng, streams, EpochStreams};
+use super::synonym_memo::{SynonymMemo, WordInfo};
 use super::wordnet::WordNet;
 use super::words::{split_words, RunWriter, Span};
 use crate::{CoreError, Result};
@@ -189,20 +189,19 @@ impl Eda {
         )
     }
 
-    /// Sample `index`'s edit appended to `out`, with its own EDA stream: `op` None picks as
-    /// [`Eda::augment`] does, Some forces that operation as [`Eda::apply`]. False (and
-    /// nothing appended) when the caption is left as it is. Lets a caller write many
-    /// captions into one buffer.
+    /// Sample `index`'s edit appended to `out`, with its own EDA stream in `epoch` (as
+    /// [`Eda::augment_sample`]): `op` None picks as [`Eda::augment`] does, Some forces that
+    /// operation as [`Eda::apply`]. False (and nothing appended) when the caption is left as
+    /// it is. Lets a caller write many captions into one buffer.
     pub fn edit_sample_into(
         &self,
         op: Option<EdaOp>,
         text: &str,
-        seed: u64,
-        epoch: u64,
+        epoch: EpochStreams,
         index: u64,
         out: &mut String,
     ) -> bool {
-        let rng = &mut light_sample_rng(seed, epoch, index, streams::EDA);
+        let rng = &mut epoch.light_rng(index, streams::EDA);
         match op.or_else(|| self.pick(rng)) {
             Some(op) => self.apply_into(op, text, rng, out),
             None => false,
@@ -259,6 +258,7 @@ impl Eda {
                 (EdaOp::SynonymReplacement, Some(wn)) => {
                     let picks = SynonymPicks {
                         wn,
+                        memo: &mut scratch.memo,
                         text,
                         order,
                         tried: &mut scratch.tried,
@@ -269,7 +269,7 @@ impl Eda {
                 }
                 (EdaOp::RandomInsertion, Some(wn)) => {
                     let mut words: Vec<&str> = words.iter().map(|w| w.of(text)).collect();
-                    random_insertion(wn, &mut words, n, rng);
+                    random_insertion(wn, &mut scratch.memo, &mut words, n, rng);
                     out.push_str(&words.join(" "));
                     return true;
                 }
@@ -291,51 +291,18 @@ struct Scratch {
     words: Vec<Span>,
     order: Vec<u32>,
     tried: Vec<Span>,
-    chosen: Vec<(Span, u32)>,
+    chosen: Vec<(Span, WordInfo, u32)>,
+    memo: SynonymMemo,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
-/// Lower-cased letters of a word, in a stack buffer (words over 32 bytes are not looked up).
-struct Lower {
-    buf: [u8; 32],
-    len: usize,
-}
-
-impl Lower {
-    fn as_str(&self) -> &str {
-        // Only ASCII letters are ever stored.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
-    }
-}
-
-/// Splits a word into (punctuation before, its letters lower-cased, punctuation after), or
-/// `None` when its middle is not all ASCII letters.
-fn word_core(word: &str) -> Option<(&str, Lower, &str)> {
-    let start = word.find(|c: char| c.is_ascii_alphabetic())?;
-    let end = word.rfind(|c: char| c.is_ascii_alphabetic())? + 1;
-    let core = &word.as_bytes()[start..end];
-    if core.len() > 32 || !core.iter().all(u8::is_ascii_alphabetic) {
-        return None;
-    }
-    let mut lower = Lower {
-        buf: [0; 32],
-        len: core.len(),
-    };
-    for (slot, b) in lower.buf.iter_mut().zip(core) {
-        *slot = b.to_ascii_lowercase();
-    }
-    Some((&word[..start], lower, &word[end..]))
-}
-
-/// Synonym ids of a caption word (none for stop words and words that are not letters).
-fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [u32] {
-    match word_core(word) {
-        Some((_, core, _)) if !is_stop_word(core.as_str()) => wn.synonym_ids(core.as_str()),
-        _ => &[],
-    }
+/// A random synonym of a caption word, if it has any.
+fn random_synonym(wn: &WordNet, info: WordInfo, rng: &mut impl Rng) -> Option<u32> {
+    let ids = wn.ids(info.synonyms);
+    (!ids.is_empty()).then(|| ids[rng.gen_range(0..ids.len())])
 }
 
 /// SR: up to `n` distinct non-stop words that have synonyms, in random order, each replaced
@@ -346,10 +313,11 @@ fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [u32] {
 /// up only those: the same distribution as shuffling the distinct words up front.
 struct SynonymPicks<'a> {
     wn: &'a WordNet,
+    memo: &'a mut SynonymMemo,
     text: &'a str,
     order: &'a mut Vec<u32>,
     tried: &'a mut Vec<Span>,
-    chosen: &'a mut Vec<(Span, u32)>,
+    chosen: &'a mut Vec<(Span, WordInfo, u32)>,
 }
 
 impl SynonymPicks<'_> {
@@ -363,6 +331,7 @@ impl SynonymPicks<'_> {
     ) {
         let SynonymPicks {
             wn,
+            memo,
             text,
             order,
             tried,
@@ -383,20 +352,19 @@ impl SynonymPicks<'_> {
                 continue;
             }
             tried.push(cand);
-            let syn = synonyms_of(wn, word);
-            if !syn.is_empty() {
-                chosen.push((cand, syn[rng.gen_range(0..syn.len())]));
+            let info = memo.get(wn, word);
+            if let Some(id) = random_synonym(wn, info, rng) {
+                chosen.push((cand, info, id));
             }
         }
         let mut writer = RunWriter::new(text, words, single_spaced, out);
         for (i, w) in words.iter().enumerate() {
             let word = w.of(text);
-            match chosen
-                .iter()
-                .find(|(c, _)| c.of(text) == word)
-                .and_then(|&(_, id)| Some((word_core(word)?, wn.word(id))))
-            {
-                Some(((pre, _, post), pick)) => writer.piece(&[pre, pick, post]),
+            match chosen.iter().find(|(c, _, _)| c.of(text) == word) {
+                Some(&(_, info, id)) => {
+                    let (pre, post) = info.surroundings(word);
+                    writer.piece(&[pre, wn.word(id), post]);
+                }
                 None => writer.word(i),
             }
         }
@@ -407,10 +375,16 @@ impl SynonymPicks<'_> {
 /// RI: `n` synonyms of the caption's own words, each at a random place. Synonyms of the
 /// original words only (the paper's code also draws from words it inserted, which drifts:
 /// "running" → "linear" → "one dimensional").
-fn random_insertion<'w>(wn: &'w WordNet, words: &mut Vec<&'w str>, n: usize, rng: &mut impl Rng) {
+fn random_insertion<'w>(
+    wn: &'w WordNet,
+    memo: &mut SynonymMemo,
+    words: &mut Vec<&'w str>,
+    n: usize,
+    rng: &mut impl Rng,
+) {
     let original = words.clone();
     for _ in 0..n {
-        if let Some(synonym) = pick_insertion(wn, &original, rng) {
+        if let Some(synonym) = pick_insertion(wn, memo, &original, rng) {
             let at = rng.gen_range(0..=words.len());
             words.insert(at, synonym);
         }
@@ -419,14 +393,16 @@ fn random_insertion<'w>(wn: &'w WordNet, words: &mut Vec<&'w str>, n: usize, rng
 
 /// RI helper: a random synonym of a random word that has one (up to 10 tries, as in the
 /// paper's code).
-fn pick_insertion<'w>(wn: &'w WordNet, words: &[&str], rng: &mut impl Rng) -> Option<&'w str> {
-    for _ in 0..10 {
-        let syn = synonyms_of(wn, words[rng.gen_range(0..words.len())]);
-        if !syn.is_empty() {
-            return Some(wn.word(syn[rng.gen_range(0..syn.len())]));
-        }
-    }
-    None
+fn pick_insertion<'w>(
+    wn: &'w WordNet,
+    memo: &mut SynonymMemo,
+    words: &[&str],
+    rng: &mut impl Rng,
+) -> Option<&'w str> {
+    (0..10).find_map(|_| {
+        let info = memo.get(wn, words[rng.gen_range(0..words.len())]);
+        random_synonym(wn, info, rng).map(|id| wn.word(id))
+    })
 }
 
 /// RS: `n` swaps of two different random positions (nothing to do for one word).
@@ -434,10 +410,12 @@ fn random_swap<T>(words: &mut [T], n: usize, rng: &mut impl Rng) {
     if words.len() < 2 {
         return;
     }
+    let len = words.len();
     for _ in 0..n {
-        let i = rng.gen_range(0..words.len());
-        let j = (i + rng.gen_range(1..words.len())) % words.len();
-        words.swap(i, j);
+        let i = rng.gen_range(0..len);
+        // Any other position, uniformly: i plus 1..len, wrapped (no division).
+        let j = i + rng.gen_range(1..len);
+        words.swap(i, if j >= len { j - len } else { j });
     }
 }
 

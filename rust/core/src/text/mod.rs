@@ -3,8 +3,8 @@
 //!
 //! Files: `clean` (open_clip's cleaning: the ftfy subset, HTML unescaping, whitespace, lower
 //! case), `html` (Python's `html.unescape`), `pretokenize` (open_clip's split regex, by hand),
-//! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `words` +
-//! `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
+//! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `synonym_memo` +
+//! `words` + `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
 
 mod bpe;
 mod clean;
@@ -14,6 +14,7 @@ mod mlm;
 mod pretokenize;
 mod rng;
 mod stopwords;
+mod synonym_memo;
 mod tokenizer;
 mod wordnet;
 mod words;
@@ -21,8 +22,8 @@ mod words;
 pub use clean::clean_caption;
 pub use eda::{Eda, EdaConfig, EdaMode, EdaOp};
 pub use mlm::{mask_tokens, word_length, MlmConfig, IGNORE_INDEX};
-pub use rng::{light_sample_rng, sample_rng, splitmix64, streams};
+pub use rng::{light_sample_rng, sample_rng, splitmix64, streams, EpochStreams};
 pub use tokenizer::{
     Tokenizer, DEFAULT_CONTEXT_LENGTH, EOT, MASK, PAD, SOT, VOCAB_SIZE, VOCAB_SIZE_WITH_MASK,
 };
-pub use wordnet::WordNet;
+pub use wordnet::{Synonyms, WordNet};

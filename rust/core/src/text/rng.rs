@@ -6,7 +6,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_pcg::Pcg64Mcg;
+use rand_xoshiro::SplitMix64;
 
 /// Stream ids: one per consumer, so two consumers of one sample never share draws.
 pub mod streams {
@@ -31,11 +31,35 @@ pub fn splitmix64(x: u64) -> u64 {
 /// The tuple folded with SplitMix64: each step mixes the previous state with the next
 /// component, so `(1, 2)` and `(2, 1)` differ.
 fn fold(seed: u64, epoch: u64, index: u64, stream: u64) -> u64 {
-    let mut state = splitmix64(seed);
-    for part in [epoch, index, stream] {
-        state = splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)));
+    EpochStreams::new(seed, epoch).fold(index, stream)
+}
+
+fn fold_step(state: u64, part: u64) -> u64 {
+    splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)))
+}
+
+/// The streams of one epoch of one run: the (seed, epoch) part of the fold, done once for
+/// all the samples of a batch rather than once per sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochStreams {
+    state: u64,
+}
+
+impl EpochStreams {
+    pub fn new(seed: u64, epoch: u64) -> EpochStreams {
+        EpochStreams {
+            state: fold_step(splitmix64(seed), epoch),
+        }
     }
-    state
+
+    fn fold(self, index: u64, stream: u64) -> u64 {
+        fold_step(fold_step(self.state, index), stream)
+    }
+
+    /// [`light_sample_rng`] of sample `index` in this epoch.
+    pub fn light_rng(self, index: u64, stream: u64) -> SplitMix64 {
+        SplitMix64::seed_from_u64(self.fold(index, stream))
+    }
 }
 
 /// The generator for one (seed, epoch, sample index, stream): four SplitMix64 outputs of the
@@ -51,14 +75,11 @@ pub fn sample_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> ChaCha8Rng 
 }
 
 /// A small, fast generator for one (seed, epoch, sample index, stream), for consumers that
-/// draw a handful of numbers per sample (EDA): PCG's 128-bit multiplicative generator, whose
-/// state is two more SplitMix64 outputs of the folded tuple. Setting it up costs a few
-/// nanoseconds where ChaCha8 first computes a whole block.
-pub fn light_sample_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> Pcg64Mcg {
-    let state = fold(seed, epoch, index, stream);
-    let high = splitmix64(state.wrapping_add(1));
-    let low = splitmix64(state.wrapping_add(2));
-    Pcg64Mcg::new((u128::from(high) << 64) | u128::from(low))
+/// draw a handful of numbers per sample (EDA): SplitMix64 started at the folded tuple. Setting
+/// it up costs nothing where ChaCha8 first computes a whole block, and its draws do not wait
+/// on each other (the state only advances by a constant), so a sample's few draws overlap.
+pub fn light_sample_rng(seed: u64, epoch: u64, index: u64, stream: u64) -> SplitMix64 {
+    EpochStreams::new(seed, epoch).light_rng(index, stream)
 }
 
 #[cfg(test)]
@@ -104,6 +125,21 @@ mod tests {
             .sum::<f64>();
         for mean in [chacha / n as f64, light / n as f64] {
             assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
+        }
+    }
+
+    #[test]
+    fn epoch_streams_fold_the_same_tuple() {
+        let epoch = EpochStreams::new(5, 6);
+        for (index, stream) in [(0, 1), (7, 2), (u64::MAX, 3)] {
+            assert_eq!(
+                epoch.light_rng(index, stream).gen::<u64>(),
+                light_sample_rng(5, 6, index, stream).gen::<u64>()
+            );
+            let by_hand = [6, index, stream].iter().fold(splitmix64(5), |state, &part| {
+                splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)))
+            });
+            assert_eq!(epoch.fold(index, stream), by_hand);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! path given.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
@@ -43,12 +44,36 @@ const RULES: [&[(&str, &str)]; 4] = [
 /// Irregular form → [(part of speech, base forms)].
 type Exceptions = FxHashMap<Box<str>, Vec<(u8, Vec<Box<str>>)>>;
 
+/// A word's synonyms as a range of the dictionary's synonym table ([`WordNet::ids`]): small
+/// and `Copy`, so a caller can remember it per word (EDA does, per thread).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Synonyms {
+    start: u32,
+    len: u32,
+}
+
+impl Synonyms {
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.len as usize
+    }
+}
+
 /// Lemma → synonyms, with morphological base forms for inflected words.
 pub struct WordNet {
-    /// Synonym spellings: lower case, letters and single spaces only.
-    words: Vec<Box<str>>,
-    /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, synonym ids).
-    lemmas: FxHashMap<Box<str>, (u8, Box<[u32]>)>,
+    /// Tells dictionaries apart for memos kept beside them (unique in the process).
+    id: u64,
+    /// Synonym spellings (lower case, letters and single spaces only), each after one byte
+    /// that holds its length; a synonym's id is the offset of that byte. One array read per
+    /// synonym written, where a table of strings costs two cache misses.
+    spellings: String,
+    /// Every lemma's synonym ids, one lemma after the other.
+    synonym_table: Vec<u32>,
+    /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, its synonyms).
+    lemmas: FxHashMap<Box<str>, (u8, Synonyms)>,
     /// Irregular form → (part of speech, its base forms) for every part of speech that lists
     /// it: one map, so the common case (not an irregular form) is one lookup, not four.
     exceptions: Exceptions,
@@ -131,7 +156,7 @@ impl WordNet {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|e| CoreError::Io { path, source: e })
         };
-        let mut words: Vec<Box<str>> = vec![];
+        let mut spellings = String::new();
         let mut word_ids: FxHashMap<String, u32> = FxHashMap::default();
         // lemma → (pos mask, synsets it belongs to); synsets as lists of word ids.
         let mut lemma_synsets: FxHashMap<Box<str>, (u8, Vec<u32>)> = FxHashMap::default();
@@ -170,11 +195,13 @@ impl WordNet {
                     // Adjectives may carry a syntactic marker: "beautiful(a)".
                     let lemma = lemma.split('(').next().unwrap_or(lemma).to_lowercase();
                     let spelled = synonym_spelling(&lemma);
-                    if !spelled.is_empty() {
-                        let next = words.len() as u32;
+                    // The length byte must be ASCII; WordNet's longest lemma has 71 letters.
+                    if !spelled.is_empty() && spelled.len() < 128 {
+                        let next = spellings.len() as u32;
                         let id = *word_ids.entry(spelled.clone()).or_insert(next);
                         if id == next {
-                            words.push(spelled.into());
+                            spellings.push(char::from(spelled.len() as u8));
+                            spellings.push_str(&spelled);
                         }
                         members.push(id);
                     }
@@ -185,6 +212,7 @@ impl WordNet {
                 synsets.push(members);
             }
         }
+        let mut synonym_table = vec![];
         let lemmas = lemma_synsets
             .into_iter()
             .map(|(lemma, (mask, sids))| {
@@ -196,7 +224,12 @@ impl WordNet {
                     .collect();
                 syn.sort_unstable();
                 syn.dedup();
-                (lemma, (mask, syn.into_boxed_slice()))
+                let range = Synonyms {
+                    start: synonym_table.len() as u32,
+                    len: syn.len() as u32,
+                };
+                synonym_table.extend(syn);
+                (lemma, (mask, range))
             })
             .collect();
         let mut exceptions = Exceptions::default();
@@ -211,14 +244,17 @@ impl WordNet {
                 }
             }
         }
-        if words.is_empty() {
+        if spellings.is_empty() {
             return Err(CoreError::invalid(
                 "wordnet",
                 format!("{} holds no synsets", dir.display()),
             ));
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(WordNet {
-            words,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            spellings,
+            synonym_table,
             lemmas,
             exceptions,
             dir: dir.to_path_buf(),
@@ -230,14 +266,30 @@ impl WordNet {
         &self.dir
     }
 
-    /// Synonym ids of a lower-case word: those of the word itself when it is a lemma with
-    /// synonyms, else those of its base forms (irregular forms first, then suffix rules).
+    /// A number no other dictionary loaded in this process has.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Synonym ids of a lower-case word (see [`WordNet::synonyms_of`]).
     pub fn synonym_ids(&self, word: &str) -> &[u32] {
+        self.ids(self.synonyms_of(word))
+    }
+
+    /// The ids in a range this dictionary returned.
+    pub fn ids(&self, synonyms: Synonyms) -> &[u32] {
+        let start = synonyms.start as usize;
+        &self.synonym_table[start..start + synonyms.len as usize]
+    }
+
+    /// Synonyms of a lower-case word: those of the word itself when it is a lemma with
+    /// synonyms, else those of its base forms (irregular forms first, then suffix rules).
+    pub fn synonyms_of(&self, word: &str) -> Synonyms {
         let with_synonyms = |lemma: &str, pos: Option<usize>| {
             self.lemmas
                 .get(lemma)
                 .filter(|(mask, syn)| pos.is_none_or(|p| mask & (1 << p) != 0) && !syn.is_empty())
-                .map(|(_, syn)| &syn[..])
+                .map(|&(_, syn)| syn)
         };
         if let Some(syn) = with_synonyms(word, None) {
             return syn;
@@ -271,12 +323,14 @@ impl WordNet {
                 }
             }
         }
-        &[]
+        Synonyms::default()
     }
 
     /// The spelling of a synonym id.
     pub fn word(&self, id: u32) -> &str {
-        &self.words[id as usize]
+        let at = id as usize;
+        let len = usize::from(self.spellings.as_bytes()[at]);
+        &self.spellings[at + 1..at + 1 + len]
     }
 
     /// Synonyms of a lower-case word, as strings (see [`WordNet::synonym_ids`]).

@@ -33,18 +33,27 @@ pub fn split_words(text: &str, out: &mut Vec<Span>) -> bool {
     if text.len() > u32::MAX as usize {
         return false;
     }
-    let span = |start: usize, end: usize| Span {
+    if let Some(single_spaced) = split_ascii(text, out) {
+        return single_spaced;
+    }
+    out.clear();
+    let base = text.as_ptr() as usize;
+    out.extend(text.split_whitespace().map(|w| {
+        let start = w.as_ptr() as usize - base;
+        span(start, start + w.len())
+    }));
+    false
+}
+
+fn span(start: usize, end: usize) -> Span {
+    Span {
         start: start as u32,
         end: end as u32,
-    };
-    if !text.is_ascii() {
-        let base = text.as_ptr() as usize;
-        out.extend(text.split_whitespace().map(|w| {
-            let start = w.as_ptr() as usize - base;
-            span(start, start + w.len())
-        }));
-        return false;
     }
+}
+
+/// [`split_words`] by bit masks; `None` (and `out` half filled) at the first non-ASCII byte.
+fn split_ascii(text: &str, out: &mut Vec<Span>) -> Option<bool> {
     let mut open: Option<usize> = None; // the word still open at a block's end
     let mut spaces = 0u32; // ' ' bytes
     let mut other_space = false; // any \t \n \v \f \r
@@ -59,7 +68,10 @@ pub fn split_words(text: &str, out: &mut Vec<Span>) -> bool {
                 &padded
             }
         };
-        let (blank, other) = whitespace_masks(bytes);
+        let (blank, other, high) = whitespace_masks(bytes);
+        if high != 0 {
+            return None;
+        }
         let valid = if chunk.len() == 64 {
             u64::MAX
         } else {
@@ -92,26 +104,30 @@ pub fn split_words(text: &str, out: &mut Vec<Span>) -> bool {
         out.push(span(start, text.len()));
     }
     // n words one space apart hold n - 1 spaces; with none at either end, they are the gaps.
-    !other_space
-        && !out.is_empty()
-        && spaces as usize == out.len() - 1
-        && out[0].start == 0
-        && out[out.len() - 1].end as usize == text.len()
+    Some(
+        !other_space
+            && !out.is_empty()
+            && spaces as usize == out.len() - 1
+            && out[0].start == 0
+            && out[out.len() - 1].end as usize == text.len(),
+    )
 }
 
-/// (whitespace, whitespace other than ' ') bit masks of 64 ASCII bytes: bit i for byte i.
-/// Whitespace is Unicode's White_Space within ASCII: ' ' and \t \n \v \f \r (9..=13).
+/// (whitespace, whitespace other than ' ', non-ASCII) bit masks of 64 bytes: bit i for byte
+/// i. Whitespace is Unicode's White_Space within ASCII: ' ' and \t \n \v \f \r (9..=13);
+/// the first two masks are only meaningful when the third is empty.
 #[cfg(target_arch = "x86_64")]
-fn whitespace_masks(block: &[u8; 64]) -> (u64, u64) {
+fn whitespace_masks(block: &[u8; 64]) -> (u64, u64, u64) {
     use std::arch::x86_64::{
         __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
         _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
-    let (mut blank, mut other) = (0u64, 0u64);
+    let (mut blank, mut other, mut high) = (0u64, 0u64, 0u64);
     for (k, lane) in block.chunks_exact(16).enumerate() {
         // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads the 16 bytes of
-        // `lane` (unaligned loads allowed). The bytes are ASCII, so signed compares suffice.
-        let (is_blank, is_other) = unsafe {
+        // `lane` (unaligned loads allowed). Signed compares are right for ASCII bytes, and
+        // a lane with any other byte shows in the third mask.
+        let (is_blank, is_other, is_high) = unsafe {
             let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
             let control = _mm_and_si128(
                 _mm_cmpgt_epi8(v, _mm_set1_epi8(8)),
@@ -121,27 +137,32 @@ fn whitespace_masks(block: &[u8; 64]) -> (u64, u64) {
             (
                 _mm_movemask_epi8(_mm_or_si128(space, control)),
                 _mm_movemask_epi8(control),
+                _mm_movemask_epi8(v),
             )
         };
         blank |= u64::from(is_blank as u16) << (16 * k);
         other |= u64::from(is_other as u16) << (16 * k);
+        high |= u64::from(is_high as u16) << (16 * k);
     }
-    (blank, other)
+    (blank, other, high)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn whitespace_masks(block: &[u8; 64]) -> (u64, u64) {
-    let (mut blank, mut other) = (0u64, 0u64);
+fn whitespace_masks(block: &[u8; 64]) -> (u64, u64, u64) {
+    let (mut blank, mut other, mut high) = (0u64, 0u64, 0u64);
     for (i, &b) in block.iter().enumerate() {
         let control = (b'\t'..=b'\r').contains(&b);
         blank |= u64::from(b == b' ' || control) << i;
         other |= u64::from(control) << i;
+        high |= u64::from(!b.is_ascii()) << i;
     }
-    (blank, other)
+    (blank, other, high)
 }
 
 /// Writes an edited caption as runs of the original text: consecutive untouched words of a
-/// single-spaced caption are one copy, not one per word.
+/// single-spaced caption are one copy, not one per word. Every run or piece is written with
+/// the space that follows it (a run of a single-spaced caption takes its own from the text),
+/// and `finish` drops the last one: one copy per run, no separate separators.
 pub struct RunWriter<'a> {
     text: &'a str,
     words: &'a [Span],
@@ -149,23 +170,25 @@ pub struct RunWriter<'a> {
     out: &'a mut String,
     /// The pending run of untouched words, `words[first..=last]`.
     run: Option<(usize, usize)>,
-    wrote_any: bool,
+    start_len: usize,
 }
 
 impl<'a> RunWriter<'a> {
     pub fn new(text: &'a str, words: &'a [Span], single_spaced: bool, out: &'a mut String) -> Self {
         out.reserve(text.len() + 16);
+        let start_len = out.len();
         RunWriter {
             text,
             words,
             single_spaced,
             out,
             run: None,
-            wrote_any: false,
+            start_len,
         }
     }
 
     /// Appends original word `i`.
+    #[inline]
     pub fn word(&mut self, i: usize) {
         match self.run {
             Some((first, last)) if self.single_spaced && last + 1 == i => {
@@ -181,29 +204,35 @@ impl<'a> RunWriter<'a> {
     /// Appends a piece of text as one word.
     pub fn piece(&mut self, parts: &[&str]) {
         self.flush();
-        self.separate();
         for part in parts {
             self.out.push_str(part);
         }
+        self.out.push(' ');
     }
 
-    fn separate(&mut self) {
-        if self.wrote_any {
-            self.out.push(' ');
-        }
-        self.wrote_any = true;
-    }
-
+    #[inline]
     fn flush(&mut self) {
         if let Some((first, last)) = self.run.take() {
-            self.separate();
-            let (start, end) = (self.words[first].start, self.words[last].end);
-            self.out.push_str(&self.text[start as usize..end as usize]);
+            let start = self.words[first].start as usize;
+            match self.words.get(last + 1) {
+                // The run and the one space after it, as the text has them.
+                Some(next) if self.single_spaced => {
+                    self.out.push_str(&self.text[start..next.start as usize])
+                }
+                _ => {
+                    let end = self.words[last].end as usize;
+                    self.out.push_str(&self.text[start..end]);
+                    self.out.push(' ');
+                }
+            }
         }
     }
 
     pub fn finish(mut self) {
         self.flush();
+        if self.out.len() > self.start_len {
+            self.out.pop(); // the space after the last word
+        }
     }
 }
 
