@@ -301,8 +301,8 @@ thread_local! {
 
 /// A random synonym of a caption word, if it has any.
 fn random_synonym(wn: &WordNet, info: WordInfo, rng: &mut impl Rng) -> Option<u32> {
-    let ids = wn.ids(info.synonyms);
-    (!ids.is_empty()).then(|| ids[rng.gen_range(0..ids.len())])
+    let count = info.synonyms.len();
+    (count > 0).then(|| wn.nth_id(info.synonyms, rng.gen_range(0..count)))
 }
 
 /// SR: up to `n` distinct non-stop words that have synonyms, in random order, each replaced
@@ -345,24 +345,22 @@ impl SynonymPicks<'_> {
             left -= 1;
             order.swap(pick, left);
             let cand = words[order[left] as usize];
-            let word = cand.of(text);
             // Repeated words count once: a word drawn again is skipped (distinct words stay
             // uniformly ordered, since every occurrence is equally likely to come first).
-            if tried.iter().any(|t| t.of(text) == word) {
+            if tried.iter().any(|&t| same_word(text, t, cand)) {
                 continue;
             }
             tried.push(cand);
-            let info = memo.get(wn, word);
+            let info = memo.get(wn, cand.of(text));
             if let Some(id) = random_synonym(wn, info, rng) {
                 chosen.push((cand, info, id));
             }
         }
         let mut writer = RunWriter::new(text, words, single_spaced, out);
-        for (i, w) in words.iter().enumerate() {
-            let word = w.of(text);
-            match chosen.iter().find(|(c, _, _)| c.of(text) == word) {
+        for (i, &w) in words.iter().enumerate() {
+            match chosen.iter().find(|&&(c, _, _)| same_word(text, c, w)) {
                 Some(&(_, info, id)) => {
-                    let (pre, post) = info.surroundings(word);
+                    let (pre, post) = info.surroundings(w.of(text));
                     writer.piece(&[pre, wn.word(id), post]);
                 }
                 None => writer.word(i),
@@ -370,6 +368,11 @@ impl SynonymPicks<'_> {
         }
         writer.finish();
     }
+}
+
+/// Whether two words of `text` are the same (lengths first: most pairs differ there).
+fn same_word(text: &str, a: Span, b: Span) -> bool {
+    a.len() == b.len() && a.bytes(text) == b.bytes(text)
 }
 
 /// RI: `n` synonyms of the caption's own words, each at a random place. Synonyms of the

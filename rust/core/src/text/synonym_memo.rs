@@ -14,30 +14,34 @@ use super::wordnet::{Synonyms, WordNet};
 /// What the synonym operations need to know of one caption word.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WordInfo {
-    /// Bytes of punctuation before the word's letters.
-    pub pre: u32,
-    /// Bytes of letters (after them comes punctuation again).
-    pub letters: u32,
-    /// Synonyms of the letters; none for stop words and words that are not all letters.
+    /// Synonyms of the letters; none for stop words, words that are not all letters and
+    /// words with more than 65,535 bytes of punctuation before their letters.
     pub synonyms: Synonyms,
+    /// Bytes of punctuation before the word's letters.
+    pub pre: u16,
+    /// Bytes of letters (after them comes punctuation again).
+    pub letters: u16,
 }
 
 impl WordInfo {
     /// Looks `word` up in WordNet.
     pub fn resolve(wn: &WordNet, word: &str) -> WordInfo {
         match word_core(word) {
-            Some((pre, core)) if !is_stop_word(core.as_str()) => WordInfo {
-                pre: pre as u32,
-                letters: core.len as u32,
-                synonyms: wn.synonyms_of(core.as_str()),
-            },
+            Some((pre, core)) if pre <= usize::from(u16::MAX) && !is_stop_word(core.as_str()) => {
+                WordInfo {
+                    synonyms: wn.synonyms_of(core.as_str()),
+                    pre: pre as u16,
+                    letters: core.len as u16,
+                }
+            }
             _ => WordInfo::default(),
         }
     }
 
     /// `word` split around its letters: (punctuation before, punctuation after).
     pub fn surroundings(self, word: &str) -> (&str, &str) {
-        let (pre, post) = (self.pre as usize, (self.pre + self.letters) as usize);
+        let pre = usize::from(self.pre);
+        let post = pre + usize::from(self.letters);
         (&word[..pre], &word[post..])
     }
 }
@@ -49,7 +53,7 @@ pub struct SynonymMemo {
     words: FxHashMap<Key, WordInfo>,
 }
 
-/// Bounds the memo's memory on text with an unbounded vocabulary (about 1.3 MB); when full it
+/// Bounds the memo's memory on text with an unbounded vocabulary (about 1 MB); when full it
 /// starts over, so a corpus's frequent words come back at once.
 const CAPACITY: usize = 1 << 15;
 
@@ -61,7 +65,7 @@ impl SynonymMemo {
             self.wordnet = Some(wn.id());
         }
         let Some(key) = Key::of(word) else {
-            return WordInfo::resolve(wn, word); // long words are rare: not worth a slot
+            return WordInfo::resolve(wn, word); // long words are rare: not worth a bigger slot
         };
         if let Some(&info) = self.words.get(&key) {
             return info;
@@ -75,26 +79,27 @@ impl SynonymMemo {
     }
 }
 
-/// A word of up to 23 bytes packed into three machine words, its length in the last byte.
+/// A word of up to 15 bytes packed into two machine words, its length in the last byte: a
+/// slot (key and [`WordInfo`]) is 32 bytes, so more of the memo stays in cache.
 #[derive(PartialEq, Eq)]
-struct Key([u64; 3]);
+struct Key([u64; 2]);
 
 impl Key {
     fn of(word: &str) -> Option<Key> {
         let bytes = word.as_bytes();
-        if bytes.len() > 23 {
+        if bytes.len() > 15 {
             return None;
         }
-        let mut buf = [0u8; 24];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        buf[23] = bytes.len() as u8;
-        let part = |i: usize| u64::from_le_bytes(buf[8 * i..8 * i + 8].try_into().unwrap());
-        Some(Key([part(0), part(1), part(2)]))
+        let mut parts = [0u64, (bytes.len() as u64) << 56];
+        for (i, &b) in bytes.iter().enumerate() {
+            parts[i / 8] |= u64::from(b) << (8 * (i % 8));
+        }
+        Some(Key(parts))
     }
 }
 
 impl std::hash::Hash for Key {
-    // Three words, no length prefix: the derived hash would add one.
+    // Two words, no length prefix: the derived hash would add one.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         for part in self.0 {
             state.write_u64(part);
@@ -145,8 +150,10 @@ mod tests {
         assert_eq!(key("dog"), key("dog"));
         assert_ne!(key("dog"), key("dogs"));
         assert_ne!(key("a"), key("a\0"), "the length is part of the key");
-        assert!(key(&"x".repeat(23)).is_some());
-        assert!(key(&"x".repeat(24)).is_none());
+        assert_ne!(key("ab"), key("ba"));
+        assert_ne!(key("abcdefgh"), key("abcdefghi"));
+        assert!(key(&"x".repeat(15)).is_some());
+        assert!(key(&"x".repeat(16)).is_none());
     }
 
     #[test]
@@ -166,18 +173,21 @@ mod tests {
             return;
         };
         let mut memo = SynonymMemo::default();
-        let long = format!("{}dogs", "(".repeat(30));
-        for word in ["dogs", "\"Dogs,", "the", "dogs", "qzxv", "geese.", &long, "dogs"] {
+        let long = format!("{}dogs", "(".repeat(70_000));
+        for word in ["dogs", "\"Dogs,", "the", "dogs", "qzxv", "geese.", "((((((((dogs))", "dogs"] {
             let info = memo.get(&wn, word);
             assert_eq!(info, WordInfo::resolve(&wn, word), "{word}");
             let (pre, post) = info.surroundings(word);
             if !info.synonyms.is_empty() {
                 let letters = &word[pre.len()..word.len() - post.len()];
-                assert_eq!(wn.ids(info.synonyms), wn.synonym_ids(&letters.to_lowercase()));
+                let words: Vec<&str> = wn.ids(info.synonyms).map(|id| wn.word(id)).collect();
+                assert_eq!(words, wn.synonyms(&letters.to_lowercase()));
             }
         }
         assert!(!memo.get(&wn, "\"Dogs,").synonyms.is_empty());
         assert!(memo.get(&wn, "the").synonyms.is_empty(), "stop word");
-        assert_eq!(memo.words.len(), 5, "one slot per distinct short word");
+        assert!(memo.get(&wn, &long).synonyms.is_empty(), "too much punctuation to record");
+        assert!(!memo.get(&wn, &long[69_990..]).synonyms.is_empty());
+        assert_eq!(memo.words.len(), 7, "one slot per distinct word of up to 15 bytes");
     }
 }

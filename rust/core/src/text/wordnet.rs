@@ -44,21 +44,21 @@ const RULES: [&[(&str, &str)]; 4] = [
 /// Irregular form → [(part of speech, base forms)].
 type Exceptions = FxHashMap<Box<str>, Vec<(u8, Vec<Box<str>>)>>;
 
-/// A word's synonyms as a range of the dictionary's synonym table ([`WordNet::ids`]): small
+/// A word's synonyms as a place in the dictionary's synonym table ([`WordNet::ids`]): small
 /// and `Copy`, so a caller can remember it per word (EDA does, per thread).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Synonyms {
     start: u32,
-    len: u32,
+    count: u32,
 }
 
 impl Synonyms {
     pub fn is_empty(self) -> bool {
-        self.len == 0
+        self.count == 0
     }
 
     pub fn len(self) -> usize {
-        self.len as usize
+        self.count as usize
     }
 }
 
@@ -66,12 +66,11 @@ impl Synonyms {
 pub struct WordNet {
     /// Tells dictionaries apart for memos kept beside them (unique in the process).
     id: u64,
-    /// Synonym spellings (lower case, letters and single spaces only), each after one byte
-    /// that holds its length; a synonym's id is the offset of that byte. One array read per
-    /// synonym written, where a table of strings costs two cache misses.
-    spellings: String,
-    /// Every lemma's synonym ids, one lemma after the other.
-    synonym_table: Vec<u32>,
+    /// Every lemma's synonyms, one lemma after the other, spelled out (lower case, letters
+    /// and single spaces only), each after one byte that holds its length; a synonym's id is
+    /// the offset of that byte. Picking a random synonym of a word touches one place in
+    /// memory, where a table of ids and a table of strings cost a cache miss each.
+    synonym_table: String,
     /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, its synonyms).
     lemmas: FxHashMap<Box<str>, (u8, Synonyms)>,
     /// Irregular form → (part of speech, its base forms) for every part of speech that lists
@@ -156,7 +155,7 @@ impl WordNet {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|e| CoreError::Io { path, source: e })
         };
-        let mut spellings = String::new();
+        let mut spellings: Vec<Box<str>> = vec![];
         let mut word_ids: FxHashMap<String, u32> = FxHashMap::default();
         // lemma → (pos mask, synsets it belongs to); synsets as lists of word ids.
         let mut lemma_synsets: FxHashMap<Box<str>, (u8, Vec<u32>)> = FxHashMap::default();
@@ -200,8 +199,7 @@ impl WordNet {
                         let next = spellings.len() as u32;
                         let id = *word_ids.entry(spelled.clone()).or_insert(next);
                         if id == next {
-                            spellings.push(char::from(spelled.len() as u8));
-                            spellings.push_str(&spelled);
+                            spellings.push(spelled.into());
                         }
                         members.push(id);
                     }
@@ -212,7 +210,7 @@ impl WordNet {
                 synsets.push(members);
             }
         }
-        let mut synonym_table = vec![];
+        let mut synonym_table = String::new();
         let lemmas = lemma_synsets
             .into_iter()
             .map(|(lemma, (mask, sids))| {
@@ -226,9 +224,13 @@ impl WordNet {
                 syn.dedup();
                 let range = Synonyms {
                     start: synonym_table.len() as u32,
-                    len: syn.len() as u32,
+                    count: syn.len() as u32,
                 };
-                synonym_table.extend(syn);
+                for w in syn {
+                    let spelled = &spellings[w as usize];
+                    synonym_table.push(char::from(spelled.len() as u8));
+                    synonym_table.push_str(spelled);
+                }
                 (lemma, (mask, range))
             })
             .collect();
@@ -244,7 +246,7 @@ impl WordNet {
                 }
             }
         }
-        if spellings.is_empty() {
+        if spellings.is_empty() || synonym_table.len() > u32::MAX as usize {
             return Err(CoreError::invalid(
                 "wordnet",
                 format!("{} holds no synsets", dir.display()),
@@ -253,7 +255,6 @@ impl WordNet {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(WordNet {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            spellings,
             synonym_table,
             lemmas,
             exceptions,
@@ -271,15 +272,27 @@ impl WordNet {
         self.id
     }
 
-    /// Synonym ids of a lower-case word (see [`WordNet::synonyms_of`]).
-    pub fn synonym_ids(&self, word: &str) -> &[u32] {
-        self.ids(self.synonyms_of(word))
+    /// The ids of synonyms this dictionary returned, in its order.
+    pub fn ids(&self, synonyms: Synonyms) -> impl Iterator<Item = u32> + '_ {
+        let mut at = synonyms.start;
+        (0..synonyms.count).map(move |_| {
+            let id = at;
+            at += 1 + self.len_at(id);
+            id
+        })
     }
 
-    /// The ids in a range this dictionary returned.
-    pub fn ids(&self, synonyms: Synonyms) -> &[u32] {
-        let start = synonyms.start as usize;
-        &self.synonym_table[start..start + synonyms.len as usize]
+    /// Synonym `k` of `synonyms` (`k < synonyms.len()`): a short walk in one place.
+    pub fn nth_id(&self, synonyms: Synonyms, k: usize) -> u32 {
+        let mut at = synonyms.start;
+        for _ in 0..k.min(synonyms.len().saturating_sub(1)) {
+            at += 1 + self.len_at(at);
+        }
+        at
+    }
+
+    fn len_at(&self, id: u32) -> u32 {
+        u32::from(self.synonym_table.as_bytes()[id as usize])
     }
 
     /// Synonyms of a lower-case word: those of the word itself when it is a lemma with
@@ -329,15 +342,14 @@ impl WordNet {
     /// The spelling of a synonym id.
     pub fn word(&self, id: u32) -> &str {
         let at = id as usize;
-        let len = usize::from(self.spellings.as_bytes()[at]);
-        &self.spellings[at + 1..at + 1 + len]
+        let len = usize::from(self.synonym_table.as_bytes()[at]);
+        &self.synonym_table[at + 1..at + 1 + len]
     }
 
-    /// Synonyms of a lower-case word, as strings (see [`WordNet::synonym_ids`]).
+    /// Synonyms of a lower-case word, as strings (see [`WordNet::synonyms_of`]).
     pub fn synonyms(&self, word: &str) -> Vec<&str> {
-        self.synonym_ids(word)
-            .iter()
-            .map(|&i| self.word(i))
+        self.ids(self.synonyms_of(word))
+            .map(|id| self.word(id))
             .collect()
     }
 }
@@ -364,6 +376,9 @@ mod tests {
         );
         assert!(!wn.synonyms("geese").is_empty());
         assert!(!wn.synonyms("dog").contains(&"dog"));
+        let dogs = wn.synonyms_of("dogs");
+        let words: Vec<&str> = (0..dogs.len()).map(|k| wn.word(wn.nth_id(dogs, k))).collect();
+        assert_eq!(words, wn.synonyms("dog"), "k-th synonym by its walk");
         assert!(wn.synonyms("qzxv").is_empty());
     }
 }

@@ -15,6 +15,20 @@ impl Span {
     pub fn of(self, text: &str) -> &str {
         &text[self.start as usize..self.end as usize]
     }
+
+    /// The bytes of [`Span::of`], without its check that the span starts and ends on
+    /// characters (a span from [`split_words`] does), for comparing words.
+    pub fn bytes(self, text: &str) -> &[u8] {
+        &text.as_bytes()[self.start as usize..self.end as usize]
+    }
+
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
 }
 
 /// Replaces `out` with the words of `text`, exactly as `str::split_whitespace` splits it, and
