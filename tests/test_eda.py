@@ -152,6 +152,31 @@ def test_seeded_reproducible_and_independent_of_batch_and_threads(wordnet):
     assert sum(a != b for a, b in zip(first, texts, strict=True)) > 300
 
 
+SPACING = st.lists(st.sampled_from([" ", "  ", "\t", " \n "]), min_size=25, max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(CAPTIONS, SPACING, st.integers(0, 2**63), st.sampled_from(["sr", "ri", "rs", "rd", None]))
+def test_spacing_changes_nothing_but_the_spacing(wordnet, caption, gaps, seed, op):
+    # A single-spaced caption is written in whole runs of its text (and RS/SR have shortcuts
+    # for it), any other spacing word by word: both must give the same edit.
+    words = caption.split(" ")
+    spaced = "".join(w + g for w, g in zip(words, gaps[: len(words)], strict=True)).strip(" ") + " "
+    assert eda_augment([spaced], seed, op=op) == eda_augment([caption], seed, op=op)
+
+
+def test_many_captions_from_any_iterable_match_slice_by_slice(wordnet):
+    # More captions than one round of the binding (4096), given as a generator.
+    texts = [f"the {i % 7} dogs run across the green grass near house {i}" for i in range(9000)]
+    whole = eda_augment((t for t in texts), 3)
+    assert len(whole) == len(texts)
+    for start in (0, 4095, 8190):
+        assert (
+            eda_augment(texts[start : start + 20], 3, start_index=start)
+            == whole[start : start + 20]
+        )
+
+
 def test_probability_and_mode():
     texts = ["a dog runs across the green grass near the old house"] * 300
     assert eda_augment(texts, 0, probability=0.0) == texts

@@ -31,21 +31,25 @@ pub fn caption_text(obj: &Bound<'_, PyAny>, argument: &str) -> PyResult<String> 
     )))
 }
 
-/// `str`/`bytes` → one caption object; any other iterable → its items.
-pub fn caption_objects<'py>(
+/// Caption objects one at a time: `str`/`bytes` → that one object; any other iterable → its
+/// items, as the iterable yields them.
+pub fn caption_items<'py>(
     texts: &Bound<'py, PyAny>,
     argument: &str,
-) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
-        return Ok(vec![texts.clone()]);
-    }
-    let iter = texts.try_iter().map_err(|_| {
-        InvalidDtypeError::new_err(format!(
-            "`{argument}` must be a str or a list of str, got {}",
-            texts.get_type()
-        ))
-    })?;
-    iter.collect()
+) -> PyResult<impl Iterator<Item = PyResult<Bound<'py, PyAny>>>> {
+    let single = texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>();
+    let items = if single {
+        None
+    } else {
+        Some(texts.try_iter().map_err(|_| {
+            InvalidDtypeError::new_err(format!(
+                "`{argument}` must be a str or a list of str, got {}",
+                texts.get_type()
+            ))
+        })?)
+    };
+    let one = single.then(|| Ok(texts.clone()));
+    Ok(one.into_iter().chain(items.into_iter().flatten()))
 }
 
 /// Caption `i` read in place when it is a `str` (its UTF-8 form is cached by Python), else

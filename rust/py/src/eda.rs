@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use lightclip_core::text::{Eda, EdaConfig, EdaMode, EdaOp, EpochStreams, WordNet};
 
-use crate::captions::{borrowed_caption, caption_objects, PARALLEL_MIN};
+use crate::captions::{borrowed_caption, caption_items, PARALLEL_MIN};
 use crate::errors::{core_err, InvalidDtypeError};
 use crate::threads;
 
@@ -88,61 +88,91 @@ pub fn eda_augment<'py>(
         mode: EdaMode::parse(mode).map_err(core_err)?,
     };
     let op = op.map(EdaOp::parse).transpose().map_err(core_err)?;
-    let items = caption_objects(texts, "texts")?;
-    let captions: Vec<Cow<'_, str>> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| borrowed_caption(item, i, "texts"))
-        .collect::<PyResult<_>>()?;
     let eda = Eda::with_wordnet(config, resolve_wordnet(py, wordnet)?).map_err(core_err)?;
-
-    // One (buffer, ends) per block of captions: caption j's edit ends at ends[j] in the
-    // buffer and starts where the previous one ended; an empty edit means "left as is" (EDA
-    // never empties a caption).
-    type Block = (String, Vec<u32>);
     let streams = EpochStreams::new(seed, epoch);
-    let run_block = |first: usize, block: &[Cow<'_, str>]| -> Block {
+    let edit = |first: usize, captions: &[Cow<'_, str>]| {
+        edit_blocks(&eda, op, streams, start_index + first as u64, captions)
+    };
+
+    // Captions go through in rounds: each round's str objects are read, edited and answered
+    // while they are still in cache, rather than touched once per pass over the whole list.
+    let mut items = caption_items(texts, "texts")?;
+    let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(texts.len().unwrap_or(1));
+    let mut round: Vec<Bound<'py, PyAny>> = Vec::with_capacity(ROUND);
+    loop {
+        round.clear();
+        for item in items.by_ref().take(ROUND) {
+            round.push(item?);
+        }
+        if round.is_empty() {
+            break;
+        }
+        let first = out.len();
+        let captions: Vec<Cow<'_, str>> = round
+            .iter()
+            .enumerate()
+            .map(|(j, item)| borrowed_caption(item, first + j, "texts"))
+            .collect::<PyResult<_>>()?;
+        let blocks = py.allow_threads(|| edit(first, &captions));
+        let edits = blocks.iter().flat_map(|(buffer, ends)| {
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            starts
+                .zip(ends)
+                .map(|(a, &b)| &buffer[a as usize..b as usize])
+        });
+        for ((item, caption), edit) in round.iter().zip(&captions).zip(edits) {
+            out.push(match edit {
+                // Unchanged: the caller's own str (bytes captions come back decoded).
+                "" if item.is_instance_of::<PyString>() => item.clone(),
+                "" => PyString::new(py, caption).into_any(),
+                edit => PyString::new(py, edit).into_any(),
+            });
+        }
+    }
+    PyList::new(py, out)
+}
+
+/// Captions per round of [`eda_augment`]: their str objects (about 100 bytes each) stay in
+/// cache between reading and answering, and each round has blocks enough for every thread.
+const ROUND: usize = 4096;
+
+/// A block's edits in one buffer: caption j's edit ends at `ends[j]` and starts where the
+/// previous one ended; an empty edit means "left as is" (EDA never empties a caption).
+type EditBlock = (String, Vec<u32>);
+
+/// EDA of `captions` (sample indices from `first_index`) in blocks, on the calling thread
+/// when the pool has one thread or the captions are few, else on the pool.
+fn edit_blocks(
+    eda: &Eda,
+    op: Option<EdaOp>,
+    streams: EpochStreams,
+    first_index: u64,
+    captions: &[Cow<'_, str>],
+) -> Vec<EditBlock> {
+    let run_block = |first: usize, block: &[Cow<'_, str>]| -> EditBlock {
         let mut buffer = String::with_capacity(block.iter().map(|t| t.len() + 8).sum());
         let ends = block
             .iter()
             .enumerate()
             .map(|(j, text)| {
-                let index = start_index + (first + j) as u64;
+                let index = first_index + (first + j) as u64;
                 eda.edit_sample_into(op, text, streams, index, &mut buffer);
                 buffer.len() as u32
             })
             .collect();
         (buffer, ends)
     };
-    let blocks: Vec<Block> = py.allow_threads(|| {
-        if captions.len() < PARALLEL_MIN {
-            return vec![run_block(0, &captions)];
-        }
-        threads::install(|| {
-            captions
-                .par_chunks(PARALLEL_MIN)
-                .enumerate()
-                .map(|(b, block)| run_block(b * PARALLEL_MIN, block))
-                .collect()
-        })
-    });
-
-    let edits = blocks.iter().flat_map(|(buffer, ends)| {
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        starts.zip(ends).map(|(a, &b)| &buffer[a as usize..b as usize])
-    });
-    let out: Vec<Bound<'py, PyAny>> = items
-        .iter()
-        .zip(&captions)
-        .zip(edits)
-        .map(|((item, caption), edit)| match edit {
-            // Unchanged: the caller's own str (bytes captions come back decoded).
-            "" if item.is_instance_of::<PyString>() => item.clone(),
-            "" => PyString::new(py, caption).into_any(),
-            edit => PyString::new(py, edit).into_any(),
-        })
-        .collect();
-    PyList::new(py, out)
+    let parallel = threads::pool().is_some_and(|pool| pool.current_num_threads() > 1);
+    if !parallel || captions.len() < PARALLEL_MIN {
+        return vec![run_block(0, captions)];
+    }
+    threads::install(|| {
+        captions
+            .par_chunks(PARALLEL_MIN)
+            .enumerate()
+            .map(|(b, block)| run_block(b * PARALLEL_MIN, block))
+            .collect()
+    })
 }
 
 /// WordNet synonyms EDA would use for a word (lower-cased; base forms for inflections).

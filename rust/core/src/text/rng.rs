@@ -136,9 +136,11 @@ mod tests {
                 epoch.light_rng(index, stream).gen::<u64>(),
                 light_sample_rng(5, 6, index, stream).gen::<u64>()
             );
-            let by_hand = [6, index, stream].iter().fold(splitmix64(5), |state, &part| {
-                splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)))
-            });
+            let by_hand = [6, index, stream]
+                .iter()
+                .fold(splitmix64(5), |state, &part| {
+                    splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)))
+                });
             assert_eq!(epoch.fold(index, stream), by_hand);
         }
     }

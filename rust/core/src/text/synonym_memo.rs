@@ -174,7 +174,16 @@ mod tests {
         };
         let mut memo = SynonymMemo::default();
         let long = format!("{}dogs", "(".repeat(70_000));
-        for word in ["dogs", "\"Dogs,", "the", "dogs", "qzxv", "geese.", "((((((((dogs))", "dogs"] {
+        for word in [
+            "dogs",
+            "\"Dogs,",
+            "the",
+            "dogs",
+            "qzxv",
+            "geese.",
+            "((((((((dogs))",
+            "dogs",
+        ] {
             let info = memo.get(&wn, word);
             assert_eq!(info, WordInfo::resolve(&wn, word), "{word}");
             let (pre, post) = info.surroundings(word);
@@ -186,8 +195,15 @@ mod tests {
         }
         assert!(!memo.get(&wn, "\"Dogs,").synonyms.is_empty());
         assert!(memo.get(&wn, "the").synonyms.is_empty(), "stop word");
-        assert!(memo.get(&wn, &long).synonyms.is_empty(), "too much punctuation to record");
+        assert!(
+            memo.get(&wn, &long).synonyms.is_empty(),
+            "too much punctuation to record"
+        );
         assert!(!memo.get(&wn, &long[69_990..]).synonyms.is_empty());
-        assert_eq!(memo.words.len(), 7, "one slot per distinct word of up to 15 bytes");
+        assert_eq!(
+            memo.words.len(),
+            7,
+            "one slot per distinct word of up to 15 bytes"
+        );
     }
 }

@@ -377,7 +377,9 @@ mod tests {
         assert!(!wn.synonyms("geese").is_empty());
         assert!(!wn.synonyms("dog").contains(&"dog"));
         let dogs = wn.synonyms_of("dogs");
-        let words: Vec<&str> = (0..dogs.len()).map(|k| wn.word(wn.nth_id(dogs, k))).collect();
+        let words: Vec<&str> = (0..dogs.len())
+            .map(|k| wn.word(wn.nth_id(dogs, k)))
+            .collect();
         assert_eq!(words, wn.synonyms("dog"), "k-th synonym by its walk");
         assert!(wn.synonyms("qzxv").is_empty());
     }

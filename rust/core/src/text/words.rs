@@ -21,14 +21,6 @@ impl Span {
     pub fn bytes(self, text: &str) -> &[u8] {
         &text.as_bytes()[self.start as usize..self.end as usize]
     }
-
-    pub fn len(self) -> usize {
-        (self.end - self.start) as usize
-    }
-
-    pub fn is_empty(self) -> bool {
-        self.start == self.end
-    }
 }
 
 /// Replaces `out` with the words of `text`, exactly as `str::split_whitespace` splits it, and
@@ -71,25 +63,15 @@ fn split_ascii(text: &str, out: &mut Vec<Span>) -> Option<bool> {
     let mut open: Option<usize> = None; // the word still open at a block's end
     let mut spaces = 0u32; // ' ' bytes
     let mut other_space = false; // any \t \n \v \f \r
-    for (block, chunk) in text.as_bytes().chunks(64).enumerate() {
-        let base = block * 64;
-        // Only the last, partial block is copied: past the text counts as spaces.
-        let mut padded = [b' '; 64];
-        let bytes: &[u8; 64] = match chunk.try_into() {
-            Ok(full) => full,
-            Err(_) => {
-                padded[..chunk.len()].copy_from_slice(chunk);
-                &padded
-            }
-        };
-        let (blank, other, high) = whitespace_masks(bytes);
+    let bytes = text.as_bytes();
+    for base in (0..bytes.len()).step_by(64) {
+        let (blank, other, high) = block_masks(bytes, base);
         if high != 0 {
             return None;
         }
-        let valid = if chunk.len() == 64 {
-            u64::MAX
-        } else {
-            !(u64::MAX << chunk.len())
+        let valid = match bytes.len() - base {
+            64.. => u64::MAX,
+            n => !(u64::MAX << n),
         };
         spaces += (blank & !other & valid).count_ones();
         other_space |= other != 0;
@@ -127,48 +109,70 @@ fn split_ascii(text: &str, out: &mut Vec<Span>) -> Option<bool> {
     )
 }
 
-/// (whitespace, whitespace other than ' ', non-ASCII) bit masks of 64 bytes: bit i for byte
-/// i. Whitespace is Unicode's White_Space within ASCII: ' ' and \t \n \v \f \r (9..=13);
-/// the first two masks are only meaningful when the third is empty.
-#[cfg(target_arch = "x86_64")]
-fn whitespace_masks(block: &[u8; 64]) -> (u64, u64, u64) {
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
-        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
+/// (whitespace, whitespace other than ' ', non-ASCII) bit masks of the 64 bytes of `bytes`
+/// from `base`: bit i for byte `base + i`. Past the end counts as plain spaces. Whitespace is
+/// Unicode's White_Space within ASCII: ' ' and \t \n \v \f \r (9..=13); the first two masks
+/// are only meaningful when the third is empty.
+fn block_masks(bytes: &[u8], base: usize) -> (u64, u64, u64) {
     let (mut blank, mut other, mut high) = (0u64, 0u64, 0u64);
-    for (k, lane) in block.chunks_exact(16).enumerate() {
-        // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads the 16 bytes of
-        // `lane` (unaligned loads allowed). Signed compares are right for ASCII bytes, and
-        // a lane with any other byte shows in the third mask.
-        let (is_blank, is_other, is_high) = unsafe {
-            let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
-            let control = _mm_and_si128(
-                _mm_cmpgt_epi8(v, _mm_set1_epi8(8)),
-                _mm_cmplt_epi8(v, _mm_set1_epi8(14)),
-            );
-            let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
-            (
-                _mm_movemask_epi8(_mm_or_si128(space, control)),
-                _mm_movemask_epi8(control),
-                _mm_movemask_epi8(v),
-            )
+    for k in 0..4 {
+        let at = base + 16 * k;
+        let shift = 16 * k;
+        let (b, o, h) = if at + 16 <= bytes.len() {
+            lane_masks(bytes[at..at + 16].try_into().unwrap())
+        } else if at >= bytes.len() {
+            (0xFFFF, 0, 0)
+        } else if bytes.len() >= 16 {
+            // The last 16 bytes of the text, shifted so that bit 0 is byte `at`: no copy.
+            let (b, o, h) = lane_masks(bytes[bytes.len() - 16..].try_into().unwrap());
+            let drop = at + 16 - bytes.len();
+            let past_end = !(0xFFFFu16 >> drop);
+            ((b >> drop) | past_end, o >> drop, h >> drop)
+        } else {
+            let mut padded = [b' '; 16];
+            padded[..bytes.len() - at].copy_from_slice(&bytes[at..]);
+            lane_masks(&padded)
         };
-        blank |= u64::from(is_blank as u16) << (16 * k);
-        other |= u64::from(is_other as u16) << (16 * k);
-        high |= u64::from(is_high as u16) << (16 * k);
+        blank |= u64::from(b) << shift;
+        other |= u64::from(o) << shift;
+        high |= u64::from(h) << shift;
     }
     (blank, other, high)
 }
 
+/// [`block_masks`] of 16 bytes.
+#[cfg(target_arch = "x86_64")]
+fn lane_masks(lane: &[u8; 16]) -> (u16, u16, u16) {
+    use std::arch::x86_64::{
+        __m128i, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_cmplt_epi8, _mm_loadu_si128,
+        _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    // SAFETY: SSE2 is part of the x86-64 baseline, and the load reads the 16 bytes of `lane`
+    // (unaligned loads allowed). Signed compares are right for ASCII bytes, and a lane with
+    // any other byte shows in the third mask.
+    unsafe {
+        let v = _mm_loadu_si128(lane.as_ptr().cast::<__m128i>());
+        let control = _mm_and_si128(
+            _mm_cmpgt_epi8(v, _mm_set1_epi8(8)),
+            _mm_cmplt_epi8(v, _mm_set1_epi8(14)),
+        );
+        let space = _mm_cmpeq_epi8(v, _mm_set1_epi8(b' ' as i8));
+        (
+            _mm_movemask_epi8(_mm_or_si128(space, control)) as u16,
+            _mm_movemask_epi8(control) as u16,
+            _mm_movemask_epi8(v) as u16,
+        )
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
-fn whitespace_masks(block: &[u8; 64]) -> (u64, u64, u64) {
-    let (mut blank, mut other, mut high) = (0u64, 0u64, 0u64);
-    for (i, &b) in block.iter().enumerate() {
+fn lane_masks(lane: &[u8; 16]) -> (u16, u16, u16) {
+    let (mut blank, mut other, mut high) = (0u16, 0u16, 0u16);
+    for (i, &b) in lane.iter().enumerate() {
         let control = (b'\t'..=b'\r').contains(&b);
-        blank |= u64::from(b == b' ' || control) << i;
-        other |= u64::from(control) << i;
-        high |= u64::from(!b.is_ascii()) << i;
+        blank |= u16::from(b == b' ' || control) << i;
+        other |= u16::from(control) << i;
+        high |= u16::from(!b.is_ascii()) << i;
     }
     (blank, other, high)
 }
@@ -199,6 +203,11 @@ impl<'a> RunWriter<'a> {
             run: None,
             start_len,
         }
+    }
+
+    /// The caption's words.
+    pub fn words(&self) -> &'a [Span] {
+        self.words
     }
 
     /// Appends original word `i`.
@@ -286,6 +295,9 @@ mod tests {
             " a dog".into(),
             "a dog ".into(),
             format!("{} b", "a".repeat(64)),
+            format!("{}é", "x".repeat(17)), // non-ASCII only in the last, partial lane
+            format!("{} é", "x".repeat(60)), // ... of a second block
+            "é".into(),
         ];
         for text in &cases {
             let want: Vec<&str> = text.split_whitespace().collect();
