@@ -100,27 +100,6 @@ def timed(fn, clock) -> float:
     return clock() - start
 
 
-def with_threads(n: int, fn):
-    """`fn` with lightclip's pool at `n` threads, timed after one untimed call: a new pool's
-    threads start with cold per-thread caches (the synonym memo), which a training run's
-    long-lived pool has warm."""
-
-    def run(clock) -> float:
-        before = lightclip.get_num_threads()
-        lightclip.set_num_threads(n)
-        try:
-            fn()
-            return timed(fn, clock)
-        finally:
-            lightclip.set_num_threads(before)
-
-    return run
-
-
-def plain(fn):
-    return lambda clock: timed(fn, clock)
-
-
 def core_eda_runner(texts: list[str], folder: str):
     """Runs the `bench_eda` example (the core, no Python objects) on `texts`, written to a file
     in `folder`; returns a function giving its best seconds per pass, or None when the example
@@ -147,50 +126,53 @@ def bench_eda(texts: list[str], rounds: int = 4) -> None:
         print("EDA: WordNet not installed; skipped")
         return
     wordnet = eda_reference.WordNet(directory)
-    lightclip._core.eda_augment(["warm up the dictionary"], 0)
     cores = os.cpu_count() or 1
     print(f"EDA: {len(texts):,} captions, DeCLIP mode (SR/RS/RD), alpha 0.1")
     # This machine's speed drifts by tens of percent over seconds, so the contenders take
     # turns: each round times every one once, and each row keeps its best round. Per-core
-    # rows are CPU seconds (time.process_time), the multi-thread row wall seconds.
+    # rows are CPU seconds (time.process_time), the multi-thread row wall seconds. The pool
+    # is sized once per phase, as a training run keeps it: a new pool's threads start with
+    # cold per-thread caches (the synonym memo).
     rng = random.Random(0)
     cpu, wall = time.process_time, time.perf_counter
-    contenders = {
-        "Python EDA (eda_reference.py)": (
-            plain(lambda: [eda_reference.eda(t, wordnet, rng) for t in texts]),
-            cpu,
-        ),
-        "lightclip EDA, 1 thread": (
-            with_threads(1, lambda: lightclip._core.eda_augment(texts, 0)),
-            cpu,
-        ),
-        f"lightclip EDA, {cores} threads": (
-            with_threads(cores, lambda: lightclip._core.eda_augment(texts, 0)),
-            wall,
-        ),
-        "one new str per caption (floor)": (plain(lambda: [t + "." for t in texts]), cpu),
+    reference = "Python EDA (eda_reference.py)"
+    one, every = "lightclip EDA, 1 thread", f"lightclip EDA, {cores} threads"
+    floor = "one new str per caption (floor)"
+    augment = lambda: lightclip._core.eda_augment(texts, 0)  # noqa: E731
+    timers = {
+        reference: lambda: timed(lambda: [eda_reference.eda(t, wordnet, rng) for t in texts], cpu),
+        one: lambda: timed(augment, cpu),
+        every: lambda: timed(augment, wall),
+        floor: lambda: timed(lambda: [t + "." for t in texts], cpu),
     }
-    for run, clock in contenders.values():
-        run(clock)  # warm-up: caches, thread pool
-    best = dict.fromkeys([*contenders, "core"], float("inf"))
+    best = dict.fromkeys([*timers, "core"], float("inf"))
+    before = lightclip.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
         core = core_eda_runner(texts, folder)
-        for _ in range(rounds):
-            for name, (run, clock) in contenders.items():
-                best[name] = min(best[name], run(clock))
-            seconds = core() if core else None
-            if seconds is not None:
-                best["core"] = min(best["core"], seconds)
-    base = best["Python EDA (eda_reference.py)"]
-    names = list(contenders)
-    for name in names[:3]:
-        row(name, best[name], len(texts), None if name == names[0] else base)
+        try:
+            for threads, names in [
+                (1, [reference, one, floor, "core"]),
+                (cores, [reference, every]),
+            ]:
+                lightclip.set_num_threads(threads)
+                for name in names[:-1]:
+                    timers[name]()  # warm-up: caches, the pool's threads and their memos
+                for _ in range(rounds):
+                    for name in names:
+                        seconds = core() if name == "core" and core else None
+                        seconds = timers[name]() if name != "core" else seconds
+                        if seconds is not None:
+                            best[name] = min(best[name], seconds)
+        finally:
+            lightclip.set_num_threads(before)
+    base = best[reference]
+    row(reference, base, len(texts), None)
+    row(one, best[one], len(texts), base)
+    row(every, best[every], len(texts), base)
     if best["core"] < float("inf"):
         row("lightclip EDA core (Rust, 1 thread)", best["core"], len(texts), base)
-    row(names[3], best[names[3]], len(texts), base)
-    print(
-        f"  per-core ratio vs Python EDA: {base / best[names[1]]:.1f}x through eda_augment", end=""
-    )
+    row(floor, best[floor], len(texts), base)
+    print(f"  per-core ratio vs Python EDA: {base / best[one]:.1f}x through eda_augment", end="")
     if best["core"] < float("inf"):
         print(f", {base / best['core']:.1f}x in the core", end="")
     print(" (target >= 50x)")
