@@ -116,9 +116,7 @@ pub fn eda_augment<'py>(
         let blocks = py.allow_threads(|| edit(first, &captions));
         let edits = blocks.iter().flat_map(|(buffer, ends)| {
             let starts = std::iter::once(0).chain(ends.iter().copied());
-            starts
-                .zip(ends)
-                .map(|(a, &b)| &buffer[a as usize..b as usize])
+            starts.zip(ends).map(|(a, &b)| &buffer[a..b])
         });
         for ((item, caption), edit) in round.iter().zip(&captions).zip(edits) {
             out.push(match edit {
@@ -138,7 +136,7 @@ const ROUND: usize = 4096;
 
 /// A block's edits in one buffer: caption j's edit ends at `ends[j]` and starts where the
 /// previous one ended; an empty edit means "left as is" (EDA never empties a caption).
-type EditBlock = (String, Vec<u32>);
+type EditBlock = (String, Vec<usize>);
 
 /// EDA of `captions` (sample indices from `first_index`) in blocks, on the calling thread
 /// when the pool has one thread or the captions are few, else on the pool.
@@ -157,7 +155,7 @@ fn edit_blocks(
             .map(|(j, text)| {
                 let index = first_index + (first + j) as u64;
                 eda.edit_sample_into(op, text, streams, index, &mut buffer);
-                buffer.len() as u32
+                buffer.len()
             })
             .collect();
         (buffer, ends)

@@ -246,10 +246,16 @@ impl WordNet {
                 }
             }
         }
-        if spellings.is_empty() || synonym_table.len() > u32::MAX as usize {
+        if spellings.is_empty() {
             return Err(CoreError::invalid(
                 "wordnet",
                 format!("{} holds no synsets", dir.display()),
+            ));
+        }
+        if synonym_table.len() > u32::MAX as usize {
+            return Err(CoreError::invalid(
+                "wordnet",
+                format!("{} spells out more than 4 GiB of synonyms", dir.display()),
             ));
         }
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
