@@ -110,6 +110,14 @@ def interleaves_synonyms(original: list[str], out: list[str], allowed: set[str])
     return ok(0, 0)
 
 
+def test_replacement_picks_distinct_words_uniformly(wordnet):
+    # The paper shuffles the set of words: "dog" written twice is no likelier than "cat".
+    out = eda_augment(["dog dog cat"] * 4000, 11, op="sr")
+    assert "dog dog cat" not in out  # both words have synonyms: one of them changed
+    cat_replaced = sum(o.startswith("dog dog ") for o in out) / len(out)
+    assert abs(cat_replaced - 0.5) < 0.04, cat_replaced
+
+
 @settings(max_examples=100, deadline=None)
 @given(CAPTIONS, st.integers(0, 2**63))
 def test_insertion_adds_real_synonyms_of_caption_words(wordnet, caption, seed):

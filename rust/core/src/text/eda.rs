@@ -268,7 +268,6 @@ impl Eda {
                         memo: &mut scratch.memo,
                         text,
                         order,
-                        tried: &mut scratch.tried,
                         chosen: &mut scratch.chosen,
                     };
                     picks.replace(words, single_spaced, n, rng, out);
@@ -297,7 +296,6 @@ impl Eda {
 struct Scratch {
     words: Vec<Span>,
     order: Vec<u32>,
-    tried: Vec<Span>,
     chosen: Vec<(Span, WordInfo, u32)>,
     memo: SynonymMemo,
 }
@@ -317,13 +315,14 @@ fn random_synonym(wn: &WordNet, info: WordInfo, rng: &mut impl Rng) -> Option<u3
 ///
 /// The candidates are visited in a uniformly random order, drawn one at a time (Fisher–Yates
 /// step by step) so that a caption whose first candidates have synonyms, the usual case, looks
-/// up only those: the same distribution as shuffling the distinct words up front.
+/// up only those. A word stands for itself at its first occurrence only (later ones are
+/// passed over when drawn), so the distinct words are shuffled uniformly, as the paper's code
+/// shuffles its set of words: a word written twice is not picked twice as often.
 struct SynonymPicks<'a> {
     wn: &'a WordNet,
     memo: &'a mut SynonymMemo,
     text: &'a str,
     order: &'a mut Vec<u32>,
-    tried: &'a mut Vec<Span>,
     chosen: &'a mut Vec<(Span, WordInfo, u32)>,
 }
 
@@ -341,24 +340,22 @@ impl SynonymPicks<'_> {
             memo,
             text,
             order,
-            tried,
             chosen,
         } = self;
-        tried.clear();
         chosen.clear();
         let mut left = order.len();
         while chosen.len() < n && left > 0 {
             let pick = rng.gen_range(0..left);
             left -= 1;
             order.swap(pick, left);
-            let cand = words[order[left] as usize];
-            // Repeated words count once: a word drawn again is skipped (distinct words stay
-            // uniformly ordered, since every occurrence is equally likely to come first).
-            if tried.iter().any(|&t| same_word(text, t, cand)) {
+            let at = order[left] as usize;
+            let cand = words[at];
+            let info = memo.get(wn, cand.of(text));
+            // Only a word's first occurrence stands for it (checked only for words with
+            // synonyms, the only ones it matters for).
+            if info.synonyms.is_empty() || words[..at].iter().any(|&w| same_word(text, w, cand)) {
                 continue;
             }
-            tried.push(cand);
-            let info = memo.get(wn, cand.of(text));
             if let Some(id) = random_synonym(wn, info, rng) {
                 chosen.push((cand, info, id));
             }
