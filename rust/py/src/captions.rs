@@ -74,24 +74,9 @@ pub fn captions(texts: &Bound<'_, PyAny>, argument: &str) -> PyResult<Vec<String
     if texts.is_instance_of::<PyString>() || texts.is_instance_of::<PyBytes>() {
         return Ok(vec![caption_text(texts, argument)?]);
     }
-    let iter = texts.try_iter().map_err(|_| {
-        InvalidDtypeError::new_err(format!(
-            "`{argument}` must be a str or a list of str, got {}",
-            texts.get_type()
-        ))
-    })?;
     let mut out = Vec::with_capacity(texts.len().unwrap_or(0));
-    for (i, item) in iter.enumerate() {
-        let item = item?;
-        // Fast path without building the argument's name, which only errors need.
-        match item
-            .downcast::<PyString>()
-            .ok()
-            .and_then(|s| s.to_str().ok())
-        {
-            Some(s) => out.push(s.to_owned()),
-            None => out.push(caption_text(&item, &format!("{argument}[{i}]"))?),
-        }
+    for (i, item) in caption_items(texts, argument)?.enumerate() {
+        out.push(borrowed_caption(&item?, i, argument)?.into_owned());
     }
     Ok(out)
 }
