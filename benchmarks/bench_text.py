@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -146,6 +147,8 @@ def bench_eda(texts: list[str], rounds: int = 4) -> None:
         floor: lambda: timed(lambda: [t + "." for t in texts], cpu),
     }
     best = dict.fromkeys([*timers, "core"], float("inf"))
+    # Each round's own ratios too: how far the reference's speed moves shows in their spread.
+    per_round: dict[str, list[float]] = {one: [], "core": []}
     before = lightclip.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
         core = core_eda_runner(texts, folder)
@@ -158,11 +161,16 @@ def bench_eda(texts: list[str], rounds: int = 4) -> None:
                 for name in names[:-1]:
                     timers[name]()  # warm-up: caches, the pool's threads and their memos
                 for _ in range(rounds):
+                    this_round = {}
                     for name in names:
                         seconds = core() if name == "core" and core else None
                         seconds = timers[name]() if name != "core" else seconds
                         if seconds is not None:
                             best[name] = min(best[name], seconds)
+                            this_round[name] = seconds
+                    for name, ratios in per_round.items():
+                        if name in this_round:
+                            ratios.append(this_round[reference] / this_round[name])
         finally:
             lightclip.set_num_threads(before)
     base = best[reference]
@@ -176,6 +184,12 @@ def bench_eda(texts: list[str], rounds: int = 4) -> None:
     if best["core"] < float("inf"):
         print(f", {base / best['core']:.1f}x in the core", end="")
     print(" (target >= 50x)")
+    for name, label in [(one, "eda_augment"), ("core", "core")]:
+        if ratios := sorted(per_round[name]):
+            print(
+                f"    {label}, round by round: {ratios[0]:.1f}x to {ratios[-1]:.1f}x,"
+                f" median {statistics.median(ratios):.1f}x"
+            )
 
 
 def main() -> int:
