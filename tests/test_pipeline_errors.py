@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import lightclip
+from lightclip.tokenizer import default_vocab_path
 from test_pipeline_sources import image_bytes, pipe, sample_members, write_tar
 
 GOOD = [("good0", 0), ("good1", 1)]
@@ -180,6 +181,19 @@ def test_empty_sources_fail_clearly(tmp_path):
 def test_bad_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(lightclip.InvalidInputError, match=argument):
         pipe("synthetic", num_samples=8, **kwargs)
+
+
+def test_missing_vocabulary_names_the_argument_and_the_remedy(monkeypatch, tmp_path):
+    # The pipeline finds the vocabulary as the tokenizer does, and says what to do.
+    monkeypatch.setenv("LIGHTCLIP_BPE_VOCAB", str(tmp_path / "nope.gz"))
+    with pytest.raises(lightclip.InvalidInputError, match="vocab_path.*LIGHTCLIP_BPE_VOCAB"):
+        pipe("synthetic", num_samples=8)
+    # An explicit path needs no search.
+    monkeypatch.delenv("LIGHTCLIP_BPE_VOCAB")
+    vocab = str(default_vocab_path())
+    monkeypatch.setenv("LIGHTCLIP_BPE_VOCAB", str(tmp_path / "nope.gz"))
+    found = next(iter(pipe("synthetic", num_samples=8, vocab_path=vocab)))
+    assert found["text"].shape[-1] == 77
 
 
 def test_abandoned_iteration_stops_cleanly_and_resumes():

@@ -25,13 +25,13 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import _core
 from .errors import InvalidInputError
+from .tokenizer import default_vocab_path
 
 __all__ = ["DataPipeline", "PipelineDataset", "CLIP_MEAN", "CLIP_STD", "normalize_uint8"]
 
@@ -48,26 +48,6 @@ _SYNTHETIC_DEFAULTS = dict(
 _REAL_DEFAULTS = dict(
     crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, eda_prob=0.5
 )
-
-
-def default_vocab_path() -> Path | None:
-    """open_clip's BPE vocabulary: the text module's finder, else the open-clip-torch install."""
-    try:
-        from .tokenizer import default_vocab_path as find  # the text stream's finder
-    except ImportError:
-        find = None
-    if find is not None:
-        return Path(find())
-    from importlib import metadata
-
-    try:
-        files = metadata.files("open-clip-torch") or []
-    except metadata.PackageNotFoundError:
-        return None
-    for f in files:
-        if str(f).endswith("bpe_simple_vocab_16e6.txt.gz"):
-            return Path(str(f.locate()))
-    return None
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -164,12 +144,10 @@ class DataPipeline:
         if eda_prob is None:
             eda_prob = defaults["eda_prob"] if train else 0.0
         if vocab_path is None:
-            vocab_path = default_vocab_path()
-            if vocab_path is None:
-                raise InvalidInputError(
-                    "vocab_path: open_clip's bpe_simple_vocab_16e6.txt.gz was not found; "
-                    "install open-clip-torch or pass vocab_path"
-                )
+            try:
+                vocab_path = default_vocab_path()
+            except FileNotFoundError as e:
+                raise InvalidInputError(f"invalid `vocab_path`: none given and {e}") from None
         self._device = torch.device(device) if device is not None else None
         self._pin = pin_memory
         self._image_dtype = image_dtype
