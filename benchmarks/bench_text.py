@@ -3,8 +3,8 @@
 Tokenizer: every Flickr8k caption (train + dev, ~35k) through open_clip's SimpleTokenizer,
 HF `tokenizers` running CLIP's BPE built from the same vocabulary (benchmarks/hf_clip_tokenizer.py;
 skipped when `tokenizers` is not installed), and lightclip, each with 1 thread and with all
-threads. EDA: the same captions through the
-plain Python EDA in benchmarks/eda_reference.py and through lightclip (DeCLIP mode, α = 0.1):
+threads. EDA: the same captions through the plain Python EDA in benchmarks/eda_reference.py
+and through lightclip (DeCLIP mode, α = 0.1):
 `eda_augment` on a list of str (1 thread, all threads) and the core with no Python objects (the
 `bench_eda` example: what the data pipeline's workers run). A last row times the least any
 list-of-str API pays, one new Python str per caption, to show how much of the API's time that is.
@@ -102,13 +102,13 @@ def bench_hf_tokenizers(texts: list[str], tok, base: float) -> None:
     vocab = default_vocab_path()
     same = hf_clip_tokenizer.encode(hf_clip_tokenizer.hf_clip_tokenizer(vocab), texts) == tok(texts)
     agree = same.all(dim=1).float().mean().item()
+    script = Path(hf_clip_tokenizer.__file__)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "captions.txt"
         path.write_text("\n".join(texts), encoding="utf-8")
         for threads, label in [("1", "1 thread"), ("", f"{os.cpu_count() or 1} threads")]:
             env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
             env |= {"RAYON_NUM_THREADS": threads} if threads else {}
-            script = Path(hf_clip_tokenizer.__file__)
             done = subprocess.run(
                 [sys.executable, str(script), str(vocab), str(path), "3"],
                 capture_output=True,
