@@ -296,12 +296,22 @@ impl Eda {
 struct Scratch {
     words: Vec<Span>,
     order: Vec<u32>,
-    chosen: Vec<(Span, WordInfo, u32)>,
+    chosen: Vec<Replacement>,
     memo: SynonymMemo,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// A word SR replaces: every occurrence of `word` becomes `synonym`, the first being at index
+/// `first_at` of the caption's words.
+#[derive(Clone, Copy)]
+struct Replacement {
+    word: Span,
+    info: WordInfo,
+    synonym: u32,
+    first_at: usize,
 }
 
 /// A random synonym of a caption word, if it has any.
@@ -323,7 +333,7 @@ struct SynonymPicks<'a> {
     memo: &'a mut SynonymMemo,
     text: &'a str,
     order: &'a mut Vec<u32>,
-    chosen: &'a mut Vec<(Span, WordInfo, u32)>,
+    chosen: &'a mut Vec<Replacement>,
 }
 
 impl SynonymPicks<'_> {
@@ -357,20 +367,30 @@ impl SynonymPicks<'_> {
                 continue;
             }
             if let Some(id) = random_synonym(wn, info, rng) {
-                chosen.push((cand, info, id));
+                chosen.push(Replacement {
+                    word: cand,
+                    info,
+                    synonym: id,
+                    first_at: at,
+                });
             }
         }
+        // A chosen word was drawn at its first occurrence, so no word before the earliest of
+        // them is replaced: the scans for words to replace start there.
+        let first = chosen
+            .iter()
+            .map(|r| r.first_at)
+            .min()
+            .unwrap_or(words.len());
         if single_spaced {
             // The text as it is, each replaced word's letters swapped for its synonym.
             let mut copied = 0;
-            for &w in words.iter() {
-                if let Some(&(_, info, id)) =
-                    chosen.iter().find(|&&(c, _, _)| same_word(text, c, w))
-                {
-                    let letters = w.start as usize + usize::from(info.pre);
+            for &w in &words[first..] {
+                if let Some(r) = chosen.iter().find(|r| same_word(text, r.word, w)) {
+                    let letters = w.start as usize + usize::from(r.info.pre);
                     out.push_str(&text[copied..letters]);
-                    out.push_str(wn.word(id));
-                    copied = letters + usize::from(info.letters);
+                    out.push_str(wn.word(r.synonym));
+                    copied = letters + usize::from(r.info.letters);
                 }
             }
             out.push_str(&text[copied..]);
@@ -378,10 +398,14 @@ impl SynonymPicks<'_> {
         }
         let mut writer = RunWriter::new(text, words, single_spaced, out);
         for (i, &w) in words.iter().enumerate() {
-            match chosen.iter().find(|&&(c, _, _)| same_word(text, c, w)) {
-                Some(&(_, info, id)) => {
-                    let (pre, post) = info.surroundings(w.of(text));
-                    writer.piece(&[pre, wn.word(id), post]);
+            if i < first {
+                writer.word(i);
+                continue;
+            }
+            match chosen.iter().find(|r| same_word(text, r.word, w)) {
+                Some(r) => {
+                    let (pre, post) = r.info.surroundings(w.of(text));
+                    writer.piece(&[pre, wn.word(r.synonym), post]);
                 }
                 None => writer.word(i),
             }
