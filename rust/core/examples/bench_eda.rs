@@ -1,5 +1,7 @@
-//! Times the core's EDA on captions with no Python in the way, as the data pipeline's workers
-//! run it, for `benchmarks/bench_text.py` (its "core" row).
+//! Times the core's EDA on captions with no Python in the way, for `benchmarks/bench_text.py`
+//! (its "core" row): the edit the data pipeline's workers make per sample, written into one
+//! reused buffer as `eda_augment` writes it (the pipeline also allocates each result; that is
+//! not timed here).
 //!
 //! Usage: `bench_eda FILE REPEATS [OP]` where FILE holds one caption per line. Every caption
 //! gets the DeCLIP-mode edit of its own sample stream (seed 0, epoch 0, index = line), or the
