@@ -54,6 +54,21 @@ def test_deletion_never_empties_and_keeps_order(caption, seed, p):
     assert all(w in it for w in out), "not a subsequence of the caption"
 
 
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_deletion_drops_each_word_with_probability_p(p):
+    # 4,000 ten-word captions (each its own sample stream): every position is dropped at rate
+    # p, overall and position by position, within 5 standard deviations of a binomial count.
+    words = [f"w{i}" for i in range(10)]
+    n = 4_000
+    outs = eda_augment([" ".join(words)] * n, 11, op="rd", random_deletion=p)
+    dropped = Counter(w for out in outs for w in set(words) - set(out.split()))
+    total = sum(dropped.values()) / (n * len(words))
+    assert abs(total - p) < 5 * (p * (1 - p) / (n * len(words))) ** 0.5, total
+    for w in words:
+        rate = dropped[w] / n
+        assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5, (w, rate)
+
+
 def test_deletion_of_everything_keeps_one_word():
     out = eda_augment(["one two three four"] * 50, 0, op="rd", random_deletion=1.0)
     assert all(len(o.split()) == 1 and o in "one two three four" for o in out)
