@@ -1,9 +1,9 @@
 """Text benchmark: tokenizer and EDA, lightclip against its references in one run.
 
-Tokenizer: every Flickr8k caption (train + dev, ~35k) through open_clip's SimpleTokenizer,
+Tokenizer: every Flickr8k caption (train + dev, ~35k) through open_clip's SimpleTokenizer, then
 HF `tokenizers` running CLIP's BPE built from the same vocabulary (benchmarks/hf_clip_tokenizer.py;
-skipped when `tokenizers` is not installed), and lightclip, each with 1 thread and with all
-threads. EDA: the same captions through the plain Python EDA in benchmarks/eda_reference.py
+skipped when `tokenizers` is not installed) and lightclip, these two each with 1 thread and with
+all threads. EDA: the same captions through the plain Python EDA in benchmarks/eda_reference.py
 and through lightclip (DeCLIP mode, α = 0.1):
 `eda_augment` on a list of str (1 thread, all threads) and the core with no Python objects (the
 `bench_eda` example: what the data pipeline's workers run). A last row times the least any
@@ -190,13 +190,16 @@ def bench_eda(texts: list[str], rounds: int = 4) -> None:
                 (cores, [reference, every]),
             ]:
                 lightclip.set_num_threads(threads)
-                for name in names[:-1]:
-                    timers[name]()  # warm-up: caches, the pool's threads and their memos
+                for name in names:
+                    if name != "core":
+                        timers[name]()  # warm-up: caches, the pool's threads and their memos
                 for _ in range(rounds):
                     this_round = {}
                     for name in names:
-                        seconds = core() if name == "core" and core else None
-                        seconds = timers[name]() if name != "core" else seconds
+                        if name == "core":
+                            seconds = core() if core else None
+                        else:
+                            seconds = timers[name]()
                         if seconds is not None:
                             best[name] = min(best[name], seconds)
                             this_round[name] = seconds
