@@ -79,6 +79,10 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path: Path) -> 
         "--no-export",
         "--lr",
         "1e-3",
+        # gloo on the CPU wherever it runs: "auto" would take the GPU on a GPU machine, and
+        # two ranks need two of them.
+        "--device",
+        "cpu",
     ]
     _run(
         [sys.executable, "-m", "lightclip.train", *common, "--batch-size", "8", "--name", "one"],
@@ -90,7 +94,8 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path: Path) -> 
             "--standalone",
             "--nproc_per_node=2",
             "-m",
-            "lightclip.train",
+            "lightclip",
+            "train",
             *common,
             "--batch-size",
             "4",
@@ -100,6 +105,9 @@ def test_two_ranks_equal_one_rank_with_the_same_global_batch(tmp_path: Path) -> 
         tmp_path,
     )
     assert "2x cpu" in ddp.stderr  # it really ran as two ranks
+    # The README's launch line: `-m lightclip.train` would make every rank print runpy's
+    # "found in sys.modules" RuntimeWarning, since the package imports its train module.
+    assert "RuntimeWarning" not in ddp.stderr
     one, two = _losses(tmp_path / "logs" / "one"), _losses(tmp_path / "logs" / "two")
     assert [r["step"] for r in one] == [r["step"] for r in two] == [1.0, 2.0, 3.0]
     for a, b in zip(one, two, strict=True):

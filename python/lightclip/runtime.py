@@ -61,7 +61,8 @@ def setup_runtime(config: TrainConfig) -> Runtime:
             # otherwise fail deep inside CUDA with "invalid device ordinal".
             raise InvalidInputError(
                 f"--device: {device} does not exist, {visible} CUDA device(s) are visible; "
-                f"run at most {visible} process(es) per node (torchrun --nproc_per_node)"
+                f"run at most {visible} process(es) per node (torchrun --nproc_per_node), "
+                "or train on the CPU with --device cpu"
             )
         torch.cuda.set_device(device)
     owns = False
