@@ -11,6 +11,7 @@ import copy
 import math
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,50 @@ def test_a_cuda_run_interrupted_and_resumed_continues_the_same_curve(tmp_path, e
     for a, b in zip(straight.history, first.history + resumed.history, strict=True):
         # cuDNN's and atomics' summation order may differ from run to run on the GPU.
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-3), (a, b)
+
+
+class PinnedFakePipeline(FakePipeline):
+    """The fake's batches in pinned memory, as DataPipeline hands them to a CUDA run: a copy
+    from pageable memory makes the host wait too."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield {k: v.pin_memory() for k, v in batch.items()}
+
+
+def _host_waits(tmp_path: Path, name: str, steps: int, on_step=None) -> int:
+    """How often a clip-recipe CUDA run made the host wait for the GPU from Python (CUDA's
+    sync debug mode warns at each such call: .item(), float(), .cpu(), ...). One epoch is
+    16 steps, so runs of up to 16 steps differ only in their steps."""
+    config = quiet_config(
+        tmp_path,
+        name=name,
+        steps=steps,
+        batch_size=8,
+        device="cuda",
+        recipe="clip",
+        precision="amp_bf16",
+        log_every_n_steps=100,
+    )
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data = PinnedFakePipeline(num_samples=128, batch_size=8)
+            lightclip.train(config, data=data, on_step=on_step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def test_the_loop_reads_metrics_off_the_gpu_only_when_they_are_needed(tmp_path):
+    # Between log rows a step makes the host wait for the GPU once: the model's read of the
+    # batch's ids (checked_eot), no float(loss). Setup and the final save cost runs of 4 and
+    # 8 steps the same, so 4 more steps may add 4 waits. A hook reads every step's metrics
+    # as well, so its runs add twice as many: proof that the count can fail.
+    def extra_waits(name: str, on_step=None) -> int:
+        short = _host_waits(tmp_path, f"{name}-4", steps=4, on_step=on_step)
+        return _host_waits(tmp_path, f"{name}-8", steps=8, on_step=on_step) - short
+
+    assert extra_waits("hooked", on_step=lambda *_: None) >= 8
+    assert extra_waits("quiet") <= 4

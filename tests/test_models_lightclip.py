@@ -238,6 +238,19 @@ def test_bad_training_inputs_name_the_argument(model, data) -> None:
     bad[0, 3] = 60000
     with pytest.raises(lightclip.InvalidInputError, match="masked_text: token ids"):
         model(data["images"], data["text"], masked_text=bad)
+    # The forward checks text's ids and EOTs in the same single read (checked_eot).
+    no_eot = data["text"].clone()
+    no_eot[2][no_eot[2] == EOT_TOKEN_ID] = 7
+    with pytest.raises(lightclip.InvalidInputError, match=r"text: rows \[2\] have no EOT"):
+        model(data["images"], no_eot, masked_text=data["masked_text"])
+    too_big = data["text"].clone()
+    too_big[1, 2] = 49409
+    with pytest.raises(lightclip.InvalidInputError, match="text: token ids"):
+        model(data["images"], too_big)
+    negative = data["masked_text"].clone()
+    negative[3, 1] = -1
+    with pytest.raises(lightclip.InvalidInputError, match="masked_text: token ids"):
+        model(data["images"], data["text"], masked_text=negative)
 
 
 def test_eval_transform_resizes_crops_and_normalises() -> None:

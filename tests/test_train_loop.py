@@ -63,3 +63,34 @@ def test_logit_scale_stays_clamped_at_ln_100(tmp_path: Path, monkeypatch) -> Non
         data=FakePipeline(num_samples=8, batch_size=4),
     )
     assert all(h["logit_scale"] <= 100.0 + 1e-3 for h in result.history)
+
+
+def test_metrics_read_in_windows_equal_metrics_read_every_step(tmp_path: Path) -> None:
+    # Without a hook the loop reads its metrics off the device only at log steps, epoch ends
+    # and the end (step_metrics.py). The rows must be the ones a read every step gives: every
+    # step, the same losses, with the window's mean step time. 7 steps of 4 batches per epoch
+    # cross an epoch end (step 4) and end off a log step (7).
+    def run(name: str, every: int, on_step=None) -> lightclip.TrainResult:
+        return lightclip.train(
+            _config(tmp_path, name=name, steps=7, log_every_n_steps=every, grad_clip_norm=1.0),
+            data=FakePipeline(num_samples=16, batch_size=4),
+            on_step=on_step,
+        )
+
+    seen: list[int] = []
+    each = run("each", every=1)
+    windows = run("windows", every=3)
+    hooked = run("hooked", every=3, on_step=lambda step, _m: seen.append(step))
+    assert seen == list(range(1, 8))  # a hook still sees every step, as it happens
+    steps = [h["step"] for h in each.history]
+    assert steps == [h["step"] for h in windows.history] == list(range(1, 8))
+    for a, b, c in zip(each.history, windows.history, hooked.history, strict=True):
+        for key in ("loss", "loss_ins", "loss_tok", "loss_mlm", "grad_norm", "logit_scale"):
+            assert a[key] == b[key] == c[key], (a["step"], key)
+        assert a["lr"] == b["lr"] and a["epoch"] == b["epoch"]
+    # Read together: steps 1-3 (log step), 4 (epoch end), 5-6 (log step), 7 (the end).
+    times = [h["step_time"] for h in windows.history]
+    assert times[0] == times[1] == times[2] != times[3]
+    assert times[4] == times[5] != times[6]
+    rows = (tmp_path / "windows" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["3", "6"]

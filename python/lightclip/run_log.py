@@ -79,11 +79,16 @@ class RunLog:
             except ImportError:
                 self.bar = None
 
+    def advance(self) -> None:
+        """One more optimizer step done (the bar moves; its numbers come with `step`)."""
+        if self.enabled and self.bar is not None:
+            self.bar.update(1)
+
     def step(self, step: int, metrics: dict[str, float]) -> None:
+        """Step `step`'s metrics, once read from the device (see step_metrics.py)."""
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.update(1)
             self.bar.set_postfix_str(_short_line(metrics), refresh=False)
         if step % self.every:
             return

@@ -1,8 +1,8 @@
 """Training, top to bottom: setup, model, data, optimizer, the loop, checkpoints.
 
     lightclip train --model lightclip-tiny-mnv2 --train-data synthetic --steps 200
-    python -m lightclip.train --recipe clip ...                 # the plain CLIP baseline
-    torchrun --nproc_per_node=2 -m lightclip.train ...          # DDP: gloo on CPU, NCCL on GPU
+    lightclip train --recipe clip ...                           # the plain CLIP baseline
+    torchrun --nproc_per_node=2 -m lightclip train ...          # DDP: gloo on CPU, NCCL on GPU
 
 or from Python / a notebook::
 
@@ -51,8 +51,8 @@ from .runtime import (
     this_ranks,
 )
 from .schedules import default_warmup, lr_at, progress_at
+from .step_metrics import Accumulator, PendingSteps
 from .train_parts import (
-    Accumulator,
     StepBoundary,
     batches_per_epoch,
     build_losses,
@@ -89,7 +89,10 @@ def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = N
     """Runs one training job described by ``config``; see the module docstring.
 
     ``on_step(step, metrics)`` is called on every rank after each optimizer step; returning
-    True stops the run after that step as Ctrl-C does (checkpoint saved, ``interrupted``). ``data``
+    True stops the run after that step as Ctrl-C does (checkpoint saved, ``interrupted``). Its
+    metrics are read off the device every step, which makes the host wait for the GPU each
+    step; without a hook they are read at log rows, epoch ends and the end (step_metrics.py),
+    and ``result.history`` still has every step. ``data``
     replaces the pipeline built from ``config.train_data``: any iterable of batch dicts with
     DataPipeline's ``set_epoch``/``state_dict``/``load_state_dict`` (and ``__len__`` unless
     ``config.steps`` is set).
@@ -214,6 +217,17 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     # ------------------------------------------------------------------ the loop
     result = TrainResult(run_dir=run_dir, step=step, total_steps=total_steps, epoch=epoch)
     boundary = StepBoundary(step, epoch, ckpt.rng_state(), data_state)
+    # Metrics stay on the device until read (step_metrics.py): every step when a hook wants
+    # them, else at log steps, saves and the end, so the host does not wait for the GPU.
+    pending = PendingSteps()
+
+    def report() -> None:
+        for done, metrics in pending.resolve():
+            result.history.append({"step": done, **metrics})
+            log.step(done, metrics)
+            if on_step is not None and on_step(done, metrics):
+                stop.requested = True  # the hook asked to stop, as Ctrl-C does
+
     model.train()
     with (
         RunLog(
@@ -269,10 +283,10 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                 # One optimizer step every accum_freq micro-batches.
                 if scaler is not None:
                     scaler.unscale_(optimizer)
-                grad_norm = float("nan")
+                device_metrics = {}
                 if config.grad_clip_norm is not None:
-                    grad_norm = float(
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+                    device_metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                        model.parameters(), config.grad_clip_norm
                     )
                 if scaler is not None:
                     scaler.step(optimizer)
@@ -284,20 +298,18 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                 step += 1
                 boundary = StepBoundary(step, epoch, ckpt.rng_state(), train_data.state_dict())
 
-                metrics = accum.reduce(rt)
-                metrics.update(
-                    lr=lr,
-                    progress=progress,
-                    epoch=epoch,
-                    grad_norm=grad_norm,
-                    logit_scale=float(model.logit_scale.detach().exp()),
-                )
-                result.history.append({"step": step, **metrics})
-                log.step(step, metrics)
-                if on_step is not None and on_step(step, metrics):
-                    stop.requested = True  # the hook asked to stop, as Ctrl-C does
-                if config.save_every_n_steps and step % config.save_every_n_steps == 0:
+                device_metrics["logit_scale"] = model.logit_scale.detach().exp()
+                host_metrics = dict(lr=lr, progress=progress, epoch=epoch)
+                if config.grad_clip_norm is None:
+                    host_metrics["grad_norm"] = float("nan")
+                pending.add(step, accum, rt, device=device_metrics, host=host_metrics)
+                log.advance()
+                saving = bool(config.save_every_n_steps) and step % config.save_every_n_steps == 0
+                if on_step is not None or step % config.log_every_n_steps == 0 or saving:
+                    report()
+                if saving:
                     result.checkpoint = save(ckpt.LATEST, boundary)
+                    pending.restart_clock()
                 micro, accum = 0, Accumulator()
                 stop.sync()  # every rank must leave the loop at the same step
                 if stop.requested or (config.steps is not None and step >= total_steps):
@@ -313,6 +325,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                     )
                 # A last, incomplete accumulation cycle is dropped, like drop_last.
                 optimizer.zero_grad(set_to_none=True)
+                report()
                 epoch += 1
                 boundary = StepBoundary(step, epoch, ckpt.rng_state(), None)
                 result.checkpoint = save(ckpt.LATEST, boundary)
@@ -321,8 +334,10 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                 if config.val_data and epoch % config.val_frequency == 0:
                     result.eval_metrics = held_out_metrics(model, config, image_size, rt)
                     log.eval(step, result.eval_metrics)
+                pending.restart_clock()
 
         # ------------------------------------------------------------------ the end
+        report()
         result.interrupted = stop.requested and more()
         result.checkpoint = save(ckpt.LATEST, boundary)
         if not result.interrupted:

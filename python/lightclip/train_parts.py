@@ -1,6 +1,7 @@
 """What the training loop (``lightclip.train``) is made of, in the order it uses them: the run
-folder's name, the model, the data pipeline and its epochs, the losses of one step and their
-bookkeeping, the state saved at a step boundary, held-out evaluation and the inference export.
+folder's name, the model, the data pipeline and its epochs, the losses of one step, the state
+saved at a step boundary, held-out evaluation and the inference export. The per-step metrics
+are in ``step_metrics.py``.
 """
 
 from __future__ import annotations
@@ -217,41 +218,6 @@ def loss_parts(
             out["mlm_logits_text"], out.get("mlm_logits_fused"), labels, num_masked=count
         )
     return parts
-
-
-class Accumulator:
-    """Sums the loss parts over the micro-batches of one step, then averages across ranks."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.micro = 0
-        self.samples = 0
-        self.data_time = 0.0
-        self.start = time.perf_counter()
-
-    def add(self, parts: dict[str, torch.Tensor], total: torch.Tensor, samples: int) -> None:
-        values = {f"loss_{k}": v.detach().float() for k, v in parts.items()}
-        values["loss"] = total.detach().float()
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.micro += 1
-        self.samples += samples
-
-    def reduce(self, rt: Runtime) -> dict[str, float]:
-        keys = sorted(self.sums)
-        values = torch.tensor([self.sums[k] / self.micro for k in keys], dtype=torch.float64)
-        samples = self.samples
-        if rt.world_size > 1:
-            values = values.to(rt.device)
-            dist.all_reduce(values)
-            values = values.cpu() / rt.world_size
-            samples *= rt.world_size
-        elapsed = time.perf_counter() - self.start
-        metrics = {k: float(v) for k, v in zip(keys, values.tolist(), strict=True)}
-        metrics.update(
-            samples_per_s=samples / max(elapsed, 1e-9), step_time=elapsed, data_time=self.data_time
-        )
-        return metrics
 
 
 @dataclass

@@ -17,9 +17,12 @@ warm-up and not counted::
     python -m lightclip.experiments.step_throughput --device cuda --precision amp_bf16 \
         --train-data 'flickr8k/train-{000000..000001}.tar' --batch-size 256
 
-On CUDA the wrappers synchronise the device before and after each timed call, so a Rust
-call is not charged for GPU work queued before it (``match_tokens`` copies costs to the host,
-which would otherwise wait for the whole forward pass).
+The loop reads its metrics off the device every ``--warmup-steps`` steps (as a run logging
+that often would), so the host runs ahead of the GPU between reads as in training. On CUDA a
+Rust call's column then also holds waits for GPU work queued before it (``match_tokens``
+copies costs to the host, so it waits for the forward pass); ``--sync-rust-calls``
+synchronises the device around each call instead, so each column is the call's own time, at
+the price of a slower step.
 """
 
 from __future__ import annotations
@@ -44,10 +47,10 @@ _TIMED = {
 
 
 class _Timers:
-    """Wraps module-level functions so every call adds its wall time to a counter."""
+    """Wraps module-level functions so every call's wall time is recorded."""
 
     def __init__(self, synchronize: Callable[[], None] = lambda: None) -> None:
-        self.seconds = dict.fromkeys(_TIMED, 0.0)
+        self.calls: dict[str, list[float]] = {k: [] for k in _TIMED}
         self._sync = synchronize
         self._undo: list[Callable[[], None]] = []
 
@@ -63,7 +66,7 @@ class _Timers:
                     return _f(*args, **kwargs)
                 finally:
                     self._sync()
-                    self.seconds[_k] += time.perf_counter() - start
+                    self.calls[_k].append(time.perf_counter() - start)
 
             setattr(module, attr, timed)
             self._undo.append(lambda m=module, a=attr, f=original: setattr(m, a, f))
@@ -73,23 +76,22 @@ class _Timers:
         for undo in reversed(self._undo):
             undo()
 
-    def take(self) -> dict[str, float]:
-        out, self.seconds = self.seconds, dict.fromkeys(_TIMED, 0.0)
+    def seconds_after(self, warmup: int, steps: int) -> dict[str, float]:
+        """Seconds in each function over the steps after the first `warmup` of `steps` (each
+        function is called the same number of times every step)."""
+        out = {}
+        for key, calls in self.calls.items():
+            per_step = len(calls) // steps
+            out[key] = sum(calls[warmup * per_step :])
         return out
 
 
 def measure(recipe: str, image_size: int, args: argparse.Namespace) -> dict[str, float]:
-    rows: list[dict[str, float]] = []
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = torch.cuda.synchronize if cuda and args.sync_rust_calls else (lambda: None)
+    total = args.steps + args.warmup_steps
     with _Timers(sync) as timers, tempfile.TemporaryDirectory() as logs:
-
-        def on_step(step: int, metrics: dict[str, float]) -> None:
-            rust = timers.take()
-            if step > args.warmup_steps:
-                rows.append({**metrics, **rust})
-
-        train(
+        result = train(
             TrainConfig(
                 model=args.model,
                 recipe=recipe,
@@ -98,25 +100,28 @@ def measure(recipe: str, image_size: int, args: argparse.Namespace) -> dict[str,
                 device=args.device,
                 precision=args.precision,
                 train_num_samples=args.batch_size * 64,
-                steps=args.steps + args.warmup_steps,
+                steps=total,
                 batch_size=args.batch_size,
                 workers=args.workers,
                 logs=logs,
                 name="bench",
                 progress=False,
                 export=False,
-                log_every_n_steps=10**9,
+                # The first read ends the warm-up, so no measured step shares its window.
+                log_every_n_steps=max(args.warmup_steps, 1),
                 save_frequency=0,
             ),
-            on_step=on_step,
         )
-    step = sum(r["step_time"] for r in rows)
-    result = {"samples_per_s": args.batch_size * len(rows) / step, "step_s": step / len(rows)}
-    for key in ("data_time", *_TIMED):
-        result[f"{key}_share"] = sum(r[key] for r in rows) / step
-        result[f"{key}_ms"] = 1000 * sum(r[key] for r in rows) / len(rows)
-    result["rust_share"] = sum(result[f"{k}_share"] for k in ("data_time", *_TIMED))
-    return result
+        rust = timers.seconds_after(args.warmup_steps, total)
+    rows = [h for h in result.history if h["step"] > args.warmup_steps]
+    seconds = sum(r["step_time"] for r in rows)
+    out = {"samples_per_s": args.batch_size * len(rows) / seconds, "step_s": seconds / len(rows)}
+    spent = {"data_time": sum(r["data_time"] for r in rows), **rust}
+    for key, value in spent.items():
+        out[f"{key}_share"] = value / seconds
+        out[f"{key}_ms"] = 1000 * value / len(rows)
+    out["rust_share"] = sum(out[f"{k}_share"] for k in spent)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--precision", default="fp32", help="fp32, amp, amp_bf16 or bf16")
+    p.add_argument(
+        "--sync-rust-calls",
+        action="store_true",
+        help="on CUDA, synchronise around each timed Rust call (its own time; slower steps)",
+    )
     p.add_argument(
         "--train-data",
         default="synthetic:train",

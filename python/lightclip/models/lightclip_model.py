@@ -31,7 +31,7 @@ from .fusion import ImageToTextFusion
 from .mobilenet import MobileNetV2Tower
 from .resnet import ResNetTower
 from .swin import SwinTower
-from .text import TextTransformer, eot_positions
+from .text import TextTransformer
 
 #: Attribute names of the training-only modules; ``export()`` drops exactly these.
 TRAINING_ONLY_MODULES = ("token_proj_image", "token_proj_text", "fusion", "mlm_head")
@@ -132,17 +132,18 @@ class LightCLIP(nn.Module):
                 raise InvalidInputError(
                     f"{arg}: shape {tuple(t.shape)} must equal text's {tuple(text.shape)}"
                 )
+        # The forward's one wait for the device: the ids checked and the last EOT found.
+        eot, last_eot = self.text.checked_eot(text, masked_text)
         stages = self.visual.forward_stages(images)
         image_features = self.visual.forward_head(stages[-1])
-        eot = eot_positions(text)
         context = text.shape[1]
         # The mask is causal, so nothing after the last EOT can change a word or an EOT state:
         # run the text passes on the columns up to it and pad the per-position outputs back.
-        keep = int(eot.max()) + 1 if self.config.trim_padding else context
+        keep = last_eot + 1 if self.config.trim_padding else context
         text, masked_text, mlm_labels = (
             None if t is None else t[:, :keep] for t in (text, masked_text, mlm_labels)
         )
-        states = self.text.forward_tokens(text)
+        states = self.text.forward_tokens(text, checked=True)
         text_features = self.text.pool(states, text, eot)
         out: dict[str, torch.Tensor | None] = {
             "image_features": F.normalize(image_features, dim=-1),
@@ -181,7 +182,7 @@ class LightCLIP(nn.Module):
         def logits(states: torch.Tensor) -> torch.Tensor:
             return self.mlm_head(states if select is None else states[select])  # type: ignore[misc]
 
-        x = self.text.embed(masked_text, "masked_text")
+        x = self.text.embed(masked_text, "masked_text", checked=True)
         fused_states = None
         if self.fusion is None:
             masked_states = self.text.ln_final(self.text.run_stages(x))

@@ -118,6 +118,12 @@ class TextTransformer(nn.Module):
         nn.init.normal_(self.text_projection, std=width**-0.5)
 
     def check_ids(self, text: torch.Tensor, arg: str = "text") -> None:
+        self.check_id_shape(text, arg)
+        if text.numel() and (int(text.min()) < 0 or int(text.max()) >= self.vocab_size):
+            raise InvalidInputError(f"{arg}: token ids must lie in [0, {self.vocab_size})")
+
+    def check_id_shape(self, text: torch.Tensor, arg: str = "text") -> None:
+        """The checks of ``check_ids`` that need no value of the tensor (no wait for a GPU)."""
         if text.dtype not in (torch.int64, torch.int32):
             raise InvalidInputError(f"{arg}: token ids must be int64, got {text.dtype}")
         if text.dim() != 2:
@@ -129,12 +135,37 @@ class TextTransformer(nn.Module):
                 f"{arg}: {text.shape[1]} tokens per row exceed the model's "
                 f"context_length {self.context_length}"
             )
-        if text.numel() and (int(text.min()) < 0 or int(text.max()) >= self.vocab_size):
-            raise InvalidInputError(f"{arg}: token ids must lie in [0, {self.vocab_size})")
 
-    def embed(self, text: torch.Tensor, arg: str = "text") -> torch.Tensor:
-        """Token + positional embeddings [B, L, width] (the ids are checked, naming ``arg``)."""
-        self.check_ids(text, arg)
+    def checked_eot(
+        self, text: torch.Tensor, masked_text: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """``text``'s EOT positions [B] and the largest of them, with the ids of ``text`` and
+        ``masked_text`` checked as ``check_ids`` does, all in one read of the device: every
+        value the host reads waits for the GPU, and a training step should wait once."""
+        named = {"text": text, "masked_text": masked_text}
+        named = {arg: t for arg, t in named.items() if t is not None}
+        for arg, t in named.items():
+            self.check_id_shape(t, arg)
+        is_eot = text == EOT_TOKEN_ID
+        eot = is_eot.int().argmax(dim=1)
+        none = torch.zeros((), dtype=torch.int64, device=text.device)
+        probes = [is_eot.any(dim=1).all(), eot.max() if eot.numel() else none]
+        for t in named.values():
+            probes += [t.min(), t.max()] if t.numel() else [none, none]
+        values = torch.stack([p.to(torch.int64) for p in probes]).tolist()  # the one read
+        if not values[0]:
+            eot_positions(text)  # raises, naming the rows
+        for k, (arg, t) in enumerate(named.items()):
+            low, high = values[2 + 2 * k : 4 + 2 * k]
+            if t.numel() and (low < 0 or high >= self.vocab_size):
+                raise InvalidInputError(f"{arg}: token ids must lie in [0, {self.vocab_size})")
+        return eot, values[1]
+
+    def embed(self, text: torch.Tensor, arg: str = "text", checked: bool = False) -> torch.Tensor:
+        """Token + positional embeddings [B, L, width] (the ids are checked, naming ``arg``,
+        unless ``checked`` says ``checked_eot`` did that already)."""
+        if not checked:
+            self.check_ids(text, arg)
         return self.token_embedding(text) + self.positional_embedding[: text.shape[1]]
 
     def run_stages(
@@ -154,10 +185,14 @@ class TextTransformer(nn.Module):
         return x
 
     def forward_tokens(
-        self, text: torch.Tensor, stage_hook: StageHook | None = None, arg: str = "text"
+        self,
+        text: torch.Tensor,
+        stage_hook: StageHook | None = None,
+        arg: str = "text",
+        checked: bool = False,
     ) -> torch.Tensor:
         """Per-token final states [B, L, width] (after ``ln_final``)."""
-        return self.ln_final(self.run_stages(self.embed(text, arg), 1, stage_hook))
+        return self.ln_final(self.run_stages(self.embed(text, arg, checked), 1, stage_hook))
 
     def forward_stages(self, text: torch.Tensor, arg: str = "text") -> list[torch.Tensor]:
         """Hidden states [B, L, width] after each of the 4 stages (before ``ln_final``)."""
