@@ -214,4 +214,6 @@ class TextTransformer(nn.Module):
         return pooled @ self.text_projection
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.forward_tokens(text), text)
+        # One read of the device for the checks and the EOTs, as in the training forward.
+        eot, _ = self.checked_eot(text)
+        return self.pool(self.forward_tokens(text, checked=True), text, eot)
