@@ -4,7 +4,7 @@
 //! Files: `clean` (open_clip's cleaning: the ftfy subset, HTML unescaping, whitespace, lower
 //! case), `html` (Python's `html.unescape`), `pretokenize` (open_clip's split regex, by hand),
 //! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `synonym_memo` +
-//! `words` + `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
+//! `words` + `spaced_caption` + `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
 
 mod bpe;
 mod clean;
@@ -13,6 +13,7 @@ mod html;
 mod mlm;
 mod pretokenize;
 mod rng;
+mod spaced_caption;
 mod stopwords;
 mod synonym_memo;
 mod tokenizer;
