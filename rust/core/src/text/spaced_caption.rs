@@ -22,8 +22,6 @@ pub struct SpacedCaption<'a> {
     text: &'a str,
     /// Bit i of `spaces[i / 64]`: byte i is a space.
     spaces: [u64; 2],
-    /// Spaces in `spaces[0]`.
-    low_spaces: usize,
     words: usize,
 }
 
@@ -55,12 +53,10 @@ impl<'a> SpacedCaption<'a> {
         if doubled != 0 || bytes[0] == b' ' || bytes[len - 1] == b' ' {
             return None;
         }
-        let low_spaces = low.count_ones() as usize;
         Some(SpacedCaption {
             text,
             spaces,
-            low_spaces,
-            words: low_spaces + high.count_ones() as usize + 1,
+            words: (low.count_ones() + high.count_ones()) as usize + 1,
         })
     }
 
@@ -76,10 +72,11 @@ impl<'a> SpacedCaption<'a> {
     /// Byte offset of space `k` (`k < len() - 1`): the `k`-th set bit of the masks, reached by
     /// clearing the lower ones (captions have few words; no select instruction is assumed).
     fn space(&self, k: usize) -> usize {
-        let (mut mask, skip, base) = if k < self.low_spaces {
+        let low_spaces = self.spaces[0].count_ones() as usize;
+        let (mut mask, skip, base) = if k < low_spaces {
             (self.spaces[0], k, 0)
         } else {
-            (self.spaces[1], k - self.low_spaces, 64)
+            (self.spaces[1], k - low_spaces, 64)
         };
         for _ in 0..skip {
             mask &= mask - 1;
