@@ -44,7 +44,7 @@ const RULES: [&[(&str, &str)]; 4] = [
 /// Irregular form → [(part of speech, base forms)].
 type Exceptions = FxHashMap<Box<str>, Vec<(u8, Vec<Box<str>>)>>;
 
-/// A word's synonyms as a place in the dictionary's synonym table ([`WordNet::ids`]): small
+/// A word's synonyms as a range of the dictionary's synonym list ([`WordNet::ids`]): small
 /// and `Copy`, so a caller can remember it per word (EDA does, per thread).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Synonyms {
@@ -66,11 +66,13 @@ impl Synonyms {
 pub struct WordNet {
     /// Tells dictionaries apart for memos kept beside them (unique in the process).
     id: u64,
-    /// Every lemma's synonyms, one lemma after the other, spelled out (lower case, letters
-    /// and single spaces only), each after one byte that holds its length; a synonym's id is
-    /// the offset of that byte. Picking a random synonym of a word touches one place in
-    /// memory, where a table of ids and a table of strings cost a cache miss each.
-    synonym_table: String,
+    /// Every synonym spelled out once (lower case, letters and single spaces only), each
+    /// after one byte that holds its length; a synonym's id is the offset of that byte.
+    spellings: String,
+    /// Every lemma's synonyms as ids, one lemma after the other: the k-th synonym of a word
+    /// is one read away. (Spelling each lemma's synonyms out in place saved that read but
+    /// made the k-th a walk over the k before it, and captions' words have dozens.)
+    synonym_ids: Vec<u32>,
     /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, its synonyms).
     lemmas: FxHashMap<Box<str>, (u8, Synonyms)>,
     /// Irregular form → (part of speech, its base forms) for every part of speech that lists
@@ -210,7 +212,17 @@ impl WordNet {
                 synsets.push(members);
             }
         }
-        let mut synonym_table = String::new();
+        let mut spelled = String::new();
+        let spelling_ids: Vec<u32> = spellings
+            .iter()
+            .map(|word| {
+                let id = spelled.len() as u32;
+                spelled.push(char::from(word.len() as u8));
+                spelled.push_str(word);
+                id
+            })
+            .collect();
+        let mut synonym_ids = vec![];
         let lemmas = lemma_synsets
             .into_iter()
             .map(|(lemma, (mask, sids))| {
@@ -223,14 +235,10 @@ impl WordNet {
                 syn.sort_unstable();
                 syn.dedup();
                 let range = Synonyms {
-                    start: synonym_table.len() as u32,
+                    start: synonym_ids.len() as u32,
                     count: syn.len() as u32,
                 };
-                for w in syn {
-                    let spelled = &spellings[w as usize];
-                    synonym_table.push(char::from(spelled.len() as u8));
-                    synonym_table.push_str(spelled);
-                }
+                synonym_ids.extend(syn.iter().map(|&w| spelling_ids[w as usize]));
                 (lemma, (mask, range))
             })
             .collect();
@@ -252,16 +260,17 @@ impl WordNet {
                 format!("{} holds no synsets", dir.display()),
             ));
         }
-        if synonym_table.len() > u32::MAX as usize {
+        if spelled.len() > u32::MAX as usize || synonym_ids.len() > u32::MAX as usize {
             return Err(CoreError::invalid(
                 "wordnet",
-                format!("{} spells out more than 4 GiB of synonyms", dir.display()),
+                format!("{} holds more than 4 GiB of synonyms", dir.display()),
             ));
         }
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(WordNet {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            synonym_table,
+            spellings: spelled,
+            synonym_ids,
             lemmas,
             exceptions,
             dir: dir.to_path_buf(),
@@ -280,25 +289,17 @@ impl WordNet {
 
     /// The ids of synonyms this dictionary returned, in its order.
     pub fn ids(&self, synonyms: Synonyms) -> impl Iterator<Item = u32> + '_ {
-        let mut at = synonyms.start;
-        (0..synonyms.count).map(move |_| {
-            let id = at;
-            at += 1 + self.len_at(id);
-            id
-        })
+        self.id_slice(synonyms).iter().copied()
     }
 
-    /// Synonym `k` of `synonyms` (`k < synonyms.len()`): a short walk in one place.
+    /// Synonym `k` of `synonyms` (`k < synonyms.len()`).
     pub fn nth_id(&self, synonyms: Synonyms, k: usize) -> u32 {
-        let mut at = synonyms.start;
-        for _ in 0..k.min(synonyms.len().saturating_sub(1)) {
-            at += 1 + self.len_at(at);
-        }
-        at
+        self.id_slice(synonyms)[k]
     }
 
-    fn len_at(&self, id: u32) -> u32 {
-        u32::from(self.synonym_table.as_bytes()[id as usize])
+    fn id_slice(&self, synonyms: Synonyms) -> &[u32] {
+        let start = synonyms.start as usize;
+        &self.synonym_ids[start..start + synonyms.count as usize]
     }
 
     /// Synonyms of a lower-case word: those of the word itself when it is a lemma with
@@ -348,8 +349,8 @@ impl WordNet {
     /// The spelling of a synonym id.
     pub fn word(&self, id: u32) -> &str {
         let at = id as usize;
-        let len = usize::from(self.synonym_table.as_bytes()[at]);
-        &self.synonym_table[at + 1..at + 1 + len]
+        let len = usize::from(self.spellings.as_bytes()[at]);
+        &self.spellings[at + 1..at + 1 + len]
     }
 
     /// Synonyms of a lower-case word, as strings (see [`WordNet::synonyms_of`]).
@@ -386,7 +387,7 @@ mod tests {
         let words: Vec<&str> = (0..dogs.len())
             .map(|k| wn.word(wn.nth_id(dogs, k)))
             .collect();
-        assert_eq!(words, wn.synonyms("dog"), "k-th synonym by its walk");
+        assert_eq!(words, wn.synonyms("dog"), "k-th synonym by index");
         assert!(wn.synonyms("qzxv").is_empty());
     }
 }
