@@ -29,13 +29,17 @@ pub fn splitmix64(x: u64) -> u64 {
 }
 
 /// The tuple folded with SplitMix64: each step mixes the previous state with the next
-/// component, so `(1, 2)` and `(2, 1)` differ.
+/// component, so `(1, 2)` and `(2, 1)` differ. The sample index comes last: the steps before
+/// it are the same for every sample of an epoch's stream, and a loop over samples does them
+/// once, leaving one mix per sample (EDA's whole edit is about 180 ns; three mixes were 10).
 fn fold(seed: u64, epoch: u64, index: u64, stream: u64) -> u64 {
     EpochStreams::new(seed, epoch).fold(index, stream)
 }
 
+/// One fold step: the state (already mixed) xor the component, mixed. A bijection of the
+/// component for a given state, so two samples of one stream never share a seed.
 fn fold_step(state: u64, part: u64) -> u64 {
-    splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)))
+    splitmix64(state ^ part)
 }
 
 /// The streams of one epoch of one run: the (seed, epoch) part of the fold, done once for
@@ -53,7 +57,7 @@ impl EpochStreams {
     }
 
     fn fold(self, index: u64, stream: u64) -> u64 {
-        fold_step(fold_step(self.state, index), stream)
+        fold_step(fold_step(self.state, stream), index)
     }
 
     /// [`light_sample_rng`] of sample `index` in this epoch.
@@ -129,6 +133,28 @@ mod tests {
     }
 
     #[test]
+    fn neighbouring_samples_differ_in_every_bit_half_the_time() {
+        // The index enters the fold as a plain xor, so indices one bit apart must still give
+        // first draws that look unrelated: each output bit flips between samples i and i + 1
+        // at rate 1/2 (within 5 sigma over 20k pairs).
+        let n = 20_000u64;
+        let epoch = EpochStreams::new(3, 1);
+        let first = |i| epoch.light_rng(i, streams::EDA).gen::<u64>();
+        let mut flips = [0u32; 64];
+        for i in 0..n {
+            let changed = first(i) ^ first(i + 1);
+            for (bit, count) in flips.iter_mut().enumerate() {
+                *count += (changed >> bit & 1) as u32;
+            }
+        }
+        let sigma = (0.25 / n as f64).sqrt();
+        for (bit, &count) in flips.iter().enumerate() {
+            let rate = f64::from(count) / n as f64;
+            assert!((rate - 0.5).abs() < 5.0 * sigma, "bit {bit} flips at {rate}");
+        }
+    }
+
+    #[test]
     fn epoch_streams_fold_the_same_tuple() {
         let epoch = EpochStreams::new(5, 6);
         for (index, stream) in [(0, 1), (7, 2), (u64::MAX, 3)] {
@@ -136,11 +162,9 @@ mod tests {
                 epoch.light_rng(index, stream).gen::<u64>(),
                 light_sample_rng(5, 6, index, stream).gen::<u64>()
             );
-            let by_hand = [6, index, stream]
+            let by_hand = [6, stream, index]
                 .iter()
-                .fold(splitmix64(5), |state, &part| {
-                    splitmix64(state ^ splitmix64(part.wrapping_add(0x632B_E59B_D9B4_E019)))
-                });
+                .fold(splitmix64(5), |state, &part| splitmix64(state ^ part));
             assert_eq!(epoch.fold(index, stream), by_hand);
         }
     }
