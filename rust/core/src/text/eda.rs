@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
+use super::piece_copy::push_piece;
 use super::rng::{light_sample_rng, streams, EpochStreams};
 use super::spaced_caption::{word_bits, SpacedCaption};
 use super::synonym_memo::{SynonymMemo, WordInfo};
@@ -397,7 +398,7 @@ impl SynonymPicks<'_> {
             for &w in &words[first..] {
                 if let Some(r) = chosen.iter().find(|r| same_word(text, r.word, w)) {
                     let letters = w.start as usize + usize::from(r.info.pre);
-                    out.push_str(&text[copied..letters]);
+                    push_piece(out, text, copied, letters);
                     out.push_str(wn.word(r.synonym));
                     copied = letters + usize::from(r.info.letters);
                 }
@@ -488,14 +489,14 @@ fn swap_once(text: &str, words: &[Span], rng: &mut impl Rng, out: &mut String) {
     order[1] = if j >= len { j - len } else { j };
     order.sort_unstable();
     let (a, b) = (words[order[0]], words[order[1]]);
-    for piece in [
-        &text[..a.start as usize],
-        b.of(text),
-        &text[a.end as usize..b.start as usize],
-        a.of(text),
-        &text[b.end as usize..],
+    for (start, end) in [
+        (0, a.start),
+        (b.start, b.end),
+        (a.end, b.start),
+        (a.start, a.end),
+        (b.end, text.len() as u32),
     ] {
-        out.push_str(piece);
+        push_piece(out, text, start as usize, end as usize);
     }
 }
 

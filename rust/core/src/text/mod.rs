@@ -4,13 +4,14 @@
 //! Files: `clean` (open_clip's cleaning: the ftfy subset, HTML unescaping, whitespace, lower
 //! case), `html` (Python's `html.unescape`), `pretokenize` (open_clip's split regex, by hand),
 //! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `synonym_memo` +
-//! `words` + `spaced_caption` + `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
+//! `words` + `spaced_caption` + `piece_copy` + `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
 
 mod bpe;
 mod clean;
 mod eda;
 mod html;
 mod mlm;
+mod piece_copy;
 mod pretokenize;
 mod rng;
 mod spaced_caption;

@@ -8,6 +8,7 @@
 //! one byte after the (k−1)-th set bit. (Reading single words this way costs about what the
 //! split does: each lookup walks the mask, so RS keeps the split.)
 
+use super::piece_copy::push_piece;
 use super::words::block_masks;
 
 /// The longest caption read this way: two 64-byte blocks, so at most 64 words (one letter
@@ -115,7 +116,7 @@ impl<'a> SpacedCaption<'a> {
                 out.push(' ');
             }
             first = false;
-            out.push_str(&self.text[self.start(from)..self.end(to - 1)]);
+            push_piece(out, self.text, self.start(from), self.end(to - 1));
             left &= !(word_bits(run) << from);
         }
     }

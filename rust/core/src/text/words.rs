@@ -4,6 +4,8 @@
 //! Spans rather than `&str`s so a thread can keep one buffer of them across captions (no
 //! allocation per caption) without borrowing any caption.
 
+use super::piece_copy::push_piece;
+
 /// Bytes `start..end` of a caption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -244,11 +246,11 @@ impl<'a> RunWriter<'a> {
             match self.words.get(last + 1) {
                 // The run and the one space after it, as the text has them.
                 Some(next) if self.single_spaced => {
-                    self.out.push_str(&self.text[start..next.start as usize])
+                    push_piece(self.out, self.text, start, next.start as usize)
                 }
                 _ => {
                     let end = self.words[last].end as usize;
-                    self.out.push_str(&self.text[start..end]);
+                    push_piece(self.out, self.text, start, end);
                     self.out.push(' ');
                 }
             }
