@@ -3,8 +3,9 @@
 //!
 //! Files: `clean` (open_clip's cleaning: the ftfy subset, HTML unescaping, whitespace, lower
 //! case), `html` (Python's `html.unescape`), `pretokenize` (open_clip's split regex, by hand),
-//! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` + `synonym_memo` +
-//! `words` + `spaced_caption` + `piece_copy` + `eda` (augmentation), `mlm` (masking), `rng` (seeded streams).
+//! `bpe` (vocabulary and merges), `tokenizer` (the public `Tokenizer`), `wordnet` +
+//! `spelling_table` + `synonym_memo` + `words` + `spaced_caption` + `piece_copy` + `eda`
+//! (augmentation), `mlm` (masking), `rng` (seeded streams).
 
 mod bpe;
 mod clean;
@@ -15,6 +16,7 @@ mod piece_copy;
 mod pretokenize;
 mod rng;
 mod spaced_caption;
+mod spelling_table;
 mod stopwords;
 mod synonym_memo;
 mod tokenizer;

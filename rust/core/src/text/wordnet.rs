@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustc_hash::FxHashMap;
 
+use super::spelling_table::SpellingTable;
 use crate::{CoreError, Result};
 
 const POS: [&str; 4] = ["noun", "verb", "adj", "adv"];
@@ -66,13 +67,10 @@ impl Synonyms {
 pub struct WordNet {
     /// Tells dictionaries apart for memos kept beside them (unique in the process).
     id: u64,
-    /// Every synonym spelled out once (lower case, letters and single spaces only), each
-    /// after one byte that holds its length; a synonym's id is the offset of that byte.
-    spellings: String,
-    /// Every lemma's synonyms as ids, one lemma after the other: the k-th synonym of a word
-    /// is one read away. (Spelling each lemma's synonyms out in place saved that read but
-    /// made the k-th a walk over the k before it, and captions' words have dozens.)
-    synonym_ids: Vec<u32>,
+    /// Every lemma's synonyms, one lemma after the other, one record each (lower case,
+    /// letters and single spaces only); a synonym's id is its record's number, so the k-th
+    /// synonym of a word is one read away.
+    synonyms: SpellingTable,
     /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, its synonyms).
     lemmas: FxHashMap<Box<str>, (u8, Synonyms)>,
     /// Irregular form → (part of speech, its base forms) for every part of speech that lists
@@ -212,17 +210,7 @@ impl WordNet {
                 synsets.push(members);
             }
         }
-        let mut spelled = String::new();
-        let spelling_ids: Vec<u32> = spellings
-            .iter()
-            .map(|word| {
-                let id = spelled.len() as u32;
-                spelled.push(char::from(word.len() as u8));
-                spelled.push_str(word);
-                id
-            })
-            .collect();
-        let mut synonym_ids = vec![];
+        let mut synonyms = SpellingTable::default();
         let lemmas = lemma_synsets
             .into_iter()
             .map(|(lemma, (mask, sids))| {
@@ -235,10 +223,12 @@ impl WordNet {
                 syn.sort_unstable();
                 syn.dedup();
                 let range = Synonyms {
-                    start: synonym_ids.len() as u32,
+                    start: synonyms.len() as u32,
                     count: syn.len() as u32,
                 };
-                synonym_ids.extend(syn.iter().map(|&w| spelling_ids[w as usize]));
+                for w in syn {
+                    synonyms.push(&spellings[w as usize]);
+                }
                 (lemma, (mask, range))
             })
             .collect();
@@ -260,7 +250,7 @@ impl WordNet {
                 format!("{} holds no synsets", dir.display()),
             ));
         }
-        if spelled.len() > u32::MAX as usize || synonym_ids.len() > u32::MAX as usize {
+        if synonyms.bytes() > u32::MAX as usize {
             return Err(CoreError::invalid(
                 "wordnet",
                 format!("{} holds more than 4 GiB of synonyms", dir.display()),
@@ -269,8 +259,7 @@ impl WordNet {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(WordNet {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            spellings: spelled,
-            synonym_ids,
+            synonyms,
             lemmas,
             exceptions,
             dir: dir.to_path_buf(),
@@ -288,18 +277,14 @@ impl WordNet {
     }
 
     /// The ids of synonyms this dictionary returned, in its order.
-    pub fn ids(&self, synonyms: Synonyms) -> impl Iterator<Item = u32> + '_ {
-        self.id_slice(synonyms).iter().copied()
+    pub fn ids(&self, synonyms: Synonyms) -> impl Iterator<Item = u32> {
+        synonyms.start..synonyms.start + synonyms.count
     }
 
-    /// Synonym `k` of `synonyms` (`k < synonyms.len()`).
+    /// Synonym `k` of `synonyms` (`k < synonyms.len()`, checked).
     pub fn nth_id(&self, synonyms: Synonyms, k: usize) -> u32 {
-        self.id_slice(synonyms)[k]
-    }
-
-    fn id_slice(&self, synonyms: Synonyms) -> &[u32] {
-        let start = synonyms.start as usize;
-        &self.synonym_ids[start..start + synonyms.count as usize]
+        assert!(k < synonyms.len(), "synonym {k} of {}", synonyms.len());
+        synonyms.start + k as u32
     }
 
     /// Synonyms of a lower-case word: those of the word itself when it is a lemma with
@@ -348,9 +333,7 @@ impl WordNet {
 
     /// The spelling of a synonym id.
     pub fn word(&self, id: u32) -> &str {
-        let at = id as usize;
-        let len = usize::from(self.spellings.as_bytes()[at]);
-        &self.spellings[at + 1..at + 1 + len]
+        self.synonyms.get(id)
     }
 
     /// Synonyms of a lower-case word, as strings (see [`WordNet::synonyms_of`]).
