@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::piece_copy::push_piece;
-use super::rng::{light_sample_rng, streams, EpochStreams};
+use super::rng::{below, light_sample_rng, streams, EpochStreams};
 use super::spaced_caption::{word_bits, SpacedCaption};
 use super::synonym_memo::{SynonymMemo, WordInfo};
 use super::wordnet::WordNet;
@@ -225,7 +225,7 @@ impl Eda {
         if self.ops.is_empty() || !rng.gen_bool(self.config.probability) {
             return None;
         }
-        Some(self.ops[rng.gen_range(0..self.ops.len())])
+        Some(self.ops[below(rng, self.ops.len())])
     }
 
     /// One given operation at its configured strength (the caption unchanged when the
@@ -327,7 +327,7 @@ struct Replacement {
 /// A random synonym of a caption word, if it has any.
 fn random_synonym(wn: &WordNet, info: WordInfo, rng: &mut impl Rng) -> Option<u32> {
     let count = info.synonyms.len();
-    (count > 0).then(|| wn.nth_id(info.synonyms, rng.gen_range(0..count)))
+    (count > 0).then(|| wn.nth_id(info.synonyms, below(rng, count)))
 }
 
 /// SR: up to `n` distinct non-stop words that have synonyms, in random order, each replaced
@@ -365,7 +365,7 @@ impl SynonymPicks<'_> {
         chosen.clear();
         let mut left = order.len();
         while chosen.len() < n && left > 0 {
-            let pick = rng.gen_range(0..left);
+            let pick = below(rng, left);
             left -= 1;
             order.swap(pick, left);
             let at = order[left] as usize;
@@ -444,7 +444,7 @@ fn random_insertion<'w>(
     let original = words.clone();
     for _ in 0..n {
         if let Some(synonym) = pick_insertion(wn, memo, &original, rng) {
-            let at = rng.gen_range(0..=words.len());
+            let at = below(rng, words.len() + 1);
             words.insert(at, synonym);
         }
     }
@@ -459,7 +459,7 @@ fn pick_insertion<'w>(
     rng: &mut impl Rng,
 ) -> Option<&'w str> {
     (0..10).find_map(|_| {
-        let info = memo.get(wn, words[rng.gen_range(0..words.len())]);
+        let info = memo.get(wn, words[below(rng, words.len())]);
         random_synonym(wn, info, rng).map(|id| wn.word(id))
     })
 }
@@ -471,9 +471,9 @@ fn random_swap<T>(words: &mut [T], n: usize, rng: &mut impl Rng) {
     }
     let len = words.len();
     for _ in 0..n {
-        let i = rng.gen_range(0..len);
+        let i = below(rng, len);
         // Any other position, uniformly: i plus 1..len, wrapped (no division).
-        let j = i + rng.gen_range(1..len);
+        let j = i + 1 + below(rng, len - 1);
         words.swap(i, if j >= len { j - len } else { j });
     }
 }
@@ -483,8 +483,8 @@ fn random_swap<T>(words: &mut [T], n: usize, rng: &mut impl Rng) {
 fn swap_once(text: &str, words: &[Span], rng: &mut impl Rng, out: &mut String) {
     let mut order = [0, 1];
     let len = words.len();
-    let i = rng.gen_range(0..len);
-    let j = i + rng.gen_range(1..len);
+    let i = below(rng, len);
+    let j = i + 1 + below(rng, len - 1);
     order[0] = i;
     order[1] = if j >= len { j - len } else { j };
     order.sort_unstable();
@@ -546,7 +546,7 @@ fn random_deletion(mut writer: RunWriter<'_>, p: f64, rng: &mut impl Rng) {
             }
         }
         if kept == 0 {
-            writer.word(rng.gen_range(0..len));
+            writer.word(below(rng, len));
         }
     }
     writer.finish();
@@ -561,7 +561,7 @@ fn delete_spaced(caption: SpacedCaption<'_>, p: f64, rng: &mut impl Rng, out: &m
         return;
     }
     let kept = match !Deletion::new(p).draw(len, rng) & word_bits(len) {
-        0 => 1 << rng.gen_range(0..len),
+        0 => 1 << below(rng, len),
         kept => kept,
     };
     caption.write_words(kept, out);

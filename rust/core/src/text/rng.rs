@@ -4,7 +4,7 @@
 //! a generator seeded by `(seed, epoch, sample index, stream)` alone, so results do not depend
 //! on the number of threads, the batch size or the order in which workers pick samples up.
 
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_xoshiro::SplitMix64;
 
@@ -18,6 +18,25 @@ pub mod streams {
     pub const IMAGE: u64 = 3;
     /// Choice of one caption among several (used by the data pipeline).
     pub const CAPTION: u64 = 4;
+}
+
+/// A uniform integer in `0..n` (`n ≥ 1`, checked): Lemire's multiply-and-shift with rejection,
+/// exact, and one 64-bit draw and one multiplication unless the draw lands in the rejected
+/// sliver (probability n / 2⁶⁴). EDA makes a few such draws per caption, and `gen_range`'s
+/// setup per call (the rejection zone from a leading-zero count) cost as much as the draw.
+#[inline]
+pub fn below(rng: &mut impl RngCore, n: usize) -> usize {
+    assert!(n > 0, "below(0)");
+    let n = n as u64;
+    let mut product = u128::from(rng.next_u64()) * u128::from(n);
+    if (product as u64) < n {
+        // Low halves under 2⁶⁴ mod n would make some results one draw likelier: redraw.
+        let threshold = n.wrapping_neg() % n;
+        while (product as u64) < threshold {
+            product = u128::from(rng.next_u64()) * u128::from(n);
+        }
+    }
+    (product >> 64) as usize
 }
 
 /// SplitMix64's output function: a bijective avalanche mix of a 64-bit word.
@@ -152,6 +171,51 @@ mod tests {
             let rate = f64::from(count) / n as f64;
             assert!((rate - 0.5).abs() < 5.0 * sigma, "bit {bit} flips at {rate}");
         }
+    }
+
+    #[test]
+    fn below_is_uniform_and_in_range() {
+        let mut rng = light_sample_rng(1, 2, 3, 4);
+        for n in [1usize, 2, 3, 7, 12, 64] {
+            let draws = 30_000 * n;
+            let mut counts = vec![0u32; n];
+            for _ in 0..draws {
+                counts[below(&mut rng, n)] += 1;
+            }
+            // Each value's count within 5 sigma of draws / n.
+            let p = 1.0 / n as f64;
+            let sigma = (draws as f64 * p * (1.0 - p)).sqrt();
+            for (value, &count) in counts.iter().enumerate() {
+                let off = (f64::from(count) - draws as f64 * p).abs();
+                assert!(off <= 5.0 * sigma + 1e-9, "{value} of {n}: {count}");
+            }
+        }
+    }
+
+    #[test]
+    fn below_rejects_the_biased_sliver() {
+        // A generator replaying given draws: with n = 3, 2^64 mod 3 = 1, so a draw whose low
+        // product half is 0 (draw 0) is rejected and the next one used.
+        struct Replay(Vec<u64>);
+        impl RngCore for Replay {
+            fn next_u32(&mut self) -> u32 {
+                self.next_u64() as u32
+            }
+            fn next_u64(&mut self) -> u64 {
+                self.0.remove(0)
+            }
+            fn fill_bytes(&mut self, _: &mut [u8]) {
+                unimplemented!()
+            }
+            fn try_fill_bytes(&mut self, _: &mut [u8]) -> std::result::Result<(), rand::Error> {
+                unimplemented!()
+            }
+        }
+        let mut replay = Replay(vec![0, u64::MAX]);
+        assert_eq!(below(&mut replay, 3), 2, "draw 0 rejected, then the top value");
+        assert!(replay.0.is_empty());
+        let mut replay = Replay(vec![u64::MAX / 3 + 1]);
+        assert_eq!(below(&mut replay, 3), 1);
     }
 
     #[test]
