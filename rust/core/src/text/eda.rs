@@ -469,26 +469,25 @@ fn random_swap<T>(words: &mut [T], n: usize, rng: &mut impl Rng) {
     if words.len() < 2 {
         return;
     }
-    let len = words.len();
     for _ in 0..n {
-        let i = below(rng, len);
-        // Any other position, uniformly: i plus 1..len, wrapped (no division).
-        let j = i + 1 + below(rng, len - 1);
-        words.swap(i, if j >= len { j - len } else { j });
+        let (i, j) = two_positions(words.len(), rng);
+        words.swap(i, j);
     }
+}
+
+/// Two different positions among `len ≥ 2`, uniformly: one, then any other (the first plus
+/// 1..len, wrapped, with no division).
+fn two_positions(len: usize, rng: &mut impl Rng) -> (usize, usize) {
+    let i = below(rng, len);
+    let j = i + 1 + below(rng, len - 1);
+    (i, if j >= len { j - len } else { j })
 }
 
 /// RS with one swap (captions under 20 words at α = 0.1) of a single-spaced caption: the
 /// draws of [`random_swap`], written as five slices of the text instead of word by word.
 fn swap_once(text: &str, words: &[Span], rng: &mut impl Rng, out: &mut String) {
-    let mut order = [0, 1];
-    let len = words.len();
-    let i = below(rng, len);
-    let j = i + 1 + below(rng, len - 1);
-    order[0] = i;
-    order[1] = if j >= len { j - len } else { j };
-    order.sort_unstable();
-    let (a, b) = (words[order[0]], words[order[1]]);
+    let (i, j) = two_positions(words.len(), rng);
+    let (a, b) = (words[i.min(j)], words[i.max(j)]);
     for (start, end) in [
         (0, a.start),
         (b.start, b.end),
