@@ -82,8 +82,9 @@ def test_forward_outputs(model, data) -> None:
     assert math.isclose(float(out["logit_scale"]), 1 / 0.07, rel_tol=1e-5)
     assert isinstance(model.logit_scale, torch.nn.Parameter)
     n_img = (cfg.image_size // 32) ** 2
-    assert tuple(out["image_tokens"].shape) == (B, n_img, cfg.d_tok)
-    assert tuple(out["word_tokens"].shape) == (B, cfg.context_length - 2, cfg.d_tok)
+    assert cfg.token_space == "joint"  # tokens in the joint embedding space, E wide
+    assert tuple(out["image_tokens"].shape) == (B, n_img, cfg.embed_dim)
+    assert tuple(out["word_tokens"].shape) == (B, cfg.context_length - 2, cfg.embed_dim)
     assert out["word_lengths"].tolist() == [3, 9, 14, 6]
     for b, n in enumerate(out["word_lengths"].tolist()):
         norms = out["word_tokens"][b, :n].norm(dim=-1)
@@ -91,7 +92,7 @@ def test_forward_outputs(model, data) -> None:
     torch.testing.assert_close(out["image_tokens"].norm(dim=-1), torch.ones(B, n_img))
     # Word j is text position j+1: the projection of that position's final state.
     states = model.text.forward_tokens(data["text"]).detach()
-    ref = F.normalize(model.token_proj_text(states[:, 1:-1]), dim=-1)
+    ref = F.normalize(states[:, 1:-1] @ model.text.text_projection, dim=-1)
     torch.testing.assert_close(out["word_tokens"][1, :9], ref[1, :9])
     for key in ("mlm_logits_text", "mlm_logits_fused"):
         assert tuple(out[key].shape) == (B, cfg.context_length, cfg.vocab_size)
@@ -187,8 +188,43 @@ def test_export_is_exactly_the_plain_clip_with_the_same_embeddings(name: str) ->
     assert out["image_tokens"] is None and out["mlm_logits_fused"] is None
 
 
-def test_gradient_reaches_every_trainable_parameter(data) -> None:
-    m = perturbed().train()
+def test_token_space_builds_exactly_its_modules_and_export_drops_them(tmp_path) -> None:
+    from lightclip.checkpoint import model_from_checkpoint
+    from lightclip.train_parts import build_model
+
+    joint = lightclip.create_model("lightclip-tiny-mnv2", seed=0)
+    heads = lightclip.create_model("lightclip-tiny-mnv2", seed=0, token_space="heads")
+    plain = lightclip.create_model("clip-tiny-mnv2")
+    cfg = heads.config
+    assert joint.token_proj_image is None and joint.token_proj_text is None
+    # The joint space adds no parameter: the model is the plain CLIP plus fusion and MLM head.
+    extra = joint.num_parameters("fusion") + joint.num_parameters("mlm_head")
+    assert joint.num_parameters() == plain.num_parameters() + extra
+    channels = heads.visual.stage_channels[-1]
+    assert tuple(heads.token_proj_image.weight.shape) == (cfg.d_tok, channels)
+    assert tuple(heads.token_proj_text.weight.shape) == (cfg.d_tok, cfg.text_width)
+    token_heads = heads.num_parameters("token_proj_image") + heads.num_parameters("token_proj_text")
+    assert heads.num_parameters() == joint.num_parameters() + token_heads
+    for m in (joint, heads):
+        assert set(m.export().state_dict()) == set(plain.state_dict())
+    with pytest.raises(lightclip.InvalidInputError, match=r"token_space must be one of \('joint'"):
+        lightclip.create_model("lightclip-tiny-mnv2", token_space="shared")
+    # The training option overrides the preset; None keeps it.
+    tc = lightclip.TrainConfig
+    assert build_model(tc(token_space="heads")).token_proj_image is not None
+    assert build_model(tc()).config.token_space == "joint"
+    with pytest.raises(lightclip.InvalidInputError, match="--token-space must be one of"):
+        tc(token_space="shared")
+    # A checkpoint saved before token_space existed had the heads: it still loads.
+    old = heads.config.to_dict()
+    del old["token_space"]
+    payload = {"model_config": old, "state_dict": heads.state_dict()}
+    assert model_from_checkpoint(payload).config.token_space == "heads"
+
+
+@pytest.mark.parametrize("token_space", ["joint", "heads"])
+def test_gradient_reaches_every_trainable_parameter(data, token_space: str) -> None:
+    m = perturbed(token_space=token_space).train()
     out = m(
         data["images"], data["text"], masked_text=data["masked_text"], mlm_labels=data["mlm_labels"]
     )
@@ -216,8 +252,9 @@ def test_paper_sized_models_run_one_small_training_forward() -> None:
                 masked_text=d["masked_text"][:2],
                 mlm_labels=d["mlm_labels"][:2],
             )
-        assert tuple(out["image_tokens"].shape) == (2, 4, 256)
-        assert tuple(out["word_tokens"].shape) == (2, 75, 256)
+        e = m.config.embed_dim
+        assert tuple(out["image_tokens"].shape) == (2, 4, e)
+        assert tuple(out["word_tokens"].shape) == (2, 75, e)
         assert tuple(out["mlm_logits_fused"].shape) == (3, 49409)
         assert out["image_features"].shape[1] == out["text_features"].shape[1] == m.config.embed_dim
 

@@ -2,7 +2,9 @@
 
 Values against an independent reference (torch cosine + scipy's assignment, item by item),
 gradients by finite differences (gradcheck) and against the reference's autograd, padding
-words never matched, empty captions, bad input.
+words never matched, empty captions, bad input. Through the model: the tokens in the joint
+embedding space equal each tower's own modules applied per token, and L_tok's gradient reaches
+those projections.
 """
 
 from __future__ import annotations
@@ -151,3 +153,82 @@ def test_matches_are_those_of_match_tokens() -> None:
     )
     want = float(np.mean(1 - picked))
     assert abs(TokenAlignmentLoss()(image, words, lengths).item() - want) < 1e-12
+
+
+# ---------------------------------------------------------------- through the model (joint space)
+
+SWIN = dict(image_tower="swin", swin_embed_dim=16, swin_depths=(1,) * 4, swin_heads=(1, 2, 2, 4))
+
+
+def tiny_model(tower: str) -> lightclip.LightCLIP:
+    base = "lightclip-tiny-r18" if tower == "resnet18" else "lightclip-tiny-mnv2"
+    extra = SWIN if tower == "swin" else {}
+    return lightclip.create_model(base, seed=0, mlm=False, fusion_stages=(), **extra).eval()
+
+
+def captions(context: int, lengths: list[int]) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(11)
+    text = torch.zeros(len(lengths), context, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        text[b, 0], text[b, n + 1] = 49406, 49407
+        text[b, 1 : n + 1] = torch.randint(1, 49000, (n,), generator=gen)
+    return text
+
+
+def reference_image_tokens(model: lightclip.LightCLIP, stage4: torch.Tensor) -> torch.Tensor:
+    """Each tower's own head modules applied at every stage-4 location, unpooled."""
+    visual, cfg = model.visual, model.config
+    if cfg.image_tower == "mobilenetv2":
+        return visual.head.proj(visual.trunk.forward_head_features(stage4).flatten(2).mT)
+    if cfg.image_tower == "swin":
+        return visual.head.proj(visual.trunk.norm(stage4.flatten(2).mT))
+    # MaskCLIP's reading of the attention pool: value then output projection of every spatial
+    # token plus its positional embedding (row 0 belongs to the mean token).
+    head = visual.head
+    return head.c_proj(head.v_proj(stage4.flatten(2).mT + head.positional_embedding[1:]))
+
+
+@pytest.mark.parametrize("tower", ["mobilenetv2", "resnet18", "swin"])
+def test_model_tokens_are_the_towers_own_projections_and_l_tok_matches_scipy(tower: str) -> None:
+    model = tiny_model(tower)
+    assert model.config.image_tower == tower and model.config.token_space == "joint"
+    assert model.token_proj_image is None and model.token_proj_text is None
+    lengths = [3, 9, 1, 6]
+    text = captions(model.config.context_length, lengths)
+    images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    out = model(images, text)
+    assert out["word_lengths"].tolist() == lengths
+    with torch.no_grad():
+        stage4 = model.visual.forward_stages(images)[-1]
+        image_ref = reference_image_tokens(model, stage4)
+        states = model.text.forward_tokens(text)
+        words_ref = states[:, 1:-1] @ model.text.text_projection  # word j = position j+1
+    assert tuple(image_ref.shape) == (4, 4, model.config.embed_dim)
+    torch.testing.assert_close(out["image_tokens"], F.normalize(image_ref, dim=-1))
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(out["word_tokens"][b, :n], F.normalize(words_ref[b, :n], dim=-1))
+    if tower == "mobilenetv2":
+        # conv_head is 1x1 and proj linear: the mean of the tokens is the global embedding.
+        torch.testing.assert_close(image_ref.mean(dim=1), model.visual.forward_head(stage4))
+    lengths_t = torch.tensor(lengths)
+    ours = TokenAlignmentLoss()(out["image_tokens"], out["word_tokens"], lengths_t)
+    padded = F.pad(words_ref, (0, 0, 0, out["word_tokens"].shape[1] - words_ref.shape[1]))
+    want = reference_loss(image_ref, padded, lengths_t)
+    torch.testing.assert_close(ours.detach(), want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tower", ["mobilenetv2", "resnet18", "swin"])
+def test_l_tok_alone_trains_the_towers_joint_projections(tower: str) -> None:
+    model = tiny_model(tower)
+    text = captions(model.config.context_length, [4, 7])
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    out = model(images, text)
+    TokenAlignmentLoss()(out["image_tokens"], out["word_tokens"], out["word_lengths"]).backward()
+    head = model.visual.head
+    projections = {"text.text_projection": model.text.text_projection}
+    if tower == "resnet18":
+        projections.update({"v_proj": head.v_proj.weight, "c_proj": head.c_proj.weight})
+    else:
+        projections["head.proj"] = head.proj.weight
+    for name, p in projections.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -113,7 +113,7 @@ def check_compatible(
         raise CheckpointError(
             f"{source} does not fit model {model_name!r} ({detail}; "
             f"{len(missing)} missing, {len(unexpected)} unexpected tensors) - was it trained "
-            "with other LightCLIP switches (--token-loss/--mlm/--fusion)?"
+            "with other LightCLIP switches (--token-loss/--token-space/--mlm/--fusion)?"
         )
     for key, value in own.items():
         if tuple(state[key].shape) != tuple(value.shape):
@@ -146,7 +146,13 @@ def model_from_checkpoint(
     name = str(source) if not isinstance(source, dict) else "checkpoint"
     if "model_config" not in payload:
         raise CheckpointError(f"{name} has no model_config; build the model with create_model")
-    model = LightCLIP(LightCLIPConfig.from_dict(payload["model_config"]))
+    config = dict(payload["model_config"])
+    if "token_space" not in config and any(
+        k.split(".", 1)[0] == "token_proj_image" for k in model_state(payload)
+    ):
+        # Saved before token_space existed: its token heads were the only token space then.
+        config["token_space"] = "heads"
+    model = LightCLIP(LightCLIPConfig.from_dict(config))
     check_compatible(payload, model, payload.get("model_name", model.config.name), name)
     model.load_state_dict(model_state(payload))
     return model.to(map_location) if map_location is not None else model

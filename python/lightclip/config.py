@@ -26,7 +26,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .augmentation import parse_aug_cfg
 from .errors import InvalidInputError
+from .models.config import TOKEN_SPACES
 
 RECIPES = ("lightclip", "clip")
 PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
@@ -77,7 +79,17 @@ class TrainConfig:
     val_num_samples: int | None = _opt("samples of --val-data to evaluate (synthetic size)")
     image_size: int | None = _opt("training resolution (default: the model's)")
     workers: int | None = _opt("data pipeline threads (default: one per core)")
-    eda_prob: float = _opt("probability of one EDA operation per caption", 0.5)
+    eda_prob: float | None = _opt(
+        "probability of one EDA operation per caption (default: the data pipeline's for the "
+        "source: 0 for the synthetic data, whose captions EDA would make false)"
+    )
+    aug_cfg: dict[str, Any] | None = _opt(
+        "training-image augmentation as open_clip's KEY=VALUE pairs, e.g. --aug-cfg "
+        "scale='(0.6,1)' color_jitter=0.4 color_jitter_prob=0.3 gray_scale_prob=0 blur_prob=0 "
+        "(keys: scale ratio color_jitter color_jitter_prob gray_scale_prob blur_prob "
+        "blur_sigma flip_prob; see lightclip.augmentation)",
+        nargs="*",
+    )
 
     # --- model --------------------------------------------------------------------------------
     model: str = _opt("model name (see `lightclip.list_models()`)", "lightclip-tiny-mnv2")
@@ -111,6 +123,12 @@ class TrainConfig:
     # --- LightCLIP switches (None: from --recipe) ---------------------------------------------
     soft_labels: bool | None = _opt("progressive soft labels for the contrastive loss")
     token_loss: bool | None = _opt("token-level alignment loss (Hungarian matching)")
+    token_space: str | None = _opt(
+        "where the token loss compares tokens: 'joint' (each tower's own projection into the "
+        "joint embedding space) or 'heads' (two training-only Linear heads; measured to "
+        "collapse) (default: the model's)",
+        choices=TOKEN_SPACES,
+    )
     mlm: bool | None = _opt("masked language modelling loss")
     fusion: bool | None = _opt("image-to-text fusion pass for the MLM loss (needs --mlm)")
     w_ins: float | None = _opt("weight of the instance (contrastive) loss")
@@ -141,6 +159,7 @@ class TrainConfig:
             if getattr(self, key) is None:
                 # Fusion only feeds the MLM loss: --no-mlm alone also turns it off.
                 setattr(self, key, value and bool(self.mlm) if key == "fusion" else value)
+        self.aug_cfg = parse_aug_cfg(self.aug_cfg)
         self._validate()
 
     def _validate(self) -> None:
@@ -169,7 +188,7 @@ class TrainConfig:
             bad("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
         if self.dataset_type not in DATASET_TYPES:
             bad("dataset_type", f"must be one of {DATASET_TYPES}, got {self.dataset_type!r}")
-        if not 0.0 <= self.eda_prob <= 1.0:
+        if self.eda_prob is not None and not 0.0 <= self.eda_prob <= 1.0:
             bad("eda_prob", f"must be in [0, 1], got {self.eda_prob}")
         if not 0.0 <= self.alpha < 1.0:
             bad("alpha", f"must be in [0, 1), got {self.alpha}")
@@ -180,6 +199,8 @@ class TrainConfig:
         for name in ("w_ins", "w_tok", "w_mlm"):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.token_space is not None and self.token_space not in TOKEN_SPACES:
+            bad("token_space", f"must be one of {TOKEN_SPACES}, got {self.token_space!r}")
         if self.fusion and not self.mlm:
             bad("fusion", "needs --mlm (the fused pass only feeds the MLM loss)")
         unknown = set(self.reporters) - set(REPORTERS)
@@ -224,7 +245,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kind, _ = _base_type(f.name)
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f.metadata["help"]}
-        if kind is bool:
+        if "nargs" in f.metadata:
+            kwargs.update(type=str, nargs=f.metadata["nargs"], metavar="KEY=VALUE")
+        elif kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = kind

@@ -25,7 +25,9 @@ from .runtime import Runtime
 
 
 class Accumulator:
-    """Sums the loss parts over the micro-batches of one step, on their device."""
+    """Sums the loss parts (logged as ``loss_<part>``), the total (``loss``) and any
+    diagnostics (logged under their own names, e.g. ``img_cos``) over the micro-batches of one
+    step, on their device."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
@@ -33,17 +35,24 @@ class Accumulator:
         self.samples = 0
         self.data_time = 0.0
 
-    def add(self, parts: dict[str, torch.Tensor], total: torch.Tensor, samples: int) -> None:
+    def add(
+        self,
+        parts: dict[str, torch.Tensor],
+        total: torch.Tensor,
+        samples: int,
+        diagnostics: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         values = {f"loss_{k}": v.detach().float() for k, v in parts.items()}
         values["loss"] = total.detach().float()
+        values.update({k: v.detach().float() for k, v in (diagnostics or {}).items()})
         for k, v in values.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.micro += 1
         self.samples += samples
 
     def losses(self, rt: Runtime) -> tuple[list[str], torch.Tensor]:
-        """The step's mean losses, averaged across ranks, still on the device (with NCCL the
-        all-reduce is queued like any kernel; with gloo it runs on the host)."""
+        """The step's mean losses and diagnostics, averaged across ranks, still on the device
+        (with NCCL the all-reduce is queued like any kernel; with gloo it runs on the host)."""
         keys = sorted(self.sums)
         values = torch.stack([self.sums[k] for k in keys]) / self.micro
         if rt.world_size > 1:

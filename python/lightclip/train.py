@@ -9,7 +9,9 @@ or from Python / a notebook::
     from lightclip import train, TrainConfig
     result = train(TrainConfig(model="lightclip-tiny-mnv2", steps=100, batch_size=32))
 
-The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2). The heavy lifting happens
+The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2); each step also logs the
+collapse diagnostics of ``diagnostics.py`` (``img_cos``, ``txt_cos``, ``tok_img_cos``,
+``tok_word_cos``). The heavy lifting happens
 elsewhere: the Rust data pipeline yields ready tensors (augmented images, tokenized / masked
 captions, word lengths), the Rust label schedule and Hungarian matcher run inside the losses.
 This file is the loop; the pieces it wires together are in ``runtime.py`` (rank, device,
@@ -37,6 +39,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse_args
+from .diagnostics import collapse_diagnostics
 from .errors import DataError, InvalidInputError, LightclipError
 from .optim import build_optimizer, clamp_logit_scale, set_lr
 from .run_log import RunLog
@@ -274,7 +277,8 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                         total = sum(getattr(config, f"w_{k}") * v for k, v in parts.items())
                     loss = total / config.accum_freq
                     (scaler.scale(loss) if scaler is not None else loss).backward()
-                accum.add(parts, total, batch["image"].shape[0])
+                # Detached device scalars (no wait for the GPU): is anything collapsing?
+                accum.add(parts, total, batch["image"].shape[0], collapse_diagnostics(out))
                 micro += 1
                 if not last_micro:
                     t_data = time.perf_counter()

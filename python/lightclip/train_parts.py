@@ -62,6 +62,8 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
     )
     if config.image_size is not None:
         overrides["image_size"] = config.image_size
+    if config.token_space is not None:
+        overrides["token_space"] = config.token_space
     # Seeded here, apart from the global RNG: every rank builds the same initial weights.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -80,6 +82,7 @@ def build_pipeline(
     num_samples: int | None,
     device: torch.device,
 ) -> Any:
+    from .augmentation import pipeline_kwargs
     from .data import DataPipeline
 
     source = resolve_source(source, config.dataset_type, "--train-data" if train else "--val-data")
@@ -94,7 +97,8 @@ def build_pipeline(
         world_size=world_size,
     )
     if train:
-        kwargs.update(eda_prob=config.eda_prob, mlm=bool(config.mlm))
+        kwargs.update(eda_prob=config.eda_prob, mlm=bool(config.mlm))  # None: per source
+        kwargs.update(pipeline_kwargs(config.aug_cfg or {}))
     if device.type == "cuda":
         # uint8 images from pinned memory: a quarter of the bytes over PCIe, copied
         # asynchronously, and normalised on the GPU instead of on the pipeline's cores.

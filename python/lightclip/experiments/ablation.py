@@ -1,7 +1,8 @@
-"""CLIP baseline vs LightCLIP and the ablation rows, on Flickr8k: ``make compare``.
+"""CLIP baseline vs LightCLIP and the ablation rows, on Flickr8k, over seeds: ``make compare``.
 
 Every row trains the same towers on the same Flickr8k train shards for the same number of
-steps with the same seed, batch and learning rate; only the LightCLIP switches differ:
+steps, with the same seeds, batch, learning rate and augmentation; only the LightCLIP switches
+differ:
 
     clip          plain CLIP (hard-label contrastive loss only)
     +soft         + progressive soft labels
@@ -10,20 +11,26 @@ steps with the same seed, batch and learning rate; only the LightCLIP switches d
     lightclip     all three (the full recipe, SPEC §2 loss weights)
 
 Each trained model is exported (training-only heads dropped) and evaluated on the Flickr8k
-dev shard, all 5 captions per image: image->text and text->image R@1/5/10. The table is
-printed and written as Markdown and JSON next to a bar plot (matplotlib)::
+dev shard (1,000 images, all 5 captions each): image->text and text->image R@1/5/10, and a
+zero-shot figure (``flickr8k_zero_shot``: dev images labelled by the subject their captions
+agree on). Rows report mean ± standard deviation over the seeds, the wall time per run, and
+the loss curves; the table is printed and written as Markdown and JSON next to a plot::
 
-    python -m lightclip.experiments.ablation --steps 1000          # the full comparison
-    python -m lightclip.experiments.ablation --steps 20 --rows clip lightclip   # a smoke run
+    python -m lightclip.experiments.ablation                         # the full comparison
+    python -m lightclip.experiments.ablation --rows clip lightclip --seeds 1   # quick
+    python -m lightclip.experiments.ablation --rows clip --seeds 1 \\
+        --train-opt lr=1e-3 --model-opt text_layers=4                # one regime variant
 
 Results land in ``--out`` (default ``logs/ablation``): ``ablation.md``, ``ablation.json``,
-``ablation.png`` and one run folder per row.
+``ablation.png`` and one run folder per row and seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,8 +39,10 @@ from typing import Any
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..errors import InvalidInputError, LightclipError
+from ..models import get_model_config
 from ..train import train
 from ..validation import evaluate_held_out
+from .flickr8k_zero_shot import zero_shot_accuracy
 
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "clip": ("CLIP baseline", dict(recipe="clip")),
@@ -49,9 +58,27 @@ METRICS = [
     ("i2t R@1", "text_retrieval_recall@1"),
     ("i2t R@5", "text_retrieval_recall@5"),
     ("i2t R@10", "text_retrieval_recall@10"),
+    ("zero-shot top-1", "zeroshot_acc1"),
 ]
 TRAIN_SHARDS = "train-{000000..000005}.tar"
 DEV_SHARD = "dev-000000.tar"
+
+# The small-data regime (issue #20), chosen by measurement on the train and dev shards.
+DEFAULTS = dict(towers="tiny-mnv2", steps=1500, batch_size=64, lr=2e-3)
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to a dict; values are Python literals (or plain strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{flag}: expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,15 +92,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--towers",
-        default="tiny-mnv2",
-        help="tower preset: model lightclip-<towers> (e.g. tiny-mnv2, mnv2, r18)",
+        default=DEFAULTS["towers"],
+        help="tower preset: model lightclip-<towers> (e.g. tiny-mnv2, tiny-r18, r18)",
     )
     p.add_argument("--image-size", type=int, default=None, help="default: the preset's")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row: first-seed, +1, ...")
+    p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--train-opt",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other TrainConfig field for every row (e.g. warmup=100 'aug_cfg={...}')",
+    )
+    p.add_argument(
+        "--model-opt",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="model config overrides for every row (e.g. text_layers=4 text_width=128)",
+    )
     p.add_argument(
         "--eval-batches",
         type=int,
@@ -86,73 +128,119 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_row(key: str, args: argparse.Namespace, train_data: str, dev_data: str) -> dict[str, Any]:
+def model_argument(args: argparse.Namespace, out: Path) -> str:
+    """The ``--model`` of every row: the preset, or a JSON config with ``--model-opt``."""
+    name = f"lightclip-{args.towers}"
+    overrides = _key_values(args.model_opt, "--model-opt")
+    if not overrides:
+        return name
+    cfg = get_model_config(name).replace(**overrides)
+    path = out / "model.json"
+    path.write_text(json.dumps({**cfg.to_dict(), "name": name}, indent=2))
+    return str(path)
+
+
+def run_one(
+    key: str, seed: int, args: argparse.Namespace, model: str, data: tuple[str, str]
+) -> dict[str, Any]:
     label, switches = ROWS[key]
+    train_data, dev_data = data
+    extra = _key_values(args.train_opt, "--train-opt")
+    clash = sorted(set(extra) & {*switches, "seed", "steps", "model", "logs", "name"})
+    if clash:
+        raise InvalidInputError(f"--train-opt: {clash} are set by the experiment itself")
     config = TrainConfig(
-        model=f"lightclip-{args.towers}",
-        train_data=train_data,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        image_size=args.image_size,
-        workers=args.workers,
-        logs=args.out,
-        name=f"row-{key.strip('+')}",
-        progress=not args.no_progress,
-        log_every_n_steps=max(args.steps // 20, 1),
-        save_frequency=0,
-        export=True,
-        **switches,
+        **{
+            "model": model,
+            "train_data": train_data,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "seed": seed,
+            "image_size": args.image_size,
+            "workers": args.workers,
+            "logs": args.out,
+            "name": f"row-{key.strip('+')}-seed{seed}",
+            "progress": not args.no_progress,
+            "log_every_n_steps": max(args.steps // 50, 1),
+            "save_frequency": 0,
+            "export": True,
+            **extra,
+            **switches,
+        }
     )
-    print(f"\n=== {label}: {config.model}, {args.steps} steps x {args.batch_size}", flush=True)
+    print(f"\n=== {label}, seed {seed}: {model}, {args.steps} steps x {args.batch_size}", flush=True)
     start = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - start
     assert result.export_path is not None
-    model = model_from_checkpoint(result.export_path).eval()
+    exported = model_from_checkpoint(result.export_path).eval()
     metrics = evaluate_held_out(
-        model,
+        exported,
         dev_data,
         image_size=args.image_size,
         zero_shot=False,
         max_batches=args.eval_batches,
     )
-    final = result.history[-1] if result.history else {}
+    metrics["zeroshot_acc1"] = zero_shot_accuracy(
+        exported, dev_data, image_size=args.image_size, max_batches=args.eval_batches
+    )
+    curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "tok_img_cos", "tok_word_cos")
+    curve = [
+        {k: h[k] for k in ("step", *curve_keys) if k in h}
+        for h in result.history
+        if h["step"] % config.log_every_n_steps == 0 or h["step"] == result.step
+    ]
+    print("dev: " + "  ".join(f"{name} {100 * metrics[k]:.1f}" for name, k in METRICS))
     return {
         "row": key,
         "label": label,
+        "seed": seed,
         "train_seconds": seconds,
-        "final_loss": final.get("loss"),
-        "samples_per_s": _mean_rate(result.history),
+        "final_loss": result.history[-1].get("loss") if result.history else None,
         "dev_images": metrics.get("retrieval_num_images"),
+        "curve": curve,
         **{k: metrics[k] for _, k in METRICS},
     }
 
 
-def _mean_rate(history: list[dict[str, float]]) -> float | None:
-    rates = [h["samples_per_s"] for h in history[1:] if "samples_per_s" in h]
-    return sum(rates) / len(rates) if rates else None
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per row: mean and standard deviation (over seeds) of every figure."""
+    rows: list[dict[str, Any]] = []
+    for key in dict.fromkeys(r["row"] for r in runs):
+        mine = [r for r in runs if r["row"] == key]
+        row: dict[str, Any] = {"row": key, "label": mine[0]["label"], "seeds": len(mine)}
+        for _, k in [*METRICS, ("", "train_seconds"), ("", "final_loss")]:
+            values = [r[k] for r in mine if r[k] is not None]
+            row[k] = statistics.fmean(values) if values else None
+            row[f"{k}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["dev_images"] = mine[0]["dev_images"]
+        rows.append(row)
+    return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    head = ["row"] + [name for name, _ in METRICS] + ["train s"]
+def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace, model: str) -> str:
+    head = ["row"] + [name for name, _ in METRICS] + ["train s", "final loss"]
+    seeds = f"{rows[0]['seeds']} seed{'s' if rows[0]['seeds'] > 1 else ''}"
     lines = [
-        f"Flickr8k dev retrieval ({rows[0]['dev_images']:.0f} images, 5 captions each), "
-        f"lightclip-{args.towers}, "
-        f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}, seed {args.seed}",
+        f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), {model}, "
+        f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; mean ± std over {seeds} "
+        "(recall and accuracy in %)",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
     ]
     for r in rows:
-        cells = [r["label"]] + [f"{100 * r[k]:.1f}" for _, k in METRICS]
+        cells = [r["label"]]
+        for _, k in METRICS:
+            cells.append(f"{100 * r[k]:.1f} ± {100 * r[f'{k}_std']:.1f}")
         cells.append(f"{r['train_seconds']:.0f}")
+        cells.append(f"{r['final_loss']:.2f}" if r["final_loss"] is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path) -> bool:
     try:
         import matplotlib
 
@@ -161,16 +249,28 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
         return False
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(14, 4.5))
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
         xs = [j + i * width for j in range(len(METRICS))]
-        ax.bar(xs, [100 * r[k] for _, k in METRICS], width, label=r["label"])
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(METRICS))])
-    ax.set_xticklabels([name for name, _ in METRICS])
-    ax.set_ylabel("recall (%)")
-    ax.set_title("Flickr8k dev retrieval")
-    ax.legend(fontsize=8)
+        means = [100 * r[k] for _, k in METRICS]
+        stds = [100 * r[f"{k}_std"] for _, k in METRICS]
+        bars.bar(xs, means, width, yerr=stds, capsize=2, label=r["label"])
+    bars.set_xticks([j + 0.4 - width / 2 for j in range(len(METRICS))])
+    bars.set_xticklabels([name for name, _ in METRICS], fontsize=8)
+    bars.set_ylabel("% (mean ± std over seeds)")
+    bars.set_title("Flickr8k dev")
+    bars.legend(fontsize=8)
+    colours = {r["row"]: f"C{i}" for i, r in enumerate(rows)}
+    for run in runs:
+        steps = [c["step"] for c in run["curve"] if "loss_ins" in c]
+        values = [c["loss_ins"] for c in run["curve"] if "loss_ins" in c]
+        label = run["label"] if run["seed"] == runs[0]["seed"] else None
+        curves.plot(steps, values, color=colours[run["row"]], alpha=0.7, label=label)
+    curves.set_xlabel("step")
+    curves.set_ylabel("contrastive loss L_ins")
+    curves.set_title("training curves (every seed)")
+    curves.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -183,21 +283,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not (data_dir / DEV_SHARD).is_file():
             raise InvalidInputError(f"--data-dir: no Flickr8k shards in {data_dir}")
-        if args.steps < 1 or args.batch_size < 1:
-            raise InvalidInputError("--steps and --batch-size must be at least 1")
+        if args.steps < 1 or args.batch_size < 1 or args.seeds < 1:
+            raise InvalidInputError("--steps, --batch-size and --seeds must be at least 1")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        train_data = str(data_dir / TRAIN_SHARDS)
-        dev_data = str(data_dir / DEV_SHARD)
-        rows = [run_row(key, args, train_data, dev_data) for key in args.rows]
+        model = model_argument(args, out)
+        data = (str(data_dir / TRAIN_SHARDS), str(data_dir / DEV_SHARD))
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        runs = [run_one(key, seed, args, model, data) for key in args.rows for seed in seeds]
     except LightclipError as e:
         print(f"ablation: error: {e}", file=sys.stderr)
         return 2
-    table = markdown_table(rows, args)
+    rows = summarise(runs)
+    table = markdown_table(rows, args, model)
     print("\n" + table)
     (out / "ablation.md").write_text(table + "\n")
-    (out / "ablation.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
-    if plot(rows, out / "ablation.png"):
+    report = {"args": vars(args), "rows": rows, "runs": runs}
+    (out / "ablation.json").write_text(json.dumps(report, indent=2))
+    if plot(rows, runs, out / "ablation.png"):
         print(f"\nplot: {out / 'ablation.png'}")
     return 0
 

@@ -10,6 +10,13 @@ gets its own patch and leftover patches stay unmatched. The loss is
 
 with gradients flowing through S at the matched entries only (the matching itself is a
 discrete choice and has no gradient).
+
+The loss takes tokens of any width D. The model (``LightCLIP.forward``) gives them in the
+joint embedding space by default, each tower's own projection applied per token, so L_tok
+shapes ``text_projection`` and the image head as well as the towers; with
+``token_space="heads"`` they come from two training-only Linear heads instead, a reading whose
+positives-only loss can collapse (every token one direction). ``lightclip.diagnostics``
+measures such a collapse.
 """
 
 from __future__ import annotations
@@ -73,7 +80,8 @@ class TokenAlignmentLoss(nn.Module):
 
     ``loss(image_tokens, word_tokens, word_lengths)``:
 
-    * ``image_tokens`` ``[B, N, D]``: the projected patch tokens of each image;
+    * ``image_tokens`` ``[B, N, D]``: the projected patch tokens of each image (in the joint
+      space for the model's default ``token_space``);
     * ``word_tokens`` ``[B, L, D]``: the projected word tokens of each caption, of which only
       the first ``word_lengths[b]`` are real words (the rest is padding and is never matched);
     * ``word_lengths`` ``[B]`` integer tensor.

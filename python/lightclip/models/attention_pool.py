@@ -2,6 +2,9 @@
 is prepended as a query token, every position gets a learned positional embedding, and one
 multi-head attention layer with the mean token as the only query produces the embedding.
 
+``project_tokens`` gives every spatial token in the joint space (MaskCLIP's reading: value and
+output projections only), the image tokens of L_tok.
+
 Keys (under ``visual.head.``): ``positional_embedding`` [(S*S)+1, C], ``q_proj``, ``k_proj``,
 ``v_proj`` (C -> C), ``c_proj`` (C -> embed_dim); OpenAI CLIP's ``attnpool`` names.
 
@@ -41,6 +44,14 @@ class AttentionPool2d(nn.Module):
         grid = grid.reshape(1, self.spatial, self.spatial, c).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(h * w, c)])
+
+    def project_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Every spatial token in the joint space, as MaskCLIP reads the pool: the token with
+        its positional embedding (as ``forward`` adds it) through ``v_proj`` then ``c_proj``,
+        skipping the query/key attention that mixes them. [B, C, h, w] -> [B, h*w, E]."""
+        _, _, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2) + self.positional(h, w)[1:].to(x.dtype)
+        return self.c_proj(self.v_proj(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

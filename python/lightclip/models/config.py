@@ -1,9 +1,9 @@
 """The model configuration: one dataclass, read from the JSON presets in ``configs/``.
 
-A preset names the image tower and sizes both towers; the LightCLIP training-only parts (token
-projections, image-to-text fusion, MLM head) are switched by ``token_head``, ``fusion_stages``
-and ``mlm``. A plain CLIP baseline is the same config with all three off (``as_plain_clip()``),
-which is also exactly what ``LightCLIP.export()`` builds.
+A preset names the image tower and sizes both towers; the LightCLIP training-only parts (the
+token outputs for L_tok, image-to-text fusion, MLM head) are switched by ``token_head``,
+``fusion_stages`` and ``mlm``. A plain CLIP baseline is the same config with all three off
+(``as_plain_clip()``), which is also exactly what ``LightCLIP.export()`` builds.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ EOT_TOKEN_ID = 49407
 MASK_TOKEN_ID = 49408
 
 IMAGE_TOWERS = ("resnet18", "mobilenetv2", "swin")
+#: Where L_tok compares tokens: "joint" maps them with each tower's own projection into the
+#: joint embedding space (no extra parameters); "heads" uses two training-only Linear heads to
+#: ``d_tok`` (the first reading of SPEC §2, whose positives-only loss was measured to collapse).
+TOKEN_SPACES = ("joint", "heads")
 
 
 @dataclass
@@ -61,6 +65,7 @@ class LightCLIPConfig:
     trim_padding: bool = True
     # --- LightCLIP training-only parts
     token_head: bool = True
+    token_space: str = "joint"
     d_tok: int = 256
     fusion_stages: tuple[int, ...] = (2, 3)
     fusion_heads: int = 8
@@ -85,6 +90,8 @@ class LightCLIPConfig:
 
     @property
     def has_training_heads(self) -> bool:
+        """Whether the model has any training-only output (the joint token space adds no
+        module, but its token outputs are still training-only)."""
         return self.token_head or bool(self.fusion_stages) or self.mlm
 
     def validate(self) -> None:
@@ -93,6 +100,8 @@ class LightCLIPConfig:
 
         if self.image_tower not in IMAGE_TOWERS:
             raise bad("image_tower", f"must be one of {IMAGE_TOWERS}, got {self.image_tower!r}")
+        if self.token_space not in TOKEN_SPACES:
+            raise bad("token_space", f"must be one of {TOKEN_SPACES}, got {self.token_space!r}")
         if self.image_size <= 0 or self.image_size % 32:
             raise bad("image_size", f"must be a positive multiple of 32, got {self.image_size}")
         if self.text_layers % self.text_stages:

@@ -7,10 +7,16 @@ State-dict layout (open_clip's ``CustomTextCLIP`` naming, so an export maps stra
     text.*                text tower (open_clip ``TextTransformer`` names, see text.py)
     logit_scale           log of the contrastive temperature's inverse, init ln(1/0.07)
   training only, dropped by ``export()``:
-    token_proj_image.*    Linear(stage-4 channels -> d_tok) for the token alignment loss
-    token_proj_text.*     Linear(text width -> d_tok)
+    token_proj_image.*    Linear(stage-4 channels -> d_tok) for the token alignment loss,
+    token_proj_text.*     Linear(text width -> d_tok)      both with token_space="heads" only
     fusion.*              image-to-text fusion for the fused MLM pass (fusion.py)
     mlm_head.*            Linear(text width -> vocab) predicting the original tokens
+
+The token alignment loss's tokens live, by default (``token_space="joint"``), in the joint
+embedding space, mapped there by each tower's own projection (the image tower's
+``project_tokens``, the text tower's ``text_projection``): no parameter of their own, and a
+collapse of all tokens to one direction would fight the contrastive loss instead of satisfying
+L_tok for free, as the separate heads of ``token_space="heads"`` were measured to do.
 
     >>> import torch, lightclip
     >>> model = lightclip.create_model("clip-tiny-mnv2")
@@ -61,7 +67,7 @@ class LightCLIP(nn.Module):
         self.token_proj_text: nn.Linear | None = None
         self.fusion: ImageToTextFusion | None = None
         self.mlm_head: nn.Linear | None = None
-        if config.token_head:
+        if config.token_head and config.token_space == "heads":
             self.token_proj_image = nn.Linear(channels[-1], config.d_tok)
             self.token_proj_text = nn.Linear(config.text_width, config.d_tok)
         if config.fusion_stages and config.mlm:
@@ -112,8 +118,10 @@ class LightCLIP(nn.Module):
         text passes (clean; masked; masked with image fusion).
 
         Returns ``image_features``/``text_features`` [B, E] (L2-normalised), ``logit_scale``
-        (exp'd), ``image_tokens`` [B, N_img, d_tok] and ``word_tokens`` [B, C-2, d_tok]
-        (L2-normalised; word j is text position j+1; None without the token head),
+        (exp'd), ``image_tokens`` [B, N_img, D] (stage-4 locations, row-major) and
+        ``word_tokens`` [B, C-2, D] (L2-normalised; word j is text position j+1, zero past the
+        last EOT; None without the token head; D is E in the joint token space, ``d_tok``
+        with ``token_space="heads"``),
         ``word_lengths`` [B] (tokens strictly between SOT and EOT), and ``mlm_logits_text`` /
         ``mlm_logits_fused``: [B, C, V] logits at every position, or, when ``mlm_labels``
         ([B, C], -100 = not masked) is given, [M, V] at the M masked positions only (a 10-20x
@@ -135,7 +143,11 @@ class LightCLIP(nn.Module):
         # The forward's one wait for the device: the ids checked and the last EOT found.
         eot, last_eot = self.text.checked_eot(text, masked_text)
         stages = self.visual.forward_stages(images)
-        image_features = self.visual.forward_head(stages[-1])
+        image_tokens: torch.Tensor | None = None  # in the joint space, un-normalised
+        if self.config.token_head and self.config.token_space == "joint":
+            image_features, image_tokens = self.visual.forward_head_and_tokens(stages[-1])
+        else:
+            image_features = self.visual.forward_head(stages[-1])
         context = text.shape[1]
         # The mask is causal, so nothing after the last EOT can change a word or an EOT state:
         # run the text passes on the columns up to it and pad the per-position outputs back.
@@ -156,7 +168,11 @@ class LightCLIP(nn.Module):
             "mlm_logits_fused": None,
             "mlm_labels": None,
         }
-        if self.token_proj_image is not None and self.token_proj_text is not None:
+        if image_tokens is not None:
+            out["image_tokens"] = F.normalize(image_tokens, dim=-1)
+            words = F.normalize(self.text.project_tokens(states[:, 1 : keep - 1]), dim=-1)
+            out["word_tokens"] = F.pad(words, (0, 0, 0, context - keep))
+        elif self.token_proj_image is not None and self.token_proj_text is not None:
             patches = stages[-1].flatten(2).transpose(1, 2)  # [B, h*w, C4]
             out["image_tokens"] = F.normalize(self.token_proj_image(patches), dim=-1)
             words = F.normalize(self.token_proj_text(states[:, 1 : keep - 1]), dim=-1)

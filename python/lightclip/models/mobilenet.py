@@ -122,7 +122,8 @@ class MobileNetV2Trunk(nn.Module):
 class MobileNetV2Tower(nn.Module):
     """MobileNet-V2 + avg-pool/linear head.
 
-    ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E]."""
+    ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E];
+    ``project_tokens(stage4)`` -> [B, h*w, E] (L_tok's image tokens in the joint space)."""
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
@@ -137,6 +138,18 @@ class MobileNetV2Tower(nn.Module):
 
     def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk.forward_head_features(stage4).mean(dim=(2, 3)))
+
+    def project_tokens(self, stage4: torch.Tensor) -> torch.Tensor:
+        """The head without the pooling: every stage-4 location in the joint space,
+        [B, h*w, E], un-normalised. ``conv_head`` is 1x1 and ``proj`` linear without bias, so
+        the mean of these tokens is ``forward_head(stage4)``."""
+        return self.forward_head_and_tokens(stage4)[1]
+
+    def forward_head_and_tokens(self, stage4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forward_head(stage4), project_tokens(stage4))`` sharing one ``conv_head`` pass."""
+        features = self.trunk.forward_head_features(stage4)
+        tokens = self.head.proj(features.flatten(2).transpose(1, 2))
+        return self.head(features.mean(dim=(2, 3))), tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_stages(x)[-1])

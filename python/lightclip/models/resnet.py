@@ -75,7 +75,9 @@ class ResNetTrunk(nn.Module):
 class ResNetTower(nn.Module):
     """ResNet-18 + attention pool.
 
-    ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E]."""
+    ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E];
+    ``project_tokens(stage4)`` -> [B, h*w, E] (L_tok's image tokens in the joint space, see
+    ``AttentionPool2d.project_tokens``)."""
 
     stage_channels = (64, 128, 256, 512)
 
@@ -91,6 +93,12 @@ class ResNetTower(nn.Module):
 
     def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
         return self.head(stage4)
+
+    def project_tokens(self, stage4: torch.Tensor) -> torch.Tensor:
+        return self.head.project_tokens(stage4)
+
+    def forward_head_and_tokens(self, stage4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(stage4), self.head.project_tokens(stage4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_stages(x)[-1])

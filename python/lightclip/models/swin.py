@@ -197,7 +197,8 @@ class SwinTrunk(nn.Module):
 
 
 class SwinTower(nn.Module):
-    """Swin-Nano + norm/avg-pool/linear head. Stage outputs are NCHW like the CNN towers'."""
+    """Swin-Nano + norm/avg-pool/linear head. Stage outputs are NCHW like the CNN towers';
+    ``project_tokens(stage4)`` -> [B, h*w, E] (L_tok's image tokens in the joint space)."""
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
@@ -213,6 +214,14 @@ class SwinTower(nn.Module):
     def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
         pooled = self.trunk.norm(stage4.permute(0, 2, 3, 1)).mean(dim=(1, 2))
         return self.head(pooled)
+
+    def project_tokens(self, stage4: torch.Tensor) -> torch.Tensor:
+        """The head without the pooling: ``norm`` then ``proj`` at every stage-4 location,
+        [B, h*w, E] (row-major, as ``stage4.flatten(2)``), un-normalised."""
+        return self.head.proj(self.trunk.norm(stage4.permute(0, 2, 3, 1)).flatten(1, 2))
+
+    def forward_head_and_tokens(self, stage4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_head(stage4), self.project_tokens(stage4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_stages(x)[-1])

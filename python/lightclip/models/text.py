@@ -213,6 +213,11 @@ class TextTransformer(nn.Module):
         pooled = states[torch.arange(states.shape[0], device=states.device), eot]
         return pooled @ self.text_projection
 
+    def project_tokens(self, states: torch.Tensor) -> torch.Tensor:
+        """Final states [B, L, width] to the joint space with the projection ``pool`` applies
+        to the EOT state: [B, L, embed_dim], un-normalised (L_tok's word tokens)."""
+        return states @ self.text_projection
+
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         # One read of the device for the checks and the EOTs, as in the training forward.
         eot, _ = self.checked_eot(text)
