@@ -169,7 +169,9 @@ def run_one(
             **switches,
         }
     )
-    print(f"\n=== {label}, seed {seed}: {model}, {args.steps} steps x {args.batch_size}", flush=True)
+    print(
+        f"\n=== {label}, seed {seed}: {model}, {args.steps} steps x {args.batch_size}", flush=True
+    )
     start = time.perf_counter()
     result = train(config)
     seconds = time.perf_counter() - start
