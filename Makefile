@@ -74,7 +74,7 @@ demo: build ## train on the bundled data, evaluate, print results
 	$(PY) -m lightclip demo
 
 .PHONY: compare
-compare: build ## CLIP vs LightCLIP + ablation rows on Flickr8k (ARGS="--steps 20" for a quick run)
+compare: build ## CLIP vs LightCLIP + ablation rows on Flickr8k, 3 seeds each (ARGS="--rows clip lightclip --seeds 1" for a quick run)
 	$(PY) -m lightclip.experiments.ablation $(ARGS)
 
 bench: build ## run every benchmark (each prints its ratio against the reference)

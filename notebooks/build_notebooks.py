@@ -195,9 +195,10 @@ Here we draw those matches over the image for a few held-out pairs:
 
 * the LightCLIP model **before** training (random initialisation),
 * the LightCLIP model **after** a short training run,
-* a plain **CLIP** baseline trained the same way but without the token loss. A plain CLIP has
-  no word–patch objective, so we give it the same token head (built, but with loss weight 0):
-  whatever structure its matches show comes from the encoders alone.
+* a plain **CLIP** baseline trained the same way but without the token loss (loss weight 0).
+  The tokens live in the joint embedding space, mapped there by each tower's own projection,
+  so the baseline has them too: whatever structure its matches show comes from the
+  contrastive loss alone.
 
 Images are 128 px here (64 px in fast mode), so the MobileNetV2 grid has 4×4 patches."""),
     ("code", SETUP),
@@ -219,7 +220,7 @@ def run(recipe, **switches):
     return result
 
 lightclip_run = run("lightclip")
-# The baseline: hard-label contrastive loss only; the token head exists but its weight is 0.
+# The baseline: hard-label contrastive loss only; its tokens are computed, with weight 0.
 clip_run = run("clip", token_loss=True, w_tok=0.0)"""),
     ("code", """\
 from lightclip.checkpoint import model_from_checkpoint
@@ -289,8 +290,8 @@ Heat = cosine similarity of the word with each patch; the cyan box is the patch 
 Hungarian matching gave that word (one patch per word while patches last; a word in
 parentheses got none). After training
 with the token loss, the matched similarities rise and colour/shape words tend to settle on
-the patches that show them; the baseline's token head never learned anything, so its
-matches stay arbitrary. The mean similarity over the matched pairs — exactly what the token
+the patches that show them; the baseline's tokens are shaped only by the contrastive loss on
+the pooled embeddings. The mean similarity over the matched pairs — exactly what the token
 loss maximises — summarises it:"""),
     ("code", """\
 names = list(matches)

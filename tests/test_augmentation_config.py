@@ -109,3 +109,14 @@ def test_the_settings_reach_the_trainers_pipeline(tmp_path) -> None:
     assert torch.allclose(image[0], image[1], atol=1e-5)
     assert torch.allclose(image[1], image[2], atol=1e-5)
     assert not torch.allclose(evaluation[0], evaluation[1], atol=1e-3)
+
+
+def test_small_real_images_get_milder_defaults_than_large_ones() -> None:
+    from lightclip.data import augmentation_defaults
+
+    small, large = augmentation_defaults("x.tar", 64), augmentation_defaults("x.tar", 224)
+    assert large["crop_scale"] == (0.2, 1.0) and large["grayscale_p"] == 0.2  # SPEC §2 MoCo-v2
+    assert small["crop_scale"][0] > large["crop_scale"][0]
+    assert small["jitter_p"] < large["jitter_p"] and small["blur_p"] < large["blur_p"]
+    assert augmentation_defaults("x.tar", 128) == small
+    assert augmentation_defaults("synthetic:train", 224)["eda_prob"] == 0.0

@@ -54,6 +54,8 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
             "--rows",
             "clip",
             "lightclip",
+            "--seeds",
+            "2",
             "--eval-batches",
             "1",
             "--workers",
@@ -61,21 +63,56 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
             "--out",
             str(tmp_path),
             "--no-progress",
+            "--train-opt",
+            "aug_cfg={'scale': (0.9, 1)}",
+            "--model-opt",
+            "text_layers=4",
         ]
     )
     assert code == 0
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert [r["row"] for r in report["rows"]] == ["clip", "lightclip"]
+    assert [(r["row"], r["seed"]) for r in report["runs"]] == [
+        ("clip", 0),
+        ("lightclip", 0),
+        ("clip", 1),
+        ("lightclip", 1),
+    ]
     for row in report["rows"]:
-        assert row["dev_images"] == 128
+        assert row["dev_images"] == 128 and row["seeds"] == 2
+        runs = [r for r in report["runs"] if r["row"] == row["row"]]
         for _, key in ablation.METRICS:
-            assert 0.0 <= row[key] <= 1.0
+            values = [r[key] for r in runs]
+            assert all(0.0 <= v <= 1.0 for v in values)
+            assert row[key] == pytest.approx(sum(values) / 2)
+            assert row[f"{key}_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     table = (tmp_path / "ablation.md").read_text()
     assert "| CLIP baseline |" in table and "| LightCLIP (all) |" in table
-    # Each row trained with its own switches: the baseline has no training-only heads.
-    clip_cfg = json.loads((tmp_path / "row-clip" / "config.json").read_text())
+    assert "over 2 seeds" in table
+    # Each row and seed trained with its own switches and the shared overrides.
+    clip_cfg = json.loads((tmp_path / "row-clip-seed1" / "config.json").read_text())
     assert (clip_cfg["soft_labels"], clip_cfg["token_loss"], clip_cfg["mlm"]) == (False,) * 3
+    assert clip_cfg["seed"] == 1 and clip_cfg["aug_cfg"] == {"scale": [0.9, 1.0]}
+    assert json.loads(Path(clip_cfg["model"]).read_text())["text_layers"] == 4
     assert (tmp_path / "ablation.png").exists()
+
+
+def test_ablation_refuses_overrides_of_what_it_varies(flickr8k_dir: Path, tmp_path: Path, capsys):
+    argv = ["--data-dir", str(flickr8k_dir), "--out", str(tmp_path), "--train-opt", "seed=3"]
+    assert ablation.main(argv) == 2
+    assert "set by the experiment itself" in capsys.readouterr().err
+
+
+def test_flickr8k_subject_labels() -> None:
+    from lightclip.experiments.flickr8k_zero_shot import SUBJECTS, subject_label
+
+    dog = SUBJECTS.index("dog")
+    assert subject_label(["Two dogs run .", "A dog .", "dogs play", "a man", "a man"]) == dog
+    assert subject_label(["A man and a dog ."] * 5) is None  # two subjects agree: ambiguous
+    assert subject_label(["A dog .", "A dog .", "A cat ."]) is None  # only 2 votes
+    assert subject_label(["The hotdog stand ."] * 5) is None  # words, not substrings
+    women = ["Two women talk .", "A woman laughs .", "women outside", "people", "x"]
+    assert subject_label(women) == SUBJECTS.index("woman")
 
 
 def test_ablation_reports_missing_data(tmp_path: Path, capsys) -> None:

@@ -33,7 +33,14 @@ from . import _core
 from .errors import InvalidInputError
 from .tokenizer import default_vocab_path
 
-__all__ = ["DataPipeline", "PipelineDataset", "CLIP_MEAN", "CLIP_STD", "normalize_uint8"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DataPipeline",
+    "PipelineDataset",
+    "augmentation_defaults",
+    "normalize_uint8",
+]
 
 logger = logging.getLogger("lightclip.data")
 
@@ -43,11 +50,41 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The procedural captions are about colour, shape and position: hue jitter and grayscale would
 # make them false, strong crops would cut shapes out, EDA would scramble "to the left of".
 _SYNTHETIC_DEFAULTS = dict(
-    crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), grayscale_p=0.0, eda_prob=0.0
+    crop_scale=(0.8, 1.0),
+    jitter=(0.4, 0.4, 0.2, 0.0),
+    jitter_p=0.8,
+    grayscale_p=0.0,
+    blur_p=0.5,
+    eda_prob=0.0,
 )
+# Real photos at 224 px and up: SPEC §2's MoCo-v2 recipe.
 _REAL_DEFAULTS = dict(
-    crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, eda_prob=0.5
+    crop_scale=(0.2, 1.0),
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_p=0.8,
+    grayscale_p=0.2,
+    blur_p=0.5,
+    eda_prob=0.5,
 )
+# Real photos at small sizes (the tiny presets' 64 px, up to 128 px): chosen by measurement on
+# Flickr8k (issue #20), where the MoCo-v2 strengths kept a small model from learning.
+SMALL_IMAGE_SIZE = 128
+_SMALL_REAL_DEFAULTS = dict(
+    crop_scale=(0.6, 1.0),
+    jitter=(0.4, 0.4, 0.4, 0.1),
+    jitter_p=0.3,
+    grayscale_p=0.0,
+    blur_p=0.0,
+    eda_prob=0.0,
+)
+
+
+def augmentation_defaults(source: str, image_size: int) -> dict[str, Any]:
+    """The augmentation a source gets when the caller leaves a setting out: mild for the
+    synthetic data, MoCo-v2 for real photos, milder for real photos of at most 128 px."""
+    if source.startswith("synthetic"):
+        return dict(_SYNTHETIC_DEFAULTS)
+    return dict(_REAL_DEFAULTS if image_size > SMALL_IMAGE_SIZE else _SMALL_REAL_DEFAULTS)
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -75,8 +112,10 @@ class DataPipeline:
     ``threads=None`` uses one thread per core. ``image_dtype="uint8"`` leaves normalisation to
     :func:`normalize_uint8` (done for you when ``device`` is given). ``pin_memory=True`` pins
     batches for fast asynchronous copies to CUDA. ``rank``/``world_size`` default to
-    torch.distributed's. Augmentation defaults follow SPEC §2 (MoCo-v2); for synthetic data
-    they are milder (see ``_SYNTHETIC_DEFAULTS``) because its captions name colours and places.
+    torch.distributed's. Augmentation settings left at None come from
+    :func:`augmentation_defaults`: SPEC §2's MoCo-v2 recipe for real photos above 128 px,
+    milder for smaller ones (where it was measured to keep small models from learning), and
+    milder still for synthetic data, whose captions name colours and places.
     """
 
     def __init__(
@@ -108,9 +147,9 @@ class DataPipeline:
         crop_scale: tuple[float, float] | None = None,
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         jitter: tuple[float, float, float, float] | None = None,
-        jitter_p: float = 0.8,
+        jitter_p: float | None = None,
         grayscale_p: float | None = None,
-        blur_p: float = 0.5,
+        blur_p: float | None = None,
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         flip_p: float = 0.5,
         csv_img_key: str = "filepath",
@@ -140,7 +179,7 @@ class DataPipeline:
                 f"invalid `rank`: need 0 <= rank < world_size, got rank={rank}, "
                 f"world_size={world_size}"
             )
-        defaults = _SYNTHETIC_DEFAULTS if source.startswith("synthetic") else _REAL_DEFAULTS
+        defaults = augmentation_defaults(source, image_size)
         if eda_prob is None:
             eda_prob = defaults["eda_prob"] if train else 0.0
         if vocab_path is None:
@@ -181,9 +220,9 @@ class DataPipeline:
             crop_scale=list(crop_scale or defaults["crop_scale"]),
             crop_ratio=list(crop_ratio),
             jitter=list(jitter or defaults["jitter"]),
-            jitter_p=jitter_p,
+            jitter_p=defaults["jitter_p"] if jitter_p is None else jitter_p,
             grayscale_p=defaults["grayscale_p"] if grayscale_p is None else grayscale_p,
-            blur_p=blur_p,
+            blur_p=defaults["blur_p"] if blur_p is None else blur_p,
             blur_sigma=list(blur_sigma),
             flip_p=flip_p,
             csv_img_key=csv_img_key,
