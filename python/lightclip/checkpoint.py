@@ -20,7 +20,9 @@ truncated one.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,20 +62,54 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
         os.close(dir_fd)
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Reads a checkpoint written by :func:`save_checkpoint` (or any open_clip-style dict)."""
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: Any = "cpu", *, trust: bool = False
+) -> dict[str, Any]:
+    """Reads a checkpoint written by :func:`save_checkpoint` (or any open_clip-style dict).
+
+    Only tensors and plain values (dicts, lists, numbers, strings) are read: a pickle can run
+    code while it loads, and checkpoints are downloaded and shared, so one that holds any
+    other Python object is refused before anything in it runs. ``trust=True`` lifts that for
+    a file you made yourself (checkpoints of lightclip before this rule kept NumPy's RNG
+    state as an array); :func:`convert_trusted_checkpoint` rewrites such a file once.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        # weights_only=False: the payload holds RNG states and plain config dicts, and only
-        # checkpoints the user points at are read.
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        payload = torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if trust or found is None:
+            reason = re.search(r"WeightsUnpickler error: (.+)", str(e))
+            why = reason.group(1) if reason else str(e)
+            raise CheckpointError(f"could not read checkpoint {path}: {why}") from None
+        raise CheckpointError(
+            f"refusing to load {path}: it holds a Python object ({found.group(1)}) other "
+            "than tensors and plain values, and loading one could run code hidden in the "
+            "file. If you made it yourself with an older lightclip, convert it once: "
+            f"python -m lightclip.checkpoint --trust {path} NEW_PATH"
+        ) from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to a user
         raise CheckpointError(f"could not read checkpoint {path}: {e}") from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not a lightclip/open_clip checkpoint (no state_dict)")
     return payload
+
+
+def convert_trusted_checkpoint(
+    source: str | os.PathLike[str], target: str | os.PathLike[str]
+) -> None:
+    """Rewrites a checkpoint you trust (one that :func:`load_checkpoint` refuses) so that it
+    holds only tensors and plain values. It is unpickled in full: run it only on your own
+    files."""
+    payload = load_checkpoint(source, trust=True)
+    if isinstance(payload.get("rng"), dict):
+        payload["rng"] = _plain_rng(payload["rng"])
+    elif isinstance(payload.get("rng"), list):
+        payload["rng"] = [_plain_rng(r) if isinstance(r, dict) else r for r in payload["rng"]]
+    save_checkpoint(target, payload)
+    load_checkpoint(target)  # the converted file must now load safely
 
 
 def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
@@ -162,7 +198,8 @@ def model_from_checkpoint(
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG a training step may draw from (Python, NumPy, torch CPU and CUDA)."""
+    """Every RNG a training step may draw from (Python, NumPy, torch CPU and CUDA), as
+    tensors and plain values only (what :func:`load_checkpoint` reads)."""
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": np.random.get_state(),  # noqa: NPY002 - the global one is what others draw from
@@ -170,12 +207,37 @@ def rng_state() -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    return _plain_rng(state)
+
+
+def _plain_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """NumPy's state tuple (which holds an array) as a dict of a tensor and numbers."""
+    numpy_state = state.get("numpy")
+    if isinstance(numpy_state, tuple):
+        name, keys, pos, has_gauss, cached = numpy_state
+        numpy_state = {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    return {**state, "numpy": numpy_state}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        keys = numpy_state["keys"].cpu().numpy().astype(np.uint32)
+        numpy_state = (
+            numpy_state["name"],
+            keys,
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    np.random.set_state(numpy_state)  # noqa: NPY002
     # torch takes RNG states only as CPU byte tensors, and a checkpoint loaded with
     # map_location="cuda" (as a GPU run resumes) has moved them to the device.
     torch.set_rng_state(state["torch"].cpu())
@@ -183,9 +245,37 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lightclip.checkpoint --trust OLD NEW``: convert a checkpoint you trust."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lightclip.checkpoint",
+        description="Rewrite a checkpoint you trust so that lightclip loads it safely.",
+    )
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        required=True,
+        help="confirm that you trust the file: it is unpickled in full, which can run code",
+    )
+    parser.add_argument("source")
+    parser.add_argument("target")
+    args = parser.parse_args(argv)
+    try:
+        convert_trusted_checkpoint(args.source, args.target)
+    except LightclipError as e:
+        print(f"lightclip.checkpoint: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.target}")
+    return 0
+
+
 __all__ = [
     "LATEST",
     "CheckpointError",
+    "convert_trusted_checkpoint",
     "check_compatible",
     "load_checkpoint",
     "model_from_checkpoint",
@@ -195,3 +285,7 @@ __all__ = [
     "save_checkpoint",
     "set_rng_state",
 ]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
