@@ -95,6 +95,17 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     assert clip_cfg["seed"] == 1 and clip_cfg["aug_cfg"] == {"scale": [0.9, 1.0]}
     assert json.loads(Path(clip_cfg["model"]).read_text())["text_layers"] == 4
     assert (tmp_path / "ablation.png").exists()
+    # The report is rebuilt from the saved runs alone, identically.
+    (tmp_path / "ablation.md").unlink()
+    assert ablation.main(["--out", str(tmp_path), "--report-only"]) == 0
+    assert (tmp_path / "ablation.md").read_text() == table
+
+
+def test_final_contrastive_loss_is_the_mean_over_the_last_tenth() -> None:
+    curve = [{"step": s, "loss_ins": float(s)} for s in range(10, 101, 10)]
+    assert ablation.final_contrastive_loss(curve) == 100.0  # only step 100 is past 90
+    curve = [{"step": s, "loss_ins": float(s)} for s in range(1, 101)]
+    assert ablation.final_contrastive_loss(curve) == pytest.approx(sum(range(91, 101)) / 10)
 
 
 def test_ablation_refuses_overrides_of_what_it_varies(flickr8k_dir: Path, tmp_path: Path, capsys):
