@@ -32,7 +32,7 @@ HELD_OUT = "synthetic:heldout"
 # about 100 steps before it takes off, hence the high learning rate. The time budget only
 # guards against a stuck machine (one several times slower than a quiet 2-core one still
 # finishes): training stops there (checkpoint saved) and evaluation goes on.
-DEMO_STEPS = 400
+DEMO_STEPS = 600
 DEMO_LR = 2e-3
 DEMO_TRAIN_BUDGET_S = 20 * 60
 
