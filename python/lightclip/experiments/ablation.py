@@ -211,7 +211,6 @@ def run_one(
         "label": label,
         "seed": seed,
         "train_seconds": seconds,
-        "final_loss": result.history[-1].get("loss") if result.history else None,
         "dev_images": metrics.get("retrieval_num_images"),
         "curve": curve,
         **{k: metrics[k] for _, k in METRICS},

@@ -168,14 +168,15 @@ class LightCLIP(nn.Module):
             "mlm_logits_fused": None,
             "mlm_labels": None,
         }
+        words: torch.Tensor | None = None
         if image_tokens is not None:
-            out["image_tokens"] = F.normalize(image_tokens, dim=-1)
-            words = F.normalize(self.text.project_tokens(states[:, 1 : keep - 1]), dim=-1)
-            out["word_tokens"] = F.pad(words, (0, 0, 0, context - keep))
+            words = self.text.project_tokens(states[:, 1 : keep - 1])
         elif self.token_proj_image is not None and self.token_proj_text is not None:
-            patches = stages[-1].flatten(2).transpose(1, 2)  # [B, h*w, C4]
-            out["image_tokens"] = F.normalize(self.token_proj_image(patches), dim=-1)
-            words = F.normalize(self.token_proj_text(states[:, 1 : keep - 1]), dim=-1)
+            image_tokens = self.token_proj_image(stages[-1].flatten(2).transpose(1, 2))
+            words = self.token_proj_text(states[:, 1 : keep - 1])
+        if image_tokens is not None and words is not None:
+            out["image_tokens"] = F.normalize(image_tokens, dim=-1)
+            words = F.normalize(words, dim=-1)
             out["word_tokens"] = F.pad(words, (0, 0, 0, context - keep))
         if masked_text is not None and self.mlm_head is not None:
             out.update(self._mlm(stages, text, masked_text, mlm_labels))
