@@ -1,14 +1,23 @@
 """Export to open_clip: our export, loaded by open_clip itself (open-clip-torch 3.3.0 with timm,
-installed from the registry), must give lightclip's embeddings within fp32 tolerance."""
+installed from the registry), must give lightclip's embeddings within fp32 tolerance; read back
+by lightclip (the inference model a run exports), it must be the model that was exported."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import lightclip
+from lightclip.checkpoint import model_from_checkpoint, save_checkpoint
+from lightclip.cli import main
+from lightclip.eval_cli import load_eval_model
 from lightclip.openclip_export import (
+    CONFIG_FILE,
+    LIGHTCLIP_CONFIG_FILE,
+    WEIGHTS_FILE,
     ExportError,
     export_openclip,
     load_openclip,
@@ -127,7 +136,6 @@ def test_config_records_preprocessing_and_tokens():
     assert text["vocab_size"] == 49409 and text["pool_type"] == "eos" and text["eos_id"] == 49407
     assert text["context_length"] == 32
     assert config["preprocess_cfg"]["size"] == 64
-    assert config["lightclip_config"]["name"] == "clip-tiny-mnv2"
 
 
 def test_towers_open_clip_cannot_express_are_refused_with_the_reason():
@@ -139,11 +147,70 @@ def test_towers_open_clip_cannot_express_are_refused_with_the_reason():
         openclip_config(lightclip.create_model("clip-tiny-r18", attn_heads=4).config)
 
 
+def assert_same_state(got: torch.nn.Module, want: torch.nn.Module) -> None:
+    got_state, want_state = got.state_dict(), want.state_dict()
+    assert got_state.keys() == want_state.keys()
+    for key, value in want_state.items():
+        assert torch.equal(got_state[key], value), key
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "open_clip_can_express_it"),
+    [
+        ("lightclip-tiny-mnv2", {}, True),
+        ("lightclip-tiny-r18", {}, True),  # q/k/v are fused into one qkv on the way out
+        ("clip-swin-nano", {"image_size": 64, **SMALL_TEXT}, False),  # windows do not tile 64 px
+    ],
+)
+def test_lightclip_reads_its_export_back_exactly(
+    name, overrides, open_clip_can_express_it, tmp_path
+):
+    model = lightclip.create_model(name, seed=0, **overrides)
+    randomise_batch_norm(model, 1)
+    export_openclip(model, tmp_path, strict=False)
+    assert (tmp_path / CONFIG_FILE).is_file() == open_clip_can_express_it
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob(".*"))  # no pickle, no tmp
+    plain = model.export()
+    for source in (tmp_path, tmp_path / WEIGHTS_FILE, str(tmp_path)):
+        back = model_from_checkpoint(source)
+        assert back.config == plain.config
+        assert_same_state(back, plain)
+
+
+def test_eval_and_export_read_an_export_as_they_read_its_training_checkpoint(tmp_path, capsys):
+    model = make_model("lightclip-tiny-r18")
+    trained = tmp_path / "epoch_1.pt"
+    payload = {
+        "epoch": 1,
+        "model_name": model.config.name,
+        "model_config": model.config.to_dict(),
+        "state_dict": model.state_dict(),
+    }
+    save_checkpoint(trained, payload)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["export", "--checkpoint", str(trained), "--output", str(a)]) == 0
+    # an export exports again (what `lightclip export` does to a run's inference_model/)
+    assert main(["export", "--checkpoint", str(a), "--output", str(b)]) == 0
+    reference, _ = load_eval_model(None, str(trained), "cpu")
+    for source in (a, b / WEIGHTS_FILE):
+        got, name = load_eval_model(None, str(source), "cpu")
+        assert name == "clip-tiny-r18"  # the export is the plain CLIP of the same towers
+        assert_same_state(got, reference)
+    out = tmp_path / "r.json"
+    argv = ["eval", "--checkpoint", str(b), "--dataset", "synthetic:heldout"]
+    argv += ["--device", "cpu", "--batch-size", "16", "--max-batches", "1", "--output", str(out)]
+    assert main(argv) == 0
+    assert json.loads(out.read_text())["model"] == "clip-tiny-r18"
+    # folders that are no lightclip export: one clear line each
+    (a / LIGHTCLIP_CONFIG_FILE).unlink()  # a plain open_clip folder
+    capsys.readouterr()
+    for folder, why in ((tmp_path, "exported model not found"), (a, "no lightclip")):
+        assert main(["eval", "--checkpoint", str(folder), "--dataset", "synthetic:heldout"]) == 2
+        assert why in capsys.readouterr().err
+
+
 def test_cli_exports_a_training_checkpoint(tmp_path, capsys):
     """`lightclip export` on a training checkpoint (LightCLIP heads included) -> open_clip."""
-    from lightclip.checkpoint import save_checkpoint
-    from lightclip.cli import main
-
     model = make_model("lightclip-tiny-r18")
     payload = {
         "epoch": 1,

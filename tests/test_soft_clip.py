@@ -9,7 +9,7 @@ single-process loss (and gradients) on the whole batch.
 from __future__ import annotations
 
 import datetime
-import socket
+import time
 
 import pytest
 import torch
@@ -131,15 +131,15 @@ WORLD = 2
 GLOBAL_N = 12
 PROGRESSES = (0.1, 0.5, 0.9)
 OPTIONS = [(False, False), (False, True), (True, False), (True, True)]
+# Sized for a machine busy with other work (`make test` beside a training run), where a
+# spawned rank may take minutes to import torch and reach the rendezvous or a collective.
+RANK_TIMEOUT = datetime.timedelta(minutes=10)
+JOIN_TIMEOUT_S = 15 * 60
 
 
 def _distributed_worker(rank: int, init_method: str, out_path: str) -> None:
     dist.init_process_group(
-        "gloo",
-        init_method=init_method,
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD, timeout=RANK_TIMEOUT
     )
     try:
         torch.set_num_threads(1)
@@ -158,21 +158,31 @@ def _distributed_worker(rank: int, init_method: str, out_path: str) -> None:
         dist.all_gather_object(gathered, results)
         if rank == 0:
             torch.save(gathered, out_path)
+        # No rank tears its group down while the other may still talk to it: a rank that
+        # leaves first can make gloo abort the slower one ("terminate called ...").
+        dist.barrier()
     finally:
+        # After a failure without the barrier: the other rank may be gone.
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _spawn_and_join(worker, args: tuple, nprocs: int) -> None:
+    """``mp.spawn`` with a deadline: a hung rank fails the test instead of hanging the suite."""
+    ranks = mp.spawn(worker, args=args, nprocs=nprocs, join=False)
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not ranks.join(timeout=5):  # raises if a rank failed
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail(f"{nprocs} gloo ranks did not finish within {JOIN_TIMEOUT_S} s")
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_reproduce_the_single_process_loss(tmp_path) -> None:
     out = tmp_path / "results.pt"
-    init = f"tcp://127.0.0.1:{_free_port()}"
-    mp.spawn(_distributed_worker, args=(init, str(out)), nprocs=WORLD, join=True)
+    # A file rendezvous needs no port, so no other process can take it first.
+    init = f"file://{tmp_path / 'rendezvous'}"
+    _spawn_and_join(_distributed_worker, (init, str(out)), WORLD)
     per_rank = torch.load(out, weights_only=False)
 
     f, g = features(GLOBAL_N, seed=42)

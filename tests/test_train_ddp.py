@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,36 @@ TINY_SWIN = dict(
     fusion_heads=2,
 )
 STEPS = 3
+# Minutes on a quiet machine; generous for one busy with other work (`make test` beside a
+# training run). The ranks' own gloo timeout is torch's default of 30 minutes.
+RUN_TIMEOUT_S = 20 * 60
 
 
 def _run(cmd: list[str], tmp: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
+    # A session of its own, so that a run past the deadline (or a Ctrl-C of the tests) takes
+    # the ranks torchrun started down with it, not only torchrun.
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+        except BaseException as e:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            if not isinstance(e, subprocess.TimeoutExpired):
+                raise
+            pytest.fail(
+                f"{Path(cmd[0]).name} did not finish in {RUN_TIMEOUT_S} s: {stderr[-3000:]}"
+            )
+    assert proc.returncode == 0, stderr[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _losses(run_dir: Path) -> list[dict[str, float]]:

@@ -71,7 +71,15 @@ def test_epochs_checkpoints_eval_and_export(tmp_path: Path) -> None:
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "epoch_1.pt")["step"] == 2
     for key in ("image_retrieval_recall@1", "text_retrieval_recall@5", "zeroshot_acc1"):
         assert 0.0 <= result.eval_metrics[key] <= 1.0
-    # The export drops the training-only heads and embeds exactly like the trained model.
+    # The export is safetensors and JSON only (an open_clip folder), nothing to unpickle ...
+    assert result.export_path == tmp_path / "run" / "inference_model"
+    assert sorted(p.name for p in result.export_path.iterdir()) == [
+        "clip-tiny-mnv2.json",
+        "lightclip_config.json",
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
+    # ... drops the training-only heads and embeds exactly like the trained model.
     trained = model_from_checkpoint(result.checkpoint).eval()
     exported = model_from_checkpoint(result.export_path).eval()
     assert exported.config.token_head is False and exported.config.mlm is False

@@ -19,6 +19,7 @@ truncated one.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -40,26 +41,61 @@ class CheckpointError(LightclipError):
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Writes ``payload`` to ``path`` atomically (temp file in the same folder + rename)."""
+    """Writes ``payload`` to ``path`` atomically (temp file in the same folder + rename).
+
+    A failed write leaves the previous file as it was. A full disk (or another OS error) is a
+    :class:`CheckpointError` saying so, a Ctrl-C mid-write a ``KeyboardInterrupt``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _save_failure(e, path) or e from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         # Also on Ctrl-C mid-write: never leave a half-written temp file behind.
         Path(tmp).unlink(missing_ok=True)
-        raise
+        failure = _save_failure(e, path)
+        if failure is None:
+            raise
+        raise failure from None
     # The rename itself is durable only once the directory entry is flushed.
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _save_failure(error: BaseException, path: Path) -> BaseException | None:
+    """What a failed save means to its user, or None to let ``error`` through as it is.
+
+    torch's zip writer hides the cause of a failed write (a full disk, a second Ctrl-C) behind
+    its own ``RuntimeError: ... unexpected pos``; the cause is kept as its ``__context__``.
+    """
+    causes: list[BaseException] = []
+    seen: BaseException | None = error
+    while seen is not None and seen not in causes:
+        causes.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    unchanged = f"the previous {path.name} there is unchanged"
+    if any(isinstance(c, KeyboardInterrupt) for c in causes):
+        return KeyboardInterrupt(f"while writing {path}; {unchanged}")
+    for c in causes:
+        if isinstance(c, OSError) and c.errno in (errno.ENOSPC, errno.EDQUOT):
+            return CheckpointError(
+                f"could not save {path}: no space left on device; {unchanged}. Free some space "
+                "and run again (a training run continues with --resume latest)"
+            )
+        if isinstance(c, OSError):
+            return CheckpointError(f"could not save {path}: {c.strerror or c}; {unchanged}")
+    return None
 
 
 def load_checkpoint(
@@ -79,7 +115,8 @@ def load_checkpoint(
     try:
         payload = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        # torch words it two ways: a global not allowed, or one from a blocked module (os...).
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(e))
         if trust or found is None:
             reason = re.search(r"WeightsUnpickler error: (.+)", str(e))
             why = reason.group(1) if reason else str(e)
@@ -170,15 +207,63 @@ def model_state(payload: dict[str, Any]) -> dict[str, Any]:
     return _strip_ddp_prefix(payload["state_dict"])
 
 
+def load_export(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An exported inference model (the folder training or ``lightclip export`` writes, or
+    the ``.safetensors`` file in it) as a checkpoint-shaped dict on the CPU: ``model_name``,
+    ``model_config`` and ``state_dict`` in lightclip's key layout. It is safetensors and JSON,
+    which hold no code, so any such file is safe to read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .models import LightCLIPConfig
+    from .openclip_export import LIGHTCLIP_CONFIG_FILE, WEIGHTS_FILE, lightclip_state_dict
+
+    path = Path(path)
+    folder, weights = (path, path / WEIGHTS_FILE) if path.is_dir() else (path.parent, path)
+    if not weights.is_file():
+        raise CheckpointError(f"exported model not found: {weights}")
+    if not (folder / LIGHTCLIP_CONFIG_FILE).is_file():
+        raise CheckpointError(
+            f"{folder} has no {LIGHTCLIP_CONFIG_FILE}, so it is no lightclip export "
+            "(a plain open_clip folder loads with open_clip)"
+        )
+    config = LightCLIPConfig.from_json(folder / LIGHTCLIP_CONFIG_FILE)
+    try:
+        state = lightclip_state_dict(load_file(weights), config)
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"could not read exported model {weights}: {e}") from None
+    except KeyError as e:
+        why = f"{weights} does not fit model {config.name!r}: it has no tensor {e}"
+        raise CheckpointError(why) from None
+    return {"model_name": config.name, "model_config": config.to_dict(), "state_dict": state}
+
+
+def load_model_payload(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """What a training checkpoint (``.pt``, :func:`load_checkpoint`) or an exported inference
+    model (a folder or its ``.safetensors``, :func:`load_export`) holds; neither runs code."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return load_export(path)
+    return load_checkpoint(path, map_location)
+
+
 def model_from_checkpoint(
     source: str | os.PathLike[str] | dict[str, Any], map_location: Any = "cpu"
 ) -> torch.nn.Module:
-    """The model a checkpoint (training checkpoint or exported inference model) describes,
-    with its weights: built from the ``model_config`` saved inside, so the training-only
-    heads it was trained with (or their absence) need not be repeated by the caller."""
+    """The model a training checkpoint (``epoch_*.pt``) or an exported inference model (its
+    folder or ``.safetensors``) describes, with its weights: built from the model config saved
+    with it, so the training-only heads it was trained with (or their absence) need not be
+    repeated by the caller. Reading either runs no code hidden in the file.
+
+        >>> import tempfile, lightclip
+        >>> from lightclip.openclip_export import export_openclip
+        >>> out = export_openclip(lightclip.create_model("clip-tiny-r18"), tempfile.mkdtemp())
+        >>> model_from_checkpoint(out).config.image_tower
+        'resnet18'
+    """
     from .models import LightCLIP, LightCLIPConfig
 
-    payload = source if isinstance(source, dict) else load_checkpoint(source, map_location)
+    payload = source if isinstance(source, dict) else load_model_payload(source, map_location)
     name = str(source) if not isinstance(source, dict) else "checkpoint"
     if "model_config" not in payload:
         raise CheckpointError(f"{name} has no model_config; build the model with create_model")
@@ -278,6 +363,8 @@ __all__ = [
     "convert_trusted_checkpoint",
     "check_compatible",
     "load_checkpoint",
+    "load_export",
+    "load_model_payload",
     "model_from_checkpoint",
     "model_state",
     "resolve_resume",

@@ -7,6 +7,7 @@ are printed as one line and a non-zero exit, never a traceback wall.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from typing import Any
 
@@ -89,9 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     except LightclipError as e:
         print(f"lightclip: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("lightclip: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # says where, when it was raised during a save
+        print(f"lightclip: interrupted{f' {e}' if str(e) else ''}", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or "a file"
+        print(f"lightclip: error: no space left on device writing {where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

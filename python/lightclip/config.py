@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -149,6 +151,11 @@ class TrainConfig:
     save_every_n_steps: int = _opt("also refresh epoch_latest.pt every N steps (0: off)", 0)
     val_frequency: int = _opt("evaluate --val-data every N epochs", 1)
     resume: str | None = _opt("checkpoint path, or 'latest' (this run's epoch_latest.pt)")
+    overwrite: bool = _opt(
+        "replace an earlier run of the same --name (its checkpoints, metrics and export) "
+        "instead of refusing to start",
+        False,
+    )
     progress: bool = _opt("show a progress bar", True)
     export: bool = _opt("write the exported inference model at the end", True)
 
@@ -166,6 +173,18 @@ class TrainConfig:
         def bad(flag: str, why: str) -> None:
             raise InvalidInputError(f"--{flag.replace('_', '-')} {why}")
 
+        # Numbers first: every range check below is false for NaN (so a NaN passes the ones
+        # written as `x < low`), an infinity passes the open-ended ones, and either one trains
+        # a NaN model.
+        for name, kind in _NUMERIC_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue  # optional (None means "the default"); required ones are never None
+            accepted, what = _NUMBER_KINDS[kind]
+            if isinstance(value, bool) or not isinstance(value, accepted):
+                bad(name, f"must be {what}, got {value!r}")
+            if not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value}")
         for name in ("batch_size", "epochs", "accum_freq", "log_every_n_steps", "val_frequency"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
@@ -182,6 +201,11 @@ class TrainConfig:
             bad("lr", f"must be positive, got {self.lr}")
         if self.wd < 0:
             bad("wd", f"must be >= 0, got {self.wd}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                bad(name, f"must be in [0, 1), got {getattr(self, name)}")
+        if not self.eps > 0:
+            bad("eps", f"must be positive, got {self.eps}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
             bad("grad_clip_norm", f"must be positive, got {self.grad_clip_norm}")
         if self.precision not in PRECISIONS:
@@ -206,6 +230,8 @@ class TrainConfig:
         unknown = set(self.reporters) - set(REPORTERS)
         if unknown:
             bad("report_to", f"takes {REPORTERS}, got {sorted(unknown)}")
+        if self.overwrite and self.resume is not None:
+            bad("overwrite", "and --resume exclude each other: resume the run or replace it")
 
     @property
     def reporters(self) -> list[str]:
@@ -224,6 +250,20 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# (name, int or float) of every numeric field, checked by TrainConfig._validate; NumPy's
+# scalars count as numbers too.
+_NUMBER_KINDS: dict[type, tuple[type, str]] = {
+    float: (numbers.Real, "a number"),
+    int: (numbers.Integral, "a whole number"),
+}
+_NUMERIC_FIELDS = [
+    (name, kind)
+    for name, hint in typing.get_type_hints(TrainConfig).items()
+    for kind in (float, int)
+    if kind in (hint, *typing.get_args(hint))
+]
 
 
 # --- the command line, generated from the fields ----------------------------------------------

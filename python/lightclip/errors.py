@@ -33,4 +33,21 @@ class DataError(LightclipError):
     """A sample or data source could not be used; the message names shard, member and sample."""
 
 
-__all__ = ["LightclipError", "InvalidInputError", "InvalidDtypeError", "DataError"]
+class RunExistsError(LightclipError, FileExistsError):
+    """A training run would write over an earlier run's results; the message names its folder
+    and the ways on (resume it, pick a new name, or overwrite it)."""
+
+
+class NonFiniteLossError(LightclipError, FloatingPointError):
+    """Training diverged: a loss (or the weights) became NaN or infinite; the message names the
+    step and the loss part."""
+
+
+__all__ = [
+    "LightclipError",
+    "InvalidInputError",
+    "InvalidDtypeError",
+    "DataError",
+    "RunExistsError",
+    "NonFiniteLossError",
+]

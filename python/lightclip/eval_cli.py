@@ -32,15 +32,21 @@ TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
 def load_eval_model(name: str | None, checkpoint: str | None, device: str) -> tuple[Any, str]:
     """The inference model (training-only heads dropped), in eval mode on ``device``.
 
-    A checkpoint that records its ``model_config`` (training checkpoints and exported
-    inference models) is rebuilt from it; otherwise ``create_model(name)`` gets its weights.
-    Without a checkpoint the model has random weights (a chance-level baseline).
+    ``checkpoint`` is a training checkpoint (``.pt``) or an exported inference model (its
+    folder or ``.safetensors``); either is read without running code hidden in it. One that
+    records its model config is rebuilt from it; otherwise ``create_model(name)`` gets its
+    weights. Without a checkpoint the model has random weights (a chance-level baseline).
     """
-    from .checkpoint import check_compatible, load_checkpoint, model_from_checkpoint, model_state
+    from .checkpoint import (
+        check_compatible,
+        load_model_payload,
+        model_from_checkpoint,
+        model_state,
+    )
     from .models import create_model
 
     if checkpoint is not None:
-        payload = load_checkpoint(checkpoint)
+        payload = load_model_payload(checkpoint)
         if "model_config" in payload and name is None:
             model = model_from_checkpoint(payload)
             name = str(payload.get("model_name", model.config.name))
@@ -114,7 +120,11 @@ def format_table(record: dict[str, Any]) -> str:
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name (default: the checkpoint's model_name)")
-    parser.add_argument("--checkpoint", help="a training checkpoint (.pt); random weights if unset")
+    parser.add_argument(
+        "--checkpoint",
+        help="a training checkpoint (.pt) or an exported model (folder or .safetensors); "
+        "random weights if unset",
+    )
     parser.add_argument(
         "--dataset",
         required=True,
@@ -209,7 +219,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint or exported model")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a training checkpoint (.pt) or an exported model (folder or .safetensors)",
+    )
     parser.add_argument("--model", help="model name (default: the checkpoint's own)")
     parser.add_argument("--output", required=True, help="folder to write the open_clip export to")
 

@@ -7,8 +7,15 @@ as a folder that open_clip loads with its own ``local-dir:`` schema::
     out_dir/open_clip_model.safetensors  the state dict in open_clip's ``CLIP`` key layout
     out_dir/<name>.json                  the bare model config, for
                                          ``open_clip.add_model_config`` + ``pretrained=<file>``
+    out_dir/lightclip_config.json        lightclip's own model config, from which
+                                         ``model_from_checkpoint(out_dir)`` rebuilds it exactly
 
     model, _, preprocess = open_clip.create_model_and_transforms("local-dir:out_dir")
+
+This folder is also the inference model a training run exports: weights and configs only,
+so reading it back runs no code (a pickled ``.pt`` can). A tower open_clip cannot express
+(below) is refused by ``lightclip export``; the end of training still writes its weights and
+``lightclip_config.json`` (``strict=False``), without the two open_clip JSON files.
 
 How each tower maps (open_clip 3.x builds image towers from timm by ``timm_model_name``):
 
@@ -41,6 +48,7 @@ Plug-in names are registered with timm by :func:`register_timm_towers` (done by
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +61,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
+LIGHTCLIP_CONFIG_FILE = "lightclip_config.json"
 PLUGIN_KEY = "lightclip_timm_plugin"
 
 #: MobileNet-V2 width multipliers that timm registers with the 1280-channel head.
@@ -147,7 +156,6 @@ def openclip_config(cfg: LightCLIPConfig) -> dict[str, Any]:
             "interpolation": "bicubic",
             "resize_mode": "shortest",
         },
-        "lightclip_config": cfg.to_dict(),
     }
     if plugin is not None:
         out[PLUGIN_KEY] = plugin
@@ -183,20 +191,76 @@ def openclip_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in out.items()}
 
 
-def export_openclip(model: Any, out_dir: str | Path) -> Path:
-    """Writes ``model`` (training-only parts dropped) as an open_clip ``local-dir`` folder."""
-    from safetensors.torch import save_file
+def lightclip_state_dict(
+    weights: dict[str, torch.Tensor], cfg: LightCLIPConfig
+) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`openclip_state_dict`: open_clip's key layout back to ours."""
+    pool, head = "visual.head.pool.", "visual.head."
+    resnet = cfg.image_tower == "resnet18"
+    out = {
+        key if key.startswith(("visual.", "logit_scale")) else f"text.{key}": value
+        for key, value in weights.items()
+        if not (resnet and key.startswith(pool))
+    }
+    if resnet:
+        for part in ("weight", "bias"):
+            for p, chunk in zip("qkv", weights[f"{pool}qkv.{part}"].chunk(3), strict=True):
+                out[f"{head}{p}_proj.{part}"] = chunk.contiguous()
+            out[f"{head}c_proj.{part}"] = weights[f"{pool}proj.{part}"]
+        out[f"{head}positional_embedding"] = weights[f"{pool}pos_embed"]
+    return out
+
+
+def export_openclip(model: Any, out_dir: str | Path, *, strict: bool = True) -> Path:
+    """Writes ``model`` (training-only parts dropped) as an open_clip ``local-dir`` folder,
+    plus ``lightclip_config.json``.
+
+    A model whose towers open_clip cannot express raises :class:`ExportError`; with
+    ``strict=False`` its weights and ``lightclip_config.json`` are written all the same
+    (lightclip reads them back; open_clip cannot).
+
+        >>> import tempfile, lightclip
+        >>> from lightclip.checkpoint import model_from_checkpoint
+        >>> out = export_openclip(lightclip.create_model("clip-tiny-mnv2"), tempfile.mkdtemp())
+        >>> model_from_checkpoint(out).config.name
+        'clip-tiny-mnv2'
+    """
+    from safetensors.torch import save
 
     if getattr(model.config, "has_training_heads", False):
         model = model.export()
-    config = openclip_config(model.config)
+    try:
+        config: dict[str, Any] | None = openclip_config(model.config)
+    except ExportError:
+        if strict:
+            raise
+        config = None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(openclip_state_dict(model), str(out / WEIGHTS_FILE))
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    bare = dict(config["model_cfg"])
-    (out / f"{model.config.name}.json").write_text(json.dumps(bare, indent=2) + "\n")
+    # Each file replaces its old version whole: a run killed while exporting leaves no
+    # half-written file for a reader to trip over.
+    _write_atomically(out / WEIGHTS_FILE, save(openclip_state_dict(model)))
+    files = {LIGHTCLIP_CONFIG_FILE: model.config.to_dict()}
+    if config is not None:
+        files[CONFIG_FILE] = config
+        files[f"{model.config.name}.json"] = dict(config["model_cfg"])
+    else:
+        (out / CONFIG_FILE).unlink(missing_ok=True)  # a stale one would describe other weights
+    for name, content in files.items():
+        _write_atomically(out / name, (json.dumps(content, indent=2) + "\n").encode())
     return out
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- timm plug-in
@@ -270,6 +334,7 @@ def load_openclip(export_dir: str | Path, **kwargs: Any):
 __all__ = [
     "ExportError",
     "export_openclip",
+    "lightclip_state_dict",
     "load_openclip",
     "openclip_config",
     "openclip_state_dict",

@@ -10,7 +10,9 @@ row.
 from __future__ import annotations
 
 import csv
+import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,12 +48,13 @@ class RunLog:
             self._csv_fields: list[str] | None = None
             fields, rows = _read_csv_until(path, start_step) if start_step > 0 else ([], [])
             if fields:
-                # Resuming: keep the earlier rows up to the resume point, same columns.
+                # Resuming: keep the earlier rows up to the resume point, same columns. They
+                # are rewritten atomically before anything is appended, so a run killed at
+                # any moment leaves either the old file or the cut one, never fewer rows.
+                _replace_atomically(path, fields, rows)
                 self._csv_fields = fields
-                self._csv_file = path.open("w", newline="")
+                self._csv_file = path.open("a", newline="")
                 self._csv = csv.DictWriter(self._csv_file, self._csv_fields, extrasaction="ignore")
-                self._csv.writeheader()
-                self._csv.writerows(rows)
             else:
                 self._csv_file = path.open("w", newline="")
         if "tensorboard" in config.reporters:
@@ -146,6 +149,22 @@ def _short_line(metrics: dict[str, float]) -> str:
                 else f"{_SHORT.get(k, k)} {v:.4f}"
             )
     return " ".join(parts)
+
+
+def _replace_atomically(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
+    """Writes the CSV to a temporary file beside ``path``, fsyncs it and renames it over."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _read_csv_until(path: Path, step: int) -> tuple[list[str], list[dict[str, str]]]:

@@ -15,6 +15,7 @@ GPU); ``data_time`` is each step's own wait for the data pipeline.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -129,4 +130,15 @@ class PendingSteps:
         self.window_start = time.perf_counter()
 
 
-__all__ = ["Accumulator", "PendingSteps"]
+def non_finite_losses(metrics: dict[str, float]) -> dict[str, float]:
+    """The losses of one step's row that are NaN or infinite: the parts (``loss_ins``,
+    ``loss_tok``, ``loss_mlm``) first, then the total (``loss``).
+
+    >>> non_finite_losses({"loss": float("nan"), "loss_tok": float("nan"), "loss_ins": 1.0})
+    {'loss_tok': nan, 'loss': nan}
+    """
+    names = sorted((k for k in metrics if k.startswith("loss")), key=lambda k: (k == "loss", k))
+    return {k: metrics[k] for k in names if not math.isfinite(metrics[k])}
+
+
+__all__ = ["Accumulator", "PendingSteps", "non_finite_losses"]

@@ -22,12 +22,14 @@ Resume is exact: a checkpoint holds the model, the optimizer, the grad scaler, t
 RNG states and the data pipeline's position, all taken at the same optimizer-step boundary, so
 ``--resume latest`` replays the same samples and the same loss curve as a run that was never
 stopped. Ctrl-C asks the loop to stop after the current step and save; a second Ctrl-C stops
-at once without saving.
+at once without saving. A loss that becomes NaN or infinite stops the run with an error naming
+the step, before anything of that step is saved or exported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import time
 from collections.abc import Callable
@@ -40,8 +42,9 @@ import torch
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse_args
 from .diagnostics import collapse_diagnostics
-from .errors import DataError, InvalidInputError, LightclipError
+from .errors import DataError, InvalidInputError, LightclipError, NonFiniteLossError
 from .optim import build_optimizer, clamp_logit_scale, set_lr
+from .run_folder import prepare_run_folder
 from .run_log import RunLog
 from .runtime import (
     Runtime,
@@ -54,7 +57,7 @@ from .runtime import (
     this_ranks,
 )
 from .schedules import default_warmup, lr_at, progress_at
-from .step_metrics import Accumulator, PendingSteps
+from .step_metrics import Accumulator, PendingSteps, non_finite_losses
 from .train_parts import (
     StepBoundary,
     batches_per_epoch,
@@ -115,6 +118,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     run_dir = Path(config.logs) / run_name(config)
     checkpoint_dir = run_dir / "checkpoints"
     resume_path = ckpt.resolve_resume(config.resume, checkpoint_dir)
+    prepare_run_folder(run_dir, config, rt)  # no earlier run overwritten unasked
     seed_everything(config.seed, rt.rank)
 
     # ------------------------------------------------------------------ model
@@ -192,8 +196,12 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
             f"samples on {rt.world_size}x {rt.device}"
         )
 
+    # The last checkpoint written (or resumed from) and its step, for the divergence error.
+    kept: tuple[Path, int] | None = (resume_path, step) if resume_path is not None else None
+
     def save(path_name: str, boundary: StepBoundary) -> Path:
         """Saves the state as of the last finished optimizer step; all ranks must call it."""
+        nonlocal kept
         rngs = gather_objects(boundary.rng, rt)
         data_states = gather_objects(boundary.data, rt)
         path = checkpoint_dir / path_name
@@ -215,6 +223,8 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                     "world_size": rt.world_size,
                 },
             )
+        if path_name == ckpt.LATEST:
+            kept = (path, boundary.step)
         return path
 
     # ------------------------------------------------------------------ the loop
@@ -228,8 +238,38 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         for done, metrics in pending.resolve():
             result.history.append({"step": done, **metrics})
             log.step(done, metrics)
+            # Every save and the export come after a report, so a non-finite loss found here
+            # stops the run before anything of or after that step is written.
+            bad = non_finite_losses(metrics)
+            if bad:
+                values = ", ".join(f"{k} = {v}" for k, v in bad.items())
+                raise diverged(f"the loss became non-finite at step {done} ({values})")
             if on_step is not None and on_step(done, metrics):
                 stop.requested = True  # the hook asked to stop, as Ctrl-C does
+
+    def diverged(what: str) -> NonFiniteLossError:
+        last = f"last checkpoint: {kept[0]}, step {kept[1]}" if kept else "no checkpoint yet"
+        return NonFiniteLossError(
+            f"{what}; stopped without saving it ({last}); a lower --lr or --grad-clip-norm "
+            "may keep training finite"
+        )
+
+    def step_losses(out: dict[str, Any], batch: dict[str, Any], progress: float) -> Any:
+        """The step's loss parts. The metrics are read off the device only now and then, so
+        non-finite weights can reach a loss that refuses them (the token matcher rejects a
+        NaN cost) before the loop has seen a NaN loss: then the loss or weights are named."""
+        try:
+            return loss_parts(out, batch, losses, config, progress, rt)
+        except Exception:
+            report()  # raises if a step not read yet had a non-finite loss
+            broken = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+            if broken:
+                raise diverged(
+                    f"the weights became non-finite in the update of step {step} "
+                    f"({broken[0]}{' and others' if len(broken) > 1 else ''}; its loss was "
+                    "finite)"
+                ) from None
+            raise
 
     model.train()
     with (
@@ -273,7 +313,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                             masked_text=batch["masked_text"] if config.mlm else None,
                             mlm_labels=batch["mlm_labels"] if config.mlm else None,
                         )
-                        parts = loss_parts(out, batch, losses, config, progress, rt)
+                        parts = step_losses(out, batch, progress)
                         total = sum(getattr(config, f"w_{k}") * v for k, v in parts.items())
                     loss = total / config.accum_freq
                     (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -368,6 +408,15 @@ def main(argv: list[str] | None = None) -> int:
         result = train(parse_args(argv))
     except LightclipError as e:
         print(f"lightclip train: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:  # a second Ctrl-C
+        print(f"lightclip train: interrupted{f' {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = e.filename or "a file"
+        print(f"lightclip train: error: no space left on device writing {where}", file=sys.stderr)
         return 2
     return 130 if result.interrupted else 0
 

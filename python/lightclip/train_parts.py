@@ -15,7 +15,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import checkpoint as ckpt
 from .config import TrainConfig
 from .errors import InvalidInputError
 from .runtime import Runtime
@@ -262,21 +261,20 @@ def held_out_metrics(
     return metrics
 
 
-def export_inference_model(model: torch.nn.Module, config: TrainConfig, run_dir: Path) -> Path:
-    """The inference model (training-only heads dropped), as a plain open_clip-style file.
+#: The folder in a run's directory that holds its exported inference model.
+INFERENCE_MODEL_DIR = "inference_model"
 
-    Its ``model_name`` is the plain-CLIP name of the towers (``clip-tiny-mnv2`` for
-    ``lightclip-tiny-mnv2``), whose ``create_model`` has exactly these tensors; the saved
-    ``model_config`` rebuilds it exactly, resolution included (``model_from_checkpoint``).
+
+def export_inference_model(model: torch.nn.Module, config: TrainConfig, run_dir: Path) -> Path:
+    """The inference model (training-only heads dropped) as ``run_dir/inference_model/``:
+    safetensors weights with JSON configs, an open_clip ``local-dir`` folder where open_clip
+    can express the towers (:func:`~lightclip.openclip_export.export_openclip`).
+
+    Its model is the plain-CLIP version of the towers (``clip-tiny-mnv2`` for
+    ``lightclip-tiny-mnv2``), whose ``create_model`` has exactly these tensors; its
+    ``lightclip_config.json`` rebuilds it exactly, resolution included
+    (``model_from_checkpoint(folder)``).
     """
-    exported = model.export()
-    path = run_dir / "inference_model.pt"
-    ckpt.save_checkpoint(
-        path,
-        {
-            "model_name": exported.config.name,
-            "model_config": exported.config.to_dict(),
-            "state_dict": exported.state_dict(),
-        },
-    )
-    return path
+    from .openclip_export import export_openclip
+
+    return export_openclip(model.export(), run_dir / INFERENCE_MODEL_DIR, strict=False)

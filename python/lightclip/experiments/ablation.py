@@ -177,6 +177,7 @@ def run_one(
             "log_every_n_steps": max(args.steps // 50, 1),
             "save_frequency": 0,
             "export": True,
+            "overwrite": True,  # a rerun retrains the row in its folder
             **extra,
             **switches,
         }
