@@ -34,9 +34,8 @@ HELD_OUT = "synthetic:heldout"
 # finishes): training stops there (checkpoint saved) and evaluation goes on.
 DEMO_STEPS = 600
 DEMO_LR = 2e-3
-# More distinct scenes than the run draws (600 x 64 = 38,400), so no scene repeats: with 8,192
-# scenes seen ~5 times each the model memorised colour-shape pairs and composed the held-out
-# ones worse (zero-shot), though it retrieved a little better.
+# More distinct scenes than the run draws (600 x 64 = 38,400), so no scene repeats and the
+# model cannot memorise the colour-shape pairs of a few thousand scenes.
 DEMO_TRAIN_SAMPLES = 65_536
 DEMO_TRAIN_BUDGET_S = 20 * 60
 
