@@ -60,6 +60,7 @@ BAD_SAMPLES = {
     "missing_caption": ([("bad.png", image_bytes(5))], "missing_caption"),
     "empty_caption": ([("bad.png", image_bytes(5)), ("bad.txt", b"")], "empty_caption"),
     "whitespace_caption": ([("bad.png", image_bytes(5)), ("bad.txt", b" \t\n ")], "empty_caption"),
+    "nul_caption": ([("bad.png", image_bytes(5)), ("bad.txt", b"\0\0\0")], "empty_caption"),
     "non_utf8_caption": (
         [("bad.png", image_bytes(5)), ("bad.txt", b"caf\xe9 \xff")],
         "invalid_caption",
@@ -93,6 +94,25 @@ def test_bad_sample_raises_naming_shard_and_member(tmp_path, case):
         list(p)
     message = str(info.value)
     assert "shard.tar" in message and "bad" in message
+
+
+def test_a_key_repeated_apart_in_a_shard_is_a_counted_skip(tmp_path):
+    again = sample_members("good0", 7, caption="the same key again")
+    shard = write_tar(tmp_path / "shard.tar", good_members() + again)
+    p, keys = run_skip(str(shard))
+    assert keys == ["good0", "good1"]
+    assert p.stats()["skipped"] == {"duplicate_key": 1}
+    with pytest.raises(lightclip.DataError, match="good0 comes back after other samples"):
+        list(pipe(str(shard), train=False, on_error="raise"))
+
+
+def test_an_empty_json_caption_list_leaves_the_caption_to_the_txt(tmp_path):
+    members = sample_members("a", 1, caption="from the txt", json_caps=[])
+    members += sample_members("b", 2, caption="ignored txt", json_caps=["from the json"])
+    shard = write_tar(tmp_path / "shard.tar", members)
+    p = pipe(str(shard), train=False, return_captions=True)
+    assert [c for b in p for c in b["captions"]] == ["from the txt", "from the json"]
+    assert p.stats()["skipped"] == {}
 
 
 def test_pixel_limit_is_an_option(tmp_path):

@@ -126,7 +126,13 @@ def label_phase(
 
 @final
 class Pipeline:
-    """The Rust data pipeline; use :class:`lightclip.DataPipeline`, which wraps it."""
+    """The Rust data pipeline; use :class:`lightclip.DataPipeline`, which wraps it.
+
+    Every size is bounded before anything is allocated (``threads`` <= 1024, ``prefetch``
+    <= 64, ``shuffle_buffer`` <= 10**6, ``context_length`` <= 65536, one batch's buffers
+    <= 16 GiB); a bound passed raises ``InvalidInputError`` naming the parameter. A panic in
+    a pipeline thread ends the epoch with ``LightclipError``.
+    """
 
     def __new__(
         cls,
@@ -149,8 +155,10 @@ class Pipeline:
         drop_last: bool,
         image_dtype: str,
         max_pixels: int,
+        max_image_bytes: int,
         prefetch: int,
         shuffle_buffer: int,
+        shuffle_buffer_bytes: int,
         crop_scale: list[float],
         crop_ratio: list[float],
         jitter: list[float],
@@ -200,7 +208,9 @@ class Tokenizer:
         self, texts: str | bytes | Sequence[str | bytes], context_length: int | None = None
     ) -> torch.Tensor:
         """Captions → ``int64 [N, context_length]``: SOT, ids, EOT, zeros; a caption that does
-        not fit is cut and keeps EOT last. Parallel, GIL released."""
+        not fit is cut and keeps EOT last. Parallel, GIL released. ``context_length`` must lie
+        in 1..=65536 (``InvalidInputError`` otherwise, also when the rows cannot be
+        allocated)."""
 
     def encode(self, text: str | bytes) -> list[int]:
         """BPE ids of one caption after open_clip's cleaning, without SOT/EOT."""

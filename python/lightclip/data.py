@@ -16,21 +16,33 @@ number of threads.
 
 Bad samples are counted in ``stats()["skipped"]`` by reason and logged (logger
 ``lightclip.data``) with ``on_error="skip"``; ``on_error="raise"`` stops with a
-:class:`lightclip.DataError` naming the shard/file and member.
+:class:`lightclip.DataError` naming the shard/file and member. Only regular files are read
+(a row naming a FIFO, a device or a folder is skipped as ``unreadable``), and a picture above
+``max_image_bytes`` is skipped as ``too_large`` without being read. In shards a sample's
+members must be consecutive: a key that comes back after other samples is skipped as
+``duplicate_key``; a ``.json`` whose ``captions`` list (or ``caption``) is empty leaves the
+caption to the ``.txt``. A caption of only whitespace and control characters (NUL bytes, say)
+is skipped as ``empty_caption``.
+
+One pipeline is read by one iterator at a time: starting a second one (from another thread,
+or while the first is unfinished) raises :class:`lightclip.LightclipError`. Finish or
+``close()`` the first, or give each consumer a pipeline of its own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import operator
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from . import _core
-from .errors import InvalidInputError
+from .errors import InvalidInputError, LightclipError
 from .tokenizer import default_vocab_path
 
 __all__ = [
@@ -116,6 +128,13 @@ class DataPipeline:
     :func:`augmentation_defaults`: SPEC §2's MoCo-v2 recipe for real photos above 128 px,
     milder for smaller ones (where it was measured to keep small models from learning), and
     milder still for synthetic data, whose captions name colours and places.
+
+    Sizes are bounded so that a typo raises :class:`lightclip.InvalidInputError` instead of
+    exhausting memory: ``threads`` <= 1024, ``prefetch`` <= 64, ``shuffle_buffer`` <= 10**6
+    samples, ``context_length`` <= 65536, and one batch's buffers (``batch_size`` x images
+    and token rows) <= 16 GiB. ``max_image_bytes`` (64 MiB) bounds one encoded picture, file
+    or shard member; ``shuffle_buffer_bytes`` (1 GiB) bounds what the shard shuffle buffer
+    holds besides its sample count (it always holds at least one sample).
     """
 
     def __init__(
@@ -142,8 +161,10 @@ class DataPipeline:
         pin_memory: bool = False,
         device: str | torch.device | None = None,
         max_pixels: int = 50_000_000,
+        max_image_bytes: int = 64 << 20,
         prefetch: int = 2,
         shuffle_buffer: int = 1000,
+        shuffle_buffer_bytes: int = 1 << 30,
         crop_scale: tuple[float, float] | None = None,
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         jitter: tuple[float, float, float, float] | None = None,
@@ -165,6 +186,24 @@ class DataPipeline:
         for name, value in (("batch_size", batch_size), ("image_size", image_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"invalid `{name}`: must be a positive int, got {value!r}")
+        # Upper bounds are the core's (it names each one); here only what cannot cross over.
+        sizes = dict(
+            context_length=context_length,
+            max_pixels=max_pixels,
+            max_image_bytes=max_image_bytes,
+            prefetch=prefetch,
+            shuffle_buffer=shuffle_buffer,
+            shuffle_buffer_bytes=shuffle_buffer_bytes,
+        )
+        for name, value in sizes.items():
+            try:
+                ok = not isinstance(value, bool) and 0 <= operator.index(value) < 2**63
+            except TypeError:
+                ok = False
+            if not ok:
+                raise InvalidInputError(
+                    f"invalid `{name}`: must be an int in [0, 2**63), got {value!r}"
+                )
         if threads is not None and threads < 1:
             raise InvalidInputError(f"invalid `threads`: must be at least 1, got {threads}")
         if seed < 0 or data_seed < 0:
@@ -215,8 +254,10 @@ class DataPipeline:
             drop_last=self.drop_last,
             image_dtype=image_dtype,
             max_pixels=max_pixels,
+            max_image_bytes=max_image_bytes,
             prefetch=prefetch,
             shuffle_buffer=shuffle_buffer,
+            shuffle_buffer_bytes=shuffle_buffer_bytes,
             crop_scale=list(crop_scale or defaults["crop_scale"]),
             crop_ratio=list(crop_ratio),
             jitter=list(jitter or defaults["jitter"]),
@@ -236,6 +277,9 @@ class DataPipeline:
         self.source = source
         self._epoch = 0
         self._consumed = 0
+        # One iterator at a time: the position and the running epoch are the pipeline's own.
+        self._iter_lock = threading.Lock()
+        self._iterating = False
 
     # ---------------------------------------------------------------- position
     @property
@@ -273,8 +317,17 @@ class DataPipeline:
 
     # ---------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        self._core.start(self._epoch, self._consumed)
+        with self._iter_lock:
+            if self._iterating:
+                raise LightclipError(
+                    "this DataPipeline is already being iterated (by another thread, or by "
+                    "an iterator that has not finished): finish or close() that iterator "
+                    "first, or give each consumer a DataPipeline of its own (split the data "
+                    "between them with rank/world_size)"
+                )
+            self._iterating = True
         try:
+            self._core.start(self._epoch, self._consumed)
             while True:
                 batch = self._core.next_batch()
                 self._log_skips()
@@ -286,6 +339,8 @@ class DataPipeline:
                 yield self._finish(batch)
         finally:
             self._core.stop()
+            with self._iter_lock:
+                self._iterating = False
 
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self._pin and torch.cuda.is_available():

@@ -47,6 +47,10 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+
+    /// A thread of ours panicked: a bug in lightclip, reported instead of lost.
+    #[error("internal error: the {thread} thread panicked: {message} (a bug in lightclip; please report it)")]
+    Panic { thread: String, message: String },
 }
 
 impl CoreError {
@@ -55,6 +59,19 @@ impl CoreError {
         CoreError::InvalidArgument {
             argument: argument.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// The error for a thread that ended in a panic, with the panic's message when it has one.
+    pub fn panic(thread: impl Into<String>, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        CoreError::Panic {
+            thread: thread.into(),
+            message,
         }
     }
 

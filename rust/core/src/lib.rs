@@ -5,6 +5,7 @@
 
 pub mod augment;
 pub mod error;
+pub mod limits;
 pub mod matching;
 pub mod pipeline;
 pub mod schedule;

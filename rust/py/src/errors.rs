@@ -22,6 +22,7 @@ impl From<CoreError> for BindingError {
             CoreError::InvalidArgument { .. } => InvalidInputError::new_err(message),
             CoreError::Data { .. } => DataError::new_err(message),
             CoreError::Io { .. } => DataError::new_err(message),
+            CoreError::Panic { .. } => LightclipError::new_err(message),
         })
     }
 }

@@ -90,7 +90,8 @@ impl PyPipeline {
     #[pyo3(signature = (
         source, *, batch_size, image_size, train, seed, threads, on_error, context_length,
         vocab_path, eda_prob, eda_strength, mlm, mlm_prob, rank, world_size, drop_last,
-        image_dtype, max_pixels, prefetch, shuffle_buffer, crop_scale, crop_ratio, jitter,
+        image_dtype, max_pixels, max_image_bytes, prefetch, shuffle_buffer,
+        shuffle_buffer_bytes, crop_scale, crop_ratio, jitter,
         jitter_p, grayscale_p, blur_p, blur_sigma, flip_p, csv_img_key, csv_caption_key,
         csv_separator, num_samples, data_seed, return_captions, all_captions
     ))]
@@ -115,8 +116,10 @@ impl PyPipeline {
         drop_last: bool,
         image_dtype: &str,
         max_pixels: u64,
+        max_image_bytes: u64,
         prefetch: usize,
         shuffle_buffer: usize,
+        shuffle_buffer_bytes: u64,
         crop_scale: Vec<f32>,
         crop_ratio: Vec<f32>,
         jitter: Vec<f32>,
@@ -178,6 +181,7 @@ impl PyPipeline {
                 num_samples,
                 data_seed,
             },
+            max_image_bytes,
         };
         let threads = if threads == 0 {
             std::thread::available_parallelism()
@@ -191,6 +195,16 @@ impl PyPipeline {
                 Some(p) => Some(Arc::new(Tokenizer::from_file(p)?)),
                 None => None,
             };
+            // Checked here by the names the caller used; EDA's own check would not see a NaN or
+            // negative eda_prob (anything not above 0 turns EDA off) nor mlm_prob with MLM off.
+            for (name, p) in [("eda_prob", eda_prob), ("mlm_prob", mlm_prob)] {
+                if !(0.0..=1.0).contains(&p) {
+                    return Err(CoreError::invalid(
+                        name,
+                        format!("must lie in [0, 1], got {p}"),
+                    ));
+                }
+            }
             let eda = if eda_prob > 0.0 {
                 let config = EdaConfig {
                     probability: eda_prob,
@@ -234,6 +248,7 @@ impl PyPipeline {
                 world_size,
                 shuffle: train,
                 shuffle_buffer,
+                shuffle_buffer_bytes,
             };
             Pipeline::new(Source::open(&source, &options)?, sample, batches, threads)
         };

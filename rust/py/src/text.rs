@@ -9,21 +9,21 @@ use pyo3_tch::PyTensor;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
+use lightclip_core::limits;
 use lightclip_core::text::{self, mask_tokens, sample_rng, streams, word_length, MlmConfig};
 
 use crate::captions::{caption_text, captions, PARALLEL_MIN};
 use crate::errors::{core_err, torch_err, BindingError, InvalidDtypeError, InvalidInputError};
 use crate::threads;
 
-fn positive(value: i64, argument: &str) -> PyResult<usize> {
-    usize::try_from(value)
-        .ok()
-        .filter(|&v| v > 0)
-        .ok_or_else(|| {
-            InvalidInputError::new_err(format!(
-                "invalid `{argument}`: must be at least 1, got {value}"
-            ))
-        })
+/// A context length in `1..=MAX_CONTEXT_LENGTH`, or the error naming `context_length`.
+fn context_length_arg(value: i64) -> PyResult<usize> {
+    let value = usize::try_from(value).map_err(|_| {
+        InvalidInputError::new_err(format!(
+            "invalid `context_length`: must be at least 1, got {value}"
+        ))
+    })?;
+    limits::check_range("context_length", value, limits::MAX_CONTEXT_LENGTH).map_err(core_err)
 }
 
 /// open_clip's CLIP tokenizer: `tok(texts)` → `LongTensor[N, context_length]`.
@@ -39,7 +39,7 @@ impl Tokenizer {
     #[new]
     #[pyo3(signature = (path, context_length = 77))]
     fn new(py: Python<'_>, path: PathBuf, context_length: i64) -> PyResult<Self> {
-        let context_length = positive(context_length, "context_length")?;
+        let context_length = context_length_arg(context_length)?;
         let inner = py
             .allow_threads(|| text::Tokenizer::from_file(&path))
             .map_err(BindingError::from)?;
@@ -59,14 +59,15 @@ impl Tokenizer {
         context_length: Option<i64>,
     ) -> PyResult<PyTensor> {
         let ctx = match context_length {
-            Some(c) => positive(c, "context_length")?,
+            Some(c) => context_length_arg(c)?,
             None => self.context_length,
         };
         let texts = captions(texts, "texts")?;
         let tok = Arc::clone(&self.inner);
         let n = texts.len();
         let ids = py.allow_threads(move || {
-            let mut ids = vec![0i64; n * ctx];
+            let what = format!("{n} rows of {ctx} tokens");
+            let mut ids = limits::zeroed::<i64>(n.saturating_mul(ctx), "texts", &what)?;
             if n < PARALLEL_MIN {
                 for (row, t) in ids.chunks_mut(ctx).zip(&texts) {
                     tok.tokenize_into(t, row);
@@ -79,8 +80,9 @@ impl Tokenizer {
                         .for_each(|(row, t)| tok.tokenize_into(t, row));
                 });
             }
-            ids
+            Ok::<_, lightclip_core::CoreError>(ids)
         });
+        let ids = ids.map_err(core_err)?;
         let tensor = Tensor::f_from_slice(&ids)
             .and_then(|t| t.f_view([n as i64, ctx as i64]))
             .map_err(|e| torch_err("tokenize", e))?;

@@ -12,6 +12,7 @@ use super::sample::{process_sample, ImageDtype, ImageSlot, SampleConfig, SampleI
 use super::source::{RawItem, RawSample, Skip, Source};
 use super::state::{ErrorPolicy, Stats};
 use crate::error::Result;
+use crate::limits::reserved;
 
 /// Image rows of a batch: [B, 3, H, W] contiguous.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +20,10 @@ pub enum ImageBuffer {
     Float32(Vec<f32>),
     Uint8(Vec<u8>),
 }
+
+/// Vectors that grow per sample reserve at most this many up front: the batch size is bounded
+/// by its buffers' bytes, which allows far more small slots than is worth reserving blind.
+const CAPACITY_HINT: usize = 4096;
 
 /// One batch, every field contiguous and row-major.
 #[derive(Debug, Clone)]
@@ -43,34 +48,52 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn empty(size: usize, cfg: &SampleConfig, epoch: u64) -> Batch {
+    /// A batch with room for `size` slots; an error naming `batch_size` when the machine
+    /// cannot hold it (the size itself was checked against `limits::MAX_BATCH_BYTES` already).
+    /// Slots are zeroed as they are handed out, so a batch the source cannot fill (a
+    /// batch_size far above the data) never touches the rest of its memory.
+    fn empty(size: usize, cfg: &SampleConfig, epoch: u64) -> Result<Batch> {
         let pixels = size * 3 * cfg.image_size * cfg.image_size;
         let ctx = cfg.context_length;
-        Batch {
+        let images = format!("a batch of {size} images of 3x{0}x{0}", cfg.image_size);
+        let text = format!("a batch of {size} rows of {ctx} tokens");
+        let rows = || reserved::<i64>(size * ctx, "batch_size", &text);
+        let hint = size.min(CAPACITY_HINT);
+        Ok(Batch {
             size,
             image_size: cfg.image_size,
             context_length: ctx,
             images: match cfg.image_dtype {
-                ImageDtype::Float32 => ImageBuffer::Float32(vec![0.0; pixels]),
-                ImageDtype::Uint8 => ImageBuffer::Uint8(vec![0; pixels]),
+                ImageDtype::Float32 => {
+                    ImageBuffer::Float32(reserved(pixels, "batch_size", &images)?)
+                }
+                ImageDtype::Uint8 => ImageBuffer::Uint8(reserved(pixels, "batch_size", &images)?),
             },
-            text: vec![0; size * ctx],
-            masked_text: vec![0; size * ctx],
-            mlm_labels: vec![0; size * ctx],
-            word_lengths: Vec::with_capacity(size),
+            text: rows()?,
+            masked_text: rows()?,
+            mlm_labels: rows()?,
+            word_lengths: Vec::with_capacity(hint),
             labels: None,
-            captions: Vec::with_capacity(size),
-            all_captions: Vec::with_capacity(size),
-            keys: Vec::with_capacity(size),
+            captions: Vec::with_capacity(hint),
+            all_captions: Vec::with_capacity(hint),
+            keys: Vec::with_capacity(hint),
             epoch,
             consumed: 0,
-        }
+        })
     }
 
     /// Slot views for slots `from..from + n`.
     fn slots(&mut self, from: usize, n: usize) -> Vec<Slot<'_>> {
         let ctx = self.context_length;
         let per = 3 * self.image_size * self.image_size;
+        // Within the reserved room: no reallocation, only these slots' pages are written.
+        match &mut self.images {
+            ImageBuffer::Float32(v) => v.resize(v.len().max((from + n) * per), 0.0),
+            ImageBuffer::Uint8(v) => v.resize(v.len().max((from + n) * per), 0),
+        }
+        for buf in [&mut self.text, &mut self.masked_text, &mut self.mlm_labels] {
+            buf.resize(buf.len().max((from + n) * ctx), 0);
+        }
         let images: Vec<ImageSlot<'_>> = match &mut self.images {
             ImageBuffer::Float32(v) => v[from * per..(from + n) * per]
                 .chunks_exact_mut(per)
@@ -177,12 +200,12 @@ pub fn next_batch(
     ctx: &BatchContext<'_>,
     consumed: &mut u64,
 ) -> Result<Option<Batch>> {
-    let mut batch = Batch::empty(ctx.batch_size, ctx.sample, ctx.epoch);
+    let mut batch = Batch::empty(ctx.batch_size, ctx.sample, ctx.epoch)?;
     let mut filled = 0usize;
     let mut exhausted = false;
     while filled < ctx.batch_size && !exhausted {
         let need = ctx.batch_size - filled;
-        let mut jobs: Vec<(u64, RawSample)> = Vec::with_capacity(need);
+        let mut jobs: Vec<(u64, RawSample)> = Vec::with_capacity(need.min(CAPACITY_HINT));
         while jobs.len() < need {
             match items.next() {
                 None => {

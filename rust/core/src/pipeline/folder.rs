@@ -15,6 +15,7 @@ pub struct FolderSource {
     root: String,
     classes: Vec<String>,
     files: Vec<(PathBuf, i64)>,
+    max_image_bytes: u64,
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -28,7 +29,7 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl FolderSource {
-    pub fn open(root: &Path) -> Result<FolderSource> {
+    pub fn open(root: &Path, max_image_bytes: u64) -> Result<FolderSource> {
         let mut classes = Vec::new();
         let mut files = Vec::new();
         for dir in sorted_entries(root)?.into_iter().filter(|p| p.is_dir()) {
@@ -66,6 +67,7 @@ impl FolderSource {
             root: root.display().to_string(),
             classes,
             files,
+            max_image_bytes,
         })
     }
 
@@ -75,6 +77,10 @@ impl FolderSource {
 
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    pub fn max_image_bytes(&self) -> u64 {
+        self.max_image_bytes
     }
 
     pub fn class_names(&self) -> &[String] {

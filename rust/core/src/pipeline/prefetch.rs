@@ -1,21 +1,27 @@
 //! The running pipeline: a producer thread builds batches ahead into a bounded queue.
 //!
 //! Memory is bounded by construction: at most `prefetch` finished batches wait in the queue,
-//! one is being built, and the shard reader holds at most its channel (256 samples) plus the
-//! shuffle buffer. Dropping an [`EpochStream`] stops the producer: its next send fails, it
-//! returns, and the shard reader's sends fail in turn, so nothing hangs or leaks a thread.
+//! one is being built (each under `limits::MAX_BATCH_BYTES`), and the shard reader holds at
+//! most its channel (256 samples, 256 MiB) plus the shuffle buffer (`shuffle_buffer` samples,
+//! `shuffle_buffer_bytes`). Dropping an [`EpochStream`] stops the producer: its next send
+//! fails, it returns, and the shard reader's sends fail in turn, so nothing hangs or leaks a
+//! thread. A producer that panics ends its stream with an error, never with a silent early
+//! end of the epoch.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::ThreadPool;
 
 use super::batch::{next_batch, Batch, BatchContext, Positioned};
-use super::sample::SampleConfig;
+use super::sample::{ImageDtype, SampleConfig};
 use super::source::{EpochPlan, Source};
 use super::state::{ErrorPolicy, Stats};
 use crate::error::{CoreError, Location, Result};
+use crate::limits::{
+    check_range, MAX_BATCH_BYTES, MAX_CONTEXT_LENGTH, MAX_PREFETCH, MAX_SHUFFLE_BUFFER, MAX_THREADS,
+};
 
 /// How batches are cut and ordered.
 #[derive(Debug, Clone)]
@@ -29,6 +35,8 @@ pub struct BatchConfig {
     pub world_size: u64,
     pub shuffle: bool,
     pub shuffle_buffer: usize,
+    /// Bytes of samples the shard shuffle buffer may hold (it holds at least one).
+    pub shuffle_buffer_bytes: u64,
 }
 
 impl BatchConfig {
@@ -48,11 +56,53 @@ impl BatchConfig {
                 ),
             ));
         }
-        if self.prefetch == 0 {
-            return Err(CoreError::invalid("prefetch", "must be at least 1"));
+        check_range("prefetch", self.prefetch, MAX_PREFETCH)?;
+        check_range(
+            "shuffle_buffer",
+            self.shuffle_buffer.max(1),
+            MAX_SHUFFLE_BUFFER,
+        )?;
+        if self.shuffle_buffer_bytes == 0 {
+            return Err(CoreError::invalid(
+                "shuffle_buffer_bytes",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
+}
+
+/// Refuses a batch whose buffers would pass [`MAX_BATCH_BYTES`], before anything is allocated.
+fn check_batch_bytes(batch_size: usize, sample: &SampleConfig) -> Result<()> {
+    let bytes = batch_bytes(batch_size, sample);
+    if bytes > u128::from(MAX_BATCH_BYTES) {
+        let dtype = match sample.image_dtype {
+            ImageDtype::Float32 => "float32",
+            ImageDtype::Uint8 => "uint8",
+        };
+        return Err(CoreError::invalid(
+            "batch_size",
+            format!(
+                "a batch of {batch_size} images of 3x{s}x{s} {dtype} with {c} tokens each needs \
+                 {bytes} bytes, above the limit of {MAX_BATCH_BYTES} (16 GiB); lower \
+                 batch_size or image_size, or use image_dtype=\"uint8\"",
+                s = sample.image_size,
+                c = sample.context_length,
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes of one batch's buffers: the pictures and three rows of token ids per sample.
+fn batch_bytes(batch_size: usize, sample: &SampleConfig) -> u128 {
+    let pixel = match sample.image_dtype {
+        ImageDtype::Float32 => 4,
+        ImageDtype::Uint8 => 1,
+    };
+    let image = 3 * (sample.image_size as u128).pow(2) * pixel;
+    let text = 3 * sample.context_length as u128 * 8;
+    batch_size as u128 * (image + text)
 }
 
 /// A configured pipeline; [`Pipeline::start`] runs one epoch (or its rest).
@@ -85,6 +135,9 @@ impl Pipeline {
                 format!("must be at least 2, got {}", sample.context_length),
             ));
         }
+        check_range("context_length", sample.context_length, MAX_CONTEXT_LENGTH)?;
+        check_batch_bytes(batches.batch_size, &sample)?;
+        check_range("threads", threads, MAX_THREADS)?;
         if let Some(mlm) = &sample.mlm {
             mlm.validate()?;
         }
@@ -113,15 +166,23 @@ impl Pipeline {
 
     /// Starts epoch `epoch` after its first `skip` items (a resumed position).
     pub fn start(&self, epoch: u64, skip: u64) -> EpochStream {
-        let (tx, rx) = bounded::<Result<Batch>>(self.batches.prefetch);
         let source = Arc::clone(&self.source);
         let sample = Arc::clone(&self.sample);
         let stats = Arc::clone(&self.stats);
         let pool = Arc::clone(&self.pool);
         let cfg = self.batches.clone();
-        let handle = std::thread::Builder::new().name("lightclip-prefetch".into()).spawn(move || {
-            let plan = EpochPlan { seed: cfg.seed, epoch, rank: cfg.rank, world_size: cfg.world_size, shuffle: cfg.shuffle, shuffle_buffer: cfg.shuffle_buffer };
-            let mut items: Box<dyn Iterator<Item = Positioned> + Send> = Box::new((0u64..).zip(source.epoch(plan)));
+        EpochStream::spawn(cfg.prefetch, move |tx| {
+            let plan = EpochPlan {
+                seed: cfg.seed,
+                epoch,
+                rank: cfg.rank,
+                world_size: cfg.world_size,
+                shuffle: cfg.shuffle,
+                shuffle_buffer: cfg.shuffle_buffer,
+                shuffle_buffer_bytes: cfg.shuffle_buffer_bytes,
+            };
+            let mut items: Box<dyn Iterator<Item = Positioned> + Send> =
+                Box::new((0u64..).zip(source.epoch(plan)));
             // Replaying the order up to the resume point reads but never decodes.
             let mut consumed = 0u64;
             for _ in 0..skip {
@@ -130,7 +191,17 @@ impl Pipeline {
                 }
                 consumed += 1;
             }
-            let ctx = BatchContext { source: &source, sample: &sample, policy: cfg.policy, stats: &stats, epoch, batch_size: cfg.batch_size, drop_last: cfg.drop_last, rank: cfg.rank, world_size: cfg.world_size };
+            let ctx = BatchContext {
+                source: &source,
+                sample: &sample,
+                policy: cfg.policy,
+                stats: &stats,
+                epoch,
+                batch_size: cfg.batch_size,
+                drop_last: cfg.drop_last,
+                rank: cfg.rank,
+                world_size: cfg.world_size,
+            };
             let mut produced = 0u64;
             loop {
                 let result = pool.install(|| next_batch(&mut items, &ctx, &mut consumed));
@@ -142,14 +213,22 @@ impl Pipeline {
                         }
                     }
                     Ok(None) => {
-                        if produced == 0 && skip == 0 && !(cfg.drop_last && stats.snapshot().dropped_tail > 0) {
+                        if produced == 0
+                            && skip == 0
+                            && !(cfg.drop_last && stats.snapshot().dropped_tail > 0)
+                        {
                             let snapshot = stats.snapshot();
                             let reason = if snapshot.skipped.is_empty() {
-                                "the source yielded no samples for this rank (empty source)".to_string()
+                                "the source yielded no samples for this rank (empty source)"
+                                    .to_string()
                             } else {
                                 format!("the source yielded no usable samples for this rank; skipped so far: {:?}", snapshot.skipped)
                             };
-                            let location = Location { source: describe(&source), member: None, index: None };
+                            let location = Location {
+                                source: describe(&source),
+                                member: None,
+                                index: None,
+                            };
                             let _ = tx.send(Err(CoreError::data(location, reason)));
                         }
                         return;
@@ -160,22 +239,7 @@ impl Pipeline {
                     }
                 }
             }
-        });
-        match handle {
-            Ok(h) => EpochStream {
-                rx: Some(rx),
-                handle: Some(h),
-                failed: None,
-            },
-            Err(e) => EpochStream {
-                rx: None,
-                handle: None,
-                failed: Some(CoreError::invalid(
-                    "threads",
-                    format!("cannot start the prefetch thread: {e}"),
-                )),
-            },
-        }
+        })
     }
 }
 
@@ -195,24 +259,58 @@ pub struct EpochStream {
     failed: Option<CoreError>,
 }
 
+/// The producer thread's name, as panics and errors report it.
+const PRODUCER: &str = "lightclip-prefetch";
+
 impl EpochStream {
+    /// Runs `produce` on a background thread that sends its batches into a queue of `depth`.
+    /// If it panics (a bug), the stream ends with a [`CoreError::Panic`] instead of looking
+    /// like a short epoch.
+    pub fn spawn(
+        depth: usize,
+        produce: impl FnOnce(&Sender<Result<Batch>>) + Send + 'static,
+    ) -> EpochStream {
+        let (tx, rx) = bounded::<Result<Batch>>(depth);
+        let handle = std::thread::Builder::new()
+            .name(PRODUCER.into())
+            .spawn(move || produce(&tx));
+        match handle {
+            Ok(h) => EpochStream {
+                rx: Some(rx),
+                handle: Some(h),
+                failed: None,
+            },
+            Err(e) => EpochStream {
+                rx: None,
+                handle: None,
+                failed: Some(CoreError::invalid(
+                    "threads",
+                    format!("cannot start the prefetch thread: {e}"),
+                )),
+            },
+        }
+    }
+
     /// The next batch; blocks until it is ready. `None` at the end of the epoch.
     pub fn next_batch(&mut self) -> Option<Result<Batch>> {
         if let Some(e) = self.failed.take() {
             return Some(Err(e));
         }
-        let item = self.rx.as_ref()?.recv().ok();
-        if item.is_none() {
-            self.finish();
+        match self.rx.as_ref()?.recv() {
+            Ok(item) => Some(item),
+            // The producer is gone: the end of the epoch, unless it died of a panic.
+            Err(_) => self.finish().map(Err),
         }
-        item
     }
 
-    fn finish(&mut self) {
+    /// Stops and joins the producer; its panic, if it had one.
+    fn finish(&mut self) -> Option<CoreError> {
         self.rx = None; // the producer's next send fails and it returns
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        let handle = self.handle.take()?;
+        handle
+            .join()
+            .err()
+            .map(|payload| CoreError::panic(PRODUCER, &*payload))
     }
 }
 
@@ -225,6 +323,153 @@ impl Iterator for EpochStream {
 
 impl Drop for EpochStream {
     fn drop(&mut self) {
-        self.finish();
+        // Nobody is left to tell about a panic of an abandoned stream.
+        let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::AugmentConfig;
+    use crate::pipeline::source::SourceOptions;
+    use crate::pipeline::ImageBuffer;
+
+    fn sample_config(image_size: usize, context_length: usize) -> SampleConfig {
+        SampleConfig {
+            image_size,
+            train: false,
+            augment: AugmentConfig::default(),
+            max_pixels: 1 << 20,
+            image_dtype: ImageDtype::Float32,
+            context_length,
+            tokenizer: None,
+            eda: None,
+            mlm: None,
+            seed: 0,
+        }
+    }
+
+    fn batch_config(batch_size: usize) -> BatchConfig {
+        BatchConfig {
+            batch_size,
+            drop_last: false,
+            prefetch: 2,
+            policy: ErrorPolicy::Raise,
+            seed: 0,
+            rank: 0,
+            world_size: 1,
+            shuffle: false,
+            shuffle_buffer: 0,
+            shuffle_buffer_bytes: 1 << 20,
+        }
+    }
+
+    fn build(
+        batches: BatchConfig,
+        sample: SampleConfig,
+        threads: usize,
+    ) -> std::result::Result<Pipeline, String> {
+        let options = SourceOptions {
+            synthetic: crate::pipeline::SyntheticConfig {
+                num_samples: 6,
+                data_seed: 0,
+            },
+            ..SourceOptions::default()
+        };
+        let source = Source::open("synthetic", &options).map_err(|e| e.to_string())?;
+        Pipeline::new(source, sample, batches, threads).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_panicking_producer_ends_the_stream_with_an_error() {
+        let mut stream = EpochStream::spawn(1, |tx| {
+            let _ = tx.send(Err(CoreError::invalid("x", "first item")));
+            panic!("boom at batch 2");
+        });
+        assert!(stream.next_batch().unwrap().is_err());
+        match stream.next_batch() {
+            Some(Err(CoreError::Panic { thread, message })) => {
+                assert_eq!(thread, "lightclip-prefetch");
+                assert_eq!(message, "boom at batch 2");
+            }
+            other => panic!("expected the panic as an error, got {other:?}"),
+        }
+        assert!(stream.next_batch().is_none());
+        // A formatted panic message is kept too; a clean end stays a plain end.
+        let mut stream = EpochStream::spawn(1, |_| panic!("slot {} of {}", 3, 4));
+        let e = stream.next_batch().unwrap().unwrap_err();
+        assert!(e.to_string().contains("panicked: slot 3 of 4"), "{e}");
+        let mut stream = EpochStream::spawn(1, |_| {});
+        assert!(stream.next_batch().is_none());
+    }
+
+    #[test]
+    fn huge_sizes_are_refused_naming_the_parameter() {
+        let cases: [(&str, BatchConfig, SampleConfig, usize); 6] = [
+            (
+                "batch_size",
+                batch_config(1 << 62),
+                sample_config(16, 77),
+                1,
+            ),
+            (
+                "batch_size",
+                batch_config(1_000_000),
+                sample_config(64, 77),
+                1,
+            ),
+            (
+                "prefetch",
+                BatchConfig {
+                    prefetch: 1_000_000_000_000,
+                    ..batch_config(2)
+                },
+                sample_config(16, 77),
+                1,
+            ),
+            (
+                "shuffle_buffer",
+                BatchConfig {
+                    shuffle_buffer: 1_000_000_000_000,
+                    ..batch_config(2)
+                },
+                sample_config(16, 77),
+                1,
+            ),
+            (
+                "context_length",
+                batch_config(2),
+                sample_config(16, 1_000_000_000),
+                1,
+            ),
+            ("threads", batch_config(2), sample_config(16, 77), 100_000),
+        ];
+        for (argument, batches, sample, threads) in cases {
+            let e = build(batches, sample, threads).err().unwrap();
+            assert!(
+                e.starts_with(&format!("invalid `{argument}`")),
+                "{argument}: {e}"
+            );
+        }
+        // The bounds leave real sizes alone: a batch of 4096 at 224 px float32 is fine.
+        assert!(check_batch_bytes(4096, &sample_config(224, 77)).is_ok());
+        let mut stream = build(batch_config(4), sample_config(16, 8), 2)
+            .unwrap()
+            .start(0, 0);
+        assert_eq!(stream.next_batch().unwrap().unwrap().size, 4);
+    }
+
+    #[test]
+    fn a_batch_bigger_than_the_source_holds_only_what_came() {
+        let pipeline = build(batch_config(100_000), sample_config(16, 8), 2).unwrap();
+        let batch = pipeline.start(0, 0).next_batch().unwrap().unwrap();
+        assert_eq!(batch.size, 6);
+        match &batch.images {
+            ImageBuffer::Float32(v) => assert_eq!(v.len(), 6 * 3 * 16 * 16),
+            ImageBuffer::Uint8(_) => unreachable!(),
+        }
+        assert_eq!(batch.text.len(), 6 * 8);
+        assert!(batch.text.chunks(8).all(|row| row.iter().all(|&t| t == 0)));
     }
 }

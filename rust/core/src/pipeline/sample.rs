@@ -11,6 +11,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::decode::{decode_rgb, RgbImage};
+use super::files::read_limited;
 use super::source::{Payload, RawSample, Skip, Source};
 use crate::augment::{eval_transform, train_transform, write_normalized, write_u8, AugmentConfig};
 use crate::text::{
@@ -102,6 +103,14 @@ pub fn swap_left_right(caption: &str) -> String {
     out
 }
 
+/// Whether a caption has anything to tokenize: a caption of only whitespace and control
+/// characters (NUL bytes, say) would train as an empty one, so it counts as empty.
+fn has_text(caption: &str) -> bool {
+    caption
+        .chars()
+        .any(|c| !c.is_whitespace() && !c.is_control())
+}
+
 fn truncate_chars(text: &str, max: usize) -> &str {
     match text.char_indices().nth(max) {
         Some((i, _)) => &text[..i],
@@ -116,8 +125,8 @@ fn load_pixels(raw: &RawSample, source: &Source, cfg: &SampleConfig) -> Result<R
             decode_rgb(bytes, cfg.max_pixels).map_err(|e| skip(e.kind, e.reason))
         }
         Payload::File(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| skip("unreadable", format!("cannot read {}: {e}", path.display())))?;
+            let bytes = read_limited(path, source.max_image_bytes())
+                .map_err(|refusal| skip(refusal.kind, refusal.reason))?;
             decode_rgb(&bytes, cfg.max_pixels)
                 .map_err(|e| skip(e.kind, format!("{}: {}", path.display(), e.reason)))
         }
@@ -155,7 +164,7 @@ pub fn process_sample(
         .captions
         .iter()
         .map(|c| c.trim())
-        .filter(|c| !c.is_empty())
+        .filter(|c| has_text(c))
         .map(str::to_string)
         .collect();
     // A labelled sample (classification shards with no class names known) may go without a
@@ -164,7 +173,7 @@ pub fn process_sample(
         let reason = if raw.captions.is_empty() {
             "sample has no caption"
         } else {
-            "caption is empty or only whitespace"
+            "caption is empty or only whitespace and control characters"
         };
         return Err(Skip::new("empty_caption", raw.location.clone(), reason));
     }
@@ -245,6 +254,14 @@ mod tests {
         assert_eq!(swap_left_right(""), "");
         let s = "from left to right";
         assert_eq!(swap_left_right(&swap_left_right(s)), s);
+    }
+
+    #[test]
+    fn captions_of_only_controls_and_spaces_have_no_text() {
+        assert!(!has_text("\0\0\0"));
+        assert!(!has_text(" \t\u{7f}\u{85}\u{a0}\n"));
+        assert!(has_text("\0a\0"));
+        assert!(has_text("é"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What the members of one webdataset sample mean: the picture, the captions (`.json`'s
-//! `captions` list or `caption` string, else `.txt`) and the class label (a `.cls` member, the
+//! `captions` list or `caption` string, else `.txt`; an empty list or string counts as none,
+//! so it cannot hide a good `.txt`) and the class label (a `.cls` member, the
 //! class index as text, or the `.json`'s `label`), with the class names from a
 //! `classnames.txt` beside the shards or in their parent folder, as CLIP_benchmark lays its
 //! webdatasets out. A labelled sample without a caption gets "a photo of a <class>." (as
@@ -92,19 +93,23 @@ pub fn finish_group(shard: &str, group: Group, class_names: Option<&[String]>) -
         Ok(label) => label,
         Err((member, reason)) => return Err(Skip::new("invalid_label", loc(Some(member)), reason)),
     };
-    let captions = match (json.as_ref(), group.txt) {
-        (Some((member, value)), _) if label.is_none() || has_captions(value) => {
-            match json_captions(value) {
-                Ok(c) => c,
-                Err(reason) => {
-                    return Err(Skip::new(
-                        "invalid_caption",
-                        loc(Some((*member).clone())),
-                        reason,
-                    ))
-                }
+    // The `.json`'s captions when it has any, else the `.txt`; an empty `captions` list (or
+    // `caption` string) counts as none, so it does not hide a good `.txt`.
+    let json_captions = match &json {
+        Some((member, value)) => match json_captions(value) {
+            Ok(captions) => Some(captions),
+            Err(reason) => {
+                return Err(Skip::new(
+                    "invalid_caption",
+                    loc(Some((*member).clone())),
+                    reason,
+                ))
             }
-        }
+        },
+        None => None,
+    };
+    let captions = match (json_captions, group.txt) {
+        (Some(captions), _) if !captions.is_empty() => captions,
         (_, Some((member, bytes))) => match String::from_utf8(bytes) {
             Ok(text) => vec![text],
             Err(_) => {
@@ -115,13 +120,22 @@ pub fn finish_group(shard: &str, group: Group, class_names: Option<&[String]>) -
                 ))
             }
         },
-        _ => match label {
+        (json_captions, None) => match (label, json_captions, &json) {
             // Classification shards carry no caption: name the class, as image folders do.
-            Some(index) => vec![class_names
+            (Some(index), _, _) => vec![class_names
                 .and_then(|names| names.get(index as usize))
                 .map(|name| format!("a photo of a {name}."))
                 .unwrap_or_default()],
-            None => {
+            // Present but empty: skipped later as `empty_caption`.
+            (None, Some(captions), Some((_, value))) if has_captions(value) => captions,
+            (None, _, Some((member, _))) => {
+                return Err(Skip::new(
+                    "invalid_caption",
+                    loc(Some((*member).clone())),
+                    "caption JSON has neither a `captions` list nor a `caption` string",
+                ))
+            }
+            (None, _, None) => {
                 return Err(Skip::new(
                     "missing_caption",
                     loc(Some(image_member)),
@@ -191,7 +205,8 @@ fn has_captions(value: &serde_json::Value) -> bool {
     value.get("captions").is_some() || value.get("caption").is_some()
 }
 
-/// The captions of a webdataset `.json`: its `captions` list, else its `caption` string.
+/// The captions of a webdataset `.json`: its `captions` list, else its `caption` string;
+/// empty when it has neither (or they are empty). Err for a list with a non-string entry.
 fn json_captions(value: &serde_json::Value) -> std::result::Result<Vec<String>, String> {
     if let Some(list) = value.get("captions").and_then(|v| v.as_array()) {
         let captions: Vec<String> = list
@@ -201,12 +216,16 @@ fn json_captions(value: &serde_json::Value) -> std::result::Result<Vec<String>, 
         if captions.len() != list.len() {
             return Err("caption JSON has a non-string entry in `captions`".into());
         }
-        return Ok(captions);
+        if !captions.is_empty() {
+            return Ok(captions);
+        }
     }
-    if let Some(c) = value.get("caption").and_then(|v| v.as_str()) {
-        return Ok(vec![c.to_string()]);
-    }
-    Err("caption JSON has neither a `captions` list nor a `caption` string".into())
+    Ok(value
+        .get("caption")
+        .and_then(|v| v.as_str())
+        .filter(|c| !c.is_empty())
+        .map(|c| vec![c.to_string()])
+        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -222,7 +241,50 @@ mod tests {
         );
         assert_eq!(parse(r#"{"caption": "c"}"#).unwrap(), vec!["c"]);
         assert!(parse(r#"{"captions": [1]}"#).is_err());
-        assert!(parse(r#"{"label": 3}"#).is_err());
+        assert!(parse(r#"{"label": 3}"#).unwrap().is_empty());
+        assert_eq!(
+            parse(r#"{"captions": [], "caption": "c"}"#).unwrap(),
+            vec!["c"]
+        );
+    }
+
+    #[test]
+    fn an_empty_json_caption_list_falls_back_to_the_txt() {
+        let sample = finish_group(
+            "s.tar",
+            group(None, Some(r#"{"captions": []}"#), Some("from txt")),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sample.captions, vec!["from txt"]);
+        let sample = finish_group(
+            "s.tar",
+            group(None, Some(r#"{"caption": ""}"#), Some("from txt")),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sample.captions, vec!["from txt"]);
+        // A non-empty JSON list still wins over the .txt.
+        let sample = finish_group(
+            "s.tar",
+            group(None, Some(r#"{"captions": ["a", "b"]}"#), Some("t")),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sample.captions, vec!["a", "b"]);
+        // Without a .txt an empty list stays empty (skipped later as empty_caption), and a
+        // JSON without captions is named.
+        let sample = finish_group(
+            "s.tar",
+            group(None, Some(r#"{"captions": []}"#), None),
+            None,
+        )
+        .unwrap();
+        assert!(sample.captions.is_empty());
+        let skip =
+            finish_group("s.tar", group(None, Some(r#"{"url": "x"}"#), None), None).unwrap_err();
+        assert_eq!(skip.kind, "invalid_caption");
+        assert!(skip.reason.contains("neither"), "{}", skip.reason);
     }
 
     fn group(cls: Option<&str>, json: Option<&str>, txt: Option<&str>) -> Group {

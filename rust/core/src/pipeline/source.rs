@@ -16,6 +16,7 @@ use super::shards::ShardSource;
 use super::synthetic::{Split, SyntheticConfig, SyntheticSource};
 use super::table::TableSource;
 use crate::error::{CoreError, Location, Result};
+use crate::limits::{DEFAULT_MAX_IMAGE_BYTES, MAX_SHARD_NAMES};
 use crate::text::sample_rng;
 
 /// Where a sample's picture comes from.
@@ -38,6 +39,20 @@ pub struct RawSample {
     /// Every caption of the sample (one is drawn per epoch); empty for folders.
     pub captions: Vec<String>,
     pub label: Option<i64>,
+}
+
+impl RawSample {
+    /// The bytes it holds in memory (its encoded picture and captions), for the bounds on
+    /// what waits to be decoded.
+    pub fn approx_bytes(&self) -> u64 {
+        let payload = match &self.payload {
+            Payload::Encoded(bytes) => bytes.len(),
+            Payload::File(path) => path.as_os_str().len(),
+            Payload::Synthetic(_) => 0,
+        };
+        let text: usize = self.captions.iter().map(String::len).sum();
+        (payload + text + self.key.len()) as u64
+    }
 }
 
 /// A sample (or a whole stretch of a source) that is dropped, and why.
@@ -74,6 +89,8 @@ pub struct EpochPlan {
     pub shuffle: bool,
     /// Samples held by the shard shuffle buffer (ignored by indexed sources).
     pub shuffle_buffer: usize,
+    /// Bytes of samples the shard shuffle buffer may hold (at least one sample is held).
+    pub shuffle_buffer_bytes: u64,
 }
 
 /// Stream ids of the order decisions (the per-sample ids live in `text::streams`).
@@ -125,6 +142,9 @@ pub struct SourceOptions {
     pub csv_caption_key: String,
     pub csv_separator: Option<u8>,
     pub synthetic: SyntheticConfig,
+    /// Bytes an encoded picture (a file, a shard member) may have; bigger ones are skipped
+    /// as `too_large` without being read.
+    pub max_image_bytes: u64,
 }
 
 impl Default for SourceOptions {
@@ -134,6 +154,7 @@ impl Default for SourceOptions {
             csv_caption_key: "title".into(),
             csv_separator: None,
             synthetic: SyntheticConfig::default(),
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
         }
     }
 }
@@ -145,6 +166,9 @@ impl Source {
         let spec = spec.trim();
         if spec.is_empty() {
             return Err(CoreError::invalid("source", "is empty"));
+        }
+        if options.max_image_bytes == 0 {
+            return Err(CoreError::invalid("max_image_bytes", "must be at least 1"));
         }
         if let Some(rest) = spec.strip_prefix("synthetic") {
             let split = match rest {
@@ -164,7 +188,10 @@ impl Source {
         }
         let path = Path::new(spec);
         if path.is_dir() {
-            return Ok(Source::Folder(FolderSource::open(path)?));
+            return Ok(Source::Folder(FolderSource::open(
+                path,
+                options.max_image_bytes,
+            )?));
         }
         let lower = spec.to_ascii_lowercase();
         if lower.ends_with(".csv") || lower.ends_with(".tsv") {
@@ -173,8 +200,24 @@ impl Source {
         let mut shards = Vec::new();
         for part in spec.split("::") {
             shards.extend(expand_braces(part)?);
+            if shards.len() > MAX_SHARD_NAMES {
+                return Err(too_many_names(spec));
+            }
         }
-        Ok(Source::Shards(ShardSource::new(shards)?))
+        Ok(Source::Shards(ShardSource::new(
+            shards,
+            options.max_image_bytes,
+        )?))
+    }
+
+    /// Bytes an encoded picture of this source may have (see [`SourceOptions`]).
+    pub fn max_image_bytes(&self) -> u64 {
+        match self {
+            Source::Shards(s) => s.max_image_bytes(),
+            Source::Table(t) => t.max_image_bytes(),
+            Source::Folder(f) => f.max_image_bytes(),
+            Source::Synthetic(_) => u64::MAX,
+        }
     }
 
     /// Samples in one epoch over all ranks, where known without reading the data.
@@ -226,8 +269,15 @@ impl Source {
     }
 }
 
+fn too_many_names(pattern: &str) -> CoreError {
+    CoreError::invalid(
+        "source",
+        format!("{pattern:?} expands to more than {MAX_SHARD_NAMES} shard names"),
+    )
+}
+
 /// Expands webdataset/bash brace patterns: `a-{000..003}.tar` (zero padding kept) and
-/// `{x,y}`; several groups multiply out.
+/// `{x,y}`; several groups multiply out, to at most [`MAX_SHARD_NAMES`] names.
 pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
     let Some(open) = pattern.find('{') else {
         if pattern.contains('}') {
@@ -261,11 +311,8 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
         if a > b {
             return Err(bad());
         }
-        if b - a > 1_000_000 {
-            return Err(CoreError::invalid(
-                "source",
-                format!("range {{{body}}} expands to more than a million shards"),
-            ));
+        if b - a >= MAX_SHARD_NAMES as u64 {
+            return Err(too_many_names(pattern));
         }
         let width = if lo.starts_with('0') && lo.len() > 1 {
             lo.len()
@@ -277,7 +324,12 @@ pub fn expand_braces(pattern: &str) -> Result<Vec<String>> {
         body.split(',').map(str::to_string).collect()
     };
     let tails = expand_braces(tail)?;
-    let mut out = Vec::with_capacity(choices.len() * tails.len());
+    // Multiply out only what fits: `{0..999999}{0..999999}` would be 10^12 names.
+    let total = choices.len().saturating_mul(tails.len());
+    if total > MAX_SHARD_NAMES {
+        return Err(too_many_names(pattern));
+    }
+    let mut out = Vec::with_capacity(total);
     for c in &choices {
         for rest in &tails {
             out.push(format!("{head}{c}{rest}"));
@@ -307,6 +359,24 @@ mod tests {
     }
 
     #[test]
+    fn braces_refuse_more_than_the_name_limit_before_allocating() {
+        // 10^12 names: refused at once, not after filling memory (or aborting).
+        let e = expand_braces("s-{0..999999}-{0..999999}.tar").unwrap_err();
+        assert!(
+            e.to_string().contains("more than 1000000 shard names"),
+            "{e}"
+        );
+        assert!(expand_braces("s-{0..1000000}.tar").is_err());
+        assert_eq!(expand_braces("s-{0..999999}.tar").unwrap().len(), 1_000_000);
+        assert!(expand_braces("{a,b}-{0..499999}").is_ok());
+        assert!(expand_braces("{a,b,c}-{0..499999}").is_err());
+        // Several `::` parts count together.
+        let spec = "s-{0..999999}.tar::t-{0..9}.tar";
+        let e = Source::open(spec, &SourceOptions::default()).err().unwrap();
+        assert!(e.to_string().contains("shard names"), "{e}");
+    }
+
+    #[test]
     fn rank_shares_partition_every_index_once() {
         for world in 1..5u64 {
             let mut seen = vec![0; 23];
@@ -318,6 +388,7 @@ mod tests {
                     world_size: world,
                     shuffle: true,
                     shuffle_buffer: 0,
+                    shuffle_buffer_bytes: 1,
                 };
                 for i in plan.rank_share(23) {
                     seen[i] += 1;
@@ -338,6 +409,7 @@ mod tests {
                 world_size: 1,
                 shuffle: true,
                 shuffle_buffer: 0,
+                shuffle_buffer_bytes: 1,
             }
             .permutation(50)
         };

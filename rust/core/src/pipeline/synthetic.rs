@@ -13,6 +13,7 @@ use rand::Rng;
 
 use super::source::{Payload, RawItem, RawSample};
 use crate::error::{CoreError, Location, Result};
+use crate::limits::MAX_SYNTHETIC_SAMPLES;
 use crate::text::sample_rng;
 
 pub const COLOURS: [(&str, [f32; 3]); 6] = [
@@ -83,10 +84,10 @@ impl SyntheticSource {
             (0, Split::Heldout) => 2_000,
             (n, _) => n,
         };
-        if len > 1 << 40 {
+        if len > MAX_SYNTHETIC_SAMPLES {
             return Err(CoreError::invalid(
                 "num_samples",
-                format!("too large: {len}"),
+                format!("must be at most {MAX_SYNTHETIC_SAMPLES}, got {len}"),
             ));
         }
         Ok(SyntheticSource { split, config, len })

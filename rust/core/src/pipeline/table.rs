@@ -6,21 +6,38 @@
 
 use std::path::{Path, PathBuf};
 
+use super::files::{open_regular, Refusal};
 use super::source::{Payload, RawItem, RawSample, Skip, SourceOptions};
 use crate::error::{CoreError, Location, Result};
 
 pub struct TableSource {
     table: String,
     rows: Vec<(PathBuf, Option<String>, u64)>, // image path, caption (None = not UTF-8), row
+    max_image_bytes: u64,
 }
 
 impl TableSource {
     pub fn open(path: &Path, options: &SourceOptions) -> Result<TableSource> {
         let table = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| CoreError::Io {
+        let whole = |refusal: Refusal| {
+            let location = Location {
+                source: table.clone(),
+                member: None,
+                index: None,
+            };
+            CoreError::data(location, refusal.reason)
+        };
+        // A table is read whole (no size limit), but only from a regular file.
+        let (file, len) = open_regular(path, u64::MAX).map_err(whole)?;
+        let io = |e: std::io::Error| CoreError::Io {
             path: path.to_path_buf(),
             source: e,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(len as usize)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
+        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
         let separator = options.csv_separator.unwrap_or_else(|| {
             if table.to_ascii_lowercase().ends_with(".tsv") {
                 b'\t'
@@ -83,7 +100,11 @@ impl TableSource {
                 "table has no rows (empty source)",
             ));
         }
-        Ok(TableSource { table, rows })
+        Ok(TableSource {
+            table,
+            rows,
+            max_image_bytes: options.max_image_bytes,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -92,6 +113,10 @@ impl TableSource {
 
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    pub fn max_image_bytes(&self) -> u64 {
+        self.max_image_bytes
     }
 
     pub fn sample(&self, i: usize) -> RawItem {
