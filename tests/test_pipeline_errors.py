@@ -194,7 +194,7 @@ def test_empty_sources_fail_clearly(tmp_path):
         (dict(crop_scale=(0.5, 0.2)), "crop_scale"),
         (dict(jitter_p=1.5), "jitter_p"),
         (dict(image_dtype="float16"), "image_dtype"),
-        (dict(mlm_prob=2.0), "probability"),
+        (dict(mlm_prob=2.0), "mlm_prob"),
         (dict(threads=0), "threads"),
     ],
 )
