@@ -7,11 +7,10 @@ are printed as one line and a non-zero exit, never a traceback wall.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from typing import Any
 
-from .errors import LightclipError
+from .errors import run_command
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -85,20 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except LightclipError as e:
-        print(f"lightclip: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:  # says where, when it was raised during a save
-        print(f"lightclip: interrupted{f' {e}' if str(e) else ''}", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = e.filename or "a file"
-        print(f"lightclip: error: no space left on device writing {where}", file=sys.stderr)
-        return 2
+    return run_command("lightclip", lambda: args.run(args))
 
 
 if __name__ == "__main__":

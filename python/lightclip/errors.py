@@ -16,6 +16,10 @@ here means renaming it there.
 
 from __future__ import annotations
 
+import errno
+import sys
+from collections.abc import Callable
+
 
 class LightclipError(Exception):
     """Base class of every error raised by lightclip on purpose."""
@@ -43,7 +47,30 @@ class NonFiniteLossError(LightclipError, FloatingPointError):
     step and the loss part."""
 
 
+def run_command(prog: str, run: Callable[[], int]) -> int:
+    """A command's exit code, with what a user can act on said in one line on stderr:
+    a LightclipError (exit 2), a second Ctrl-C (130; during a save it says which file), a full
+    disk (2). Anything else is a bug and keeps its traceback."""
+    try:
+        return run()
+    except LightclipError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"{prog}: interrupted{f' {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(
+            f"{prog}: error: no space left on device writing {e.filename or 'a file'}",
+            file=sys.stderr,
+        )
+        return 2
+
+
 __all__ = [
+    "run_command",
     "LightclipError",
     "InvalidInputError",
     "InvalidDtypeError",

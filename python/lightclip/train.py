@@ -29,7 +29,6 @@ the step, before anything of that step is saved or exported.
 from __future__ import annotations
 
 import contextlib
-import errno
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +41,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import TrainConfig, parse_args
 from .diagnostics import collapse_diagnostics
-from .errors import DataError, InvalidInputError, LightclipError, NonFiniteLossError
+from .errors import DataError, InvalidInputError, NonFiniteLossError, run_command
 from .optim import build_optimizer, clamp_logit_scale, set_lr
 from .run_folder import prepare_run_folder
 from .run_log import RunLog
@@ -403,22 +402,12 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lightclip.train`` / ``lightclip train``: errors as one line, exit 2."""
-    try:
+
+    def run() -> int:
         # argparse itself prints usage + one line and exits 2 on unknown flags.
-        result = train(parse_args(argv))
-    except LightclipError as e:
-        print(f"lightclip train: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:  # a second Ctrl-C
-        print(f"lightclip train: interrupted{f' {e}' if str(e) else ''}", file=sys.stderr)
-        return 130
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        where = e.filename or "a file"
-        print(f"lightclip train: error: no space left on device writing {where}", file=sys.stderr)
-        return 2
-    return 130 if result.interrupted else 0
+        return 130 if train(parse_args(argv)).interrupted else 0
+
+    return run_command("lightclip train", run)
 
 
 if __name__ == "__main__":
