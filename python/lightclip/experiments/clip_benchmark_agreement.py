@@ -1,0 +1,131 @@
+"""Same model, same data: ``lightclip eval`` against CLIP_benchmark's own evaluation code.
+
+Exports a trained model to open_clip's format, writes the retrieval shard in CLIP_benchmark's
+webdataset layout (``test/0.tar`` with every caption of an image as one line of its ``.txt``,
+``test/nshards.txt``, ``dataset_type.txt``), then evaluates it twice:
+
+* CLIP_benchmark: the export loaded by open_clip (``local-dir:``) with open_clip's own
+  preprocessing and tokenizer, the dataset built by ``build_wds_dataset``, scored by
+  ``clip_benchmark.metrics.zeroshot_retrieval.evaluate``;
+* lightclip: ``lightclip eval`` on the same export and the same converted folder.
+
+It prints the recall of both and their difference as a Markdown table (and writes JSON)::
+
+    python -m lightclip.experiments.clip_benchmark_agreement \\
+        --checkpoint logs/regime/px128/row-clip-seed0/checkpoints/epoch_latest.pt \\
+        --data ../shared/data/flickr8k/dev-000000.tar --out logs/agreement
+
+Needs the dev extras (open_clip, clip-benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECALLS = (1, 5, 10)
+
+
+def write_clip_benchmark_retrieval(shard: str | Path, out_dir: str | Path) -> Path:
+    """``shard``'s images and all their captions in CLIP_benchmark's retrieval layout."""
+    out = Path(out_dir)
+    (out / "test").mkdir(parents=True, exist_ok=True)
+    groups: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, ext = member.name.partition(".")
+            file = tar.extractfile(member)
+            assert file is not None
+            groups.setdefault(key, {})[ext] = file.read()
+    with tarfile.open(out / "test" / "0.tar", "w") as tar:
+        for key, members in groups.items():
+            image_ext = next(e for e in ("jpg", "jpeg", "png", "webp") if e in members)
+            if "json" in members:
+                captions = json.loads(members["json"])["captions"]
+            else:
+                captions = members["txt"].decode().splitlines()
+            text = "\n".join(c.strip() for c in captions).encode()
+            for name, data in ((f"{key}.{image_ext}", members[image_ext]), (f"{key}.txt", text)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    (out / "test" / "nshards.txt").write_text("1\n")
+    (out / "dataset_type.txt").write_text("retrieval\n")
+    return out
+
+
+def clip_benchmark_retrieval(export_dir: Path, layout: Path, batch_size: int) -> dict[str, float]:
+    """CLIP_benchmark's numbers: open_clip's model, preprocessing and tokenizer, its metric."""
+    import open_clip
+    from clip_benchmark.datasets.builder import build_wds_dataset, image_captions_collate_fn
+    from clip_benchmark.metrics import zeroshot_retrieval
+
+    from ..openclip_export import load_openclip
+
+    model, _, preprocess = load_openclip(export_dir)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{export_dir}")
+    dataset = build_wds_dataset("agreement", preprocess, split="test", data_dir=str(layout))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, collate_fn=image_captions_collate_fn
+    )
+    metrics = zeroshot_retrieval.evaluate(
+        model.eval(), loader, tokenizer, "cpu", amp=False, recall_k_list=list(RECALLS)
+    )
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def lightclip_retrieval(export_dir: Path, layout: Path, batch_size: int) -> dict[str, float]:
+    """``lightclip eval`` on the same export and folder (its stats: how many texts it read)."""
+    from ..eval_cli import load_eval_model, make_eval_data
+    from ..evaluate import evaluate_retrieval
+
+    model, _ = load_eval_model(None, str(export_dir), "cpu")
+    data = make_eval_data(str(layout / "test" / "0.tar"), model, "zeroshot_retrieval", batch_size)
+    metrics = evaluate_retrieval(model, data, device="cpu")
+    print("lightclip eval read", {k: int(v) for k, v in metrics.stats.items() if "num" in k})
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def agreement_table(reference: dict[str, float], ours: dict[str, float]) -> str:
+    lines = ["| metric | CLIP_benchmark | lightclip eval | Δ |", "|---|---:|---:|---:|"]
+    for key in reference:
+        if key in ours:
+            a, b = 100 * reference[key], 100 * ours[key]
+            lines.append(f"| {key} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint or export")
+    parser.add_argument("--data", required=True, help="a retrieval shard (.jpg + .json/.txt)")
+    parser.add_argument("--out", required=True, help="folder for the export, layout and JSON")
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args(argv)
+    from ..eval_cli import load_eval_model
+    from ..openclip_export import export_openclip
+
+    out = Path(args.out)
+    model, name = load_eval_model(None, args.checkpoint, "cpu")
+    export_dir = export_openclip(model, out / "export")
+    layout = write_clip_benchmark_retrieval(args.data, out / "clip_benchmark_layout")
+    reference = clip_benchmark_retrieval(export_dir, layout, args.batch_size)
+    ours = lightclip_retrieval(export_dir, layout, args.batch_size)
+    table = agreement_table(reference, ours)
+    print(f"{name} from {args.checkpoint} on {args.data}\n\n{table}")
+    record: dict[str, Any] = {"clip_benchmark": reference, "lightclip": ours, "model": name}
+    (out / "agreement.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out / "agreement.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
