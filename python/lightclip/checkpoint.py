@@ -109,11 +109,25 @@ def load_checkpoint(
     a file you made yourself (checkpoints of lightclip before this rule kept NumPy's RNG
     state as an array); :func:`convert_trusted_checkpoint` rewrites such a file once.
     """
+    payload = read_torch_file(path, map_location, trust=trust)
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise CheckpointError(f"{path} is not a lightclip/open_clip checkpoint (no state_dict)")
+    return payload
+
+
+def read_torch_file(
+    path: str | os.PathLike[str], map_location: Any = "cpu", *, trust: bool = False
+) -> Any:
+    """Whatever a ``torch.save`` file holds, read as :func:`load_checkpoint` reads it: only
+    tensors and plain values unless ``trust``; a file holding any other Python object is a
+    :class:`CheckpointError` before anything in it runs. Also reads plain state dicts (the
+    ``.bin`` / ``.pth`` files open_clip and timm publish), which :func:`load_checkpoint`
+    refuses for want of a ``state_dict`` entry."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=not trust)
+        return torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as e:
         # torch words it two ways: a global not allowed, or one from a blocked module (os...).
         found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(e))
@@ -129,9 +143,6 @@ def load_checkpoint(
         ) from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same to a user
         raise CheckpointError(f"could not read checkpoint {path}: {e}") from None
-    if not isinstance(payload, dict) or "state_dict" not in payload:
-        raise CheckpointError(f"{path} is not a lightclip/open_clip checkpoint (no state_dict)")
-    return payload
 
 
 def convert_trusted_checkpoint(
@@ -367,6 +378,7 @@ __all__ = [
     "load_model_payload",
     "model_from_checkpoint",
     "model_state",
+    "read_torch_file",
     "resolve_resume",
     "rng_state",
     "save_checkpoint",
