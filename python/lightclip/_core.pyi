@@ -188,9 +188,17 @@ class Pipeline:
     @property
     def class_names(self) -> list[str] | None: ...
     @property
+    def dataset_type(self) -> str | None: ...
+    @property
+    def templates(self) -> list[str] | None: ...
+    @property
     def num_samples(self) -> int | None: ...
     @property
     def threads(self) -> int: ...
+
+def shard_names(source: str) -> list[str]:
+    """The shard paths of ``::``-separated shard paths / brace patterns, in order, repeats
+    kept (at most 10**6; ``InvalidInputError`` for a malformed pattern)."""
 
 # --- text.rs ---------------------------------------------------------------------------------
 

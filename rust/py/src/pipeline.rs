@@ -327,6 +327,20 @@ impl PyPipeline {
         self.inner.source.class_names()
     }
 
+    /// What the shards' `dataset_type.txt` says ("retrieval", "classification",
+    /// "multilabel"), None without one or for other sources.
+    #[getter]
+    fn dataset_type(&self) -> Option<&'static str> {
+        let layout = self.inner.source.shard_layout()?;
+        layout.dataset_type.map(|t| t.name())
+    }
+
+    /// The lines of the shards' `zeroshot_classification_templates.txt`, if they have one.
+    #[getter]
+    fn templates(&self) -> Option<Vec<String>> {
+        self.inner.source.shard_layout()?.templates.clone()
+    }
+
     /// Samples per epoch over all ranks, where known without reading the data.
     #[getter]
     fn num_samples(&self) -> Option<usize> {
@@ -339,6 +353,13 @@ impl PyPipeline {
     }
 }
 
+/// The shard paths a `::`-separated list of shard paths / brace patterns names, in order.
+#[pyfunction]
+pub fn shard_names(source: &str) -> PyResult<Vec<String>> {
+    lightclip_core::pipeline::source::shard_names(source).map_err(|e| BindingError::from(e).into())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyPipeline>()
+    m.add_class::<PyPipeline>()?;
+    m.add_function(wrap_pyfunction!(shard_names, m)?)
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 
 use super::folder::FolderSource;
+use super::shard_layout::ShardLayout;
 use super::shards::ShardSource;
 use super::synthetic::{Split, SyntheticConfig, SyntheticSource};
 use super::table::TableSource;
@@ -197,15 +198,8 @@ impl Source {
         if lower.ends_with(".csv") || lower.ends_with(".tsv") {
             return Ok(Source::Table(TableSource::open(path, options)?));
         }
-        let mut shards = Vec::new();
-        for part in spec.split("::") {
-            shards.extend(expand_braces(part)?);
-            if shards.len() > MAX_SHARD_NAMES {
-                return Err(too_many_names(spec));
-            }
-        }
         Ok(Source::Shards(ShardSource::new(
-            shards,
+            shard_names(spec)?,
             options.max_image_bytes,
         )?))
     }
@@ -243,6 +237,14 @@ impl Source {
         }
     }
 
+    /// The CLIP_benchmark files (dataset type, class names, templates) that came with shards.
+    pub fn shard_layout(&self) -> Option<&ShardLayout> {
+        match self {
+            Source::Shards(s) => Some(s.layout()),
+            _ => None,
+        }
+    }
+
     pub fn synthetic(&self) -> Option<&SyntheticSource> {
         match self {
             Source::Synthetic(s) => Some(s),
@@ -267,6 +269,19 @@ impl Source {
             }
         }
     }
+}
+
+/// The shard paths a shard source names: its `::`-separated parts, brace patterns expanded,
+/// in order (repeats kept), at most [`MAX_SHARD_NAMES`] in all.
+pub fn shard_names(spec: &str) -> Result<Vec<String>> {
+    let mut shards = Vec::new();
+    for part in spec.trim().split("::") {
+        shards.extend(expand_braces(part)?);
+        if shards.len() > MAX_SHARD_NAMES {
+            return Err(too_many_names(spec));
+        }
+    }
+    Ok(shards)
 }
 
 fn too_many_names(pattern: &str) -> CoreError {
@@ -374,6 +389,15 @@ mod tests {
         let spec = "s-{0..999999}.tar::t-{0..9}.tar";
         let e = Source::open(spec, &SourceOptions::default()).err().unwrap();
         assert!(e.to_string().contains("shard names"), "{e}");
+    }
+
+    #[test]
+    fn shard_names_join_the_parts_in_order_keeping_repeats() {
+        assert_eq!(
+            shard_names("a-{0..1}.tar::b.tar::a-1.tar").unwrap(),
+            vec!["a-0.tar", "a-1.tar", "b.tar", "a-1.tar"]
+        );
+        assert!(shard_names("x-{1..2.tar").is_err());
     }
 
     #[test]
