@@ -2,18 +2,21 @@
 //!
 //! Training: RandomResizedCrop (scale 0.2–1, ratio 3/4–4/3) → colour jitter (p 0.8) →
 //! grayscale (p 0.2) → Gaussian blur σ∈[0.1, 2] (p 0.5) → horizontal flip (p 0.5) → CLIP
-//! normalisation. Evaluation: shorter side to `size`, centre crop. Images travel as planar
+//! normalisation. Evaluation: open_clip's preprocessing (Pillow bicubic of the shorter side to
+//! `size`, torchvision's centre crop; see `bicubic.rs`). Images travel as planar
 //! floats in [0, 1]; the flip and the normalisation are fused into the final write into the
 //! batch buffer, so the flip costs nothing. Whether the image was flipped is returned so the
 //! caller can swap "left"/"right" in the caption.
 
+mod bicubic;
 mod blur;
 mod color;
 mod resize;
 
+pub use bicubic::{centre_crop_offset, resize_shortest_centre_crop, shortest_side_resize};
 pub use blur::gaussian_blur;
 pub use color::{brightness, contrast, grayscale, hue, saturation, Jitter};
-pub use resize::{centre_square, resize_crop, CropBox};
+pub use resize::{resize_crop, CropBox};
 
 use rand::Rng;
 
@@ -196,16 +199,23 @@ pub fn train_transform(
     (img, flip)
 }
 
-/// The evaluation transform: shorter side to `size`, centre crop `size` x `size`.
+/// The evaluation transform, open_clip's: shorter side to `size` with Pillow's bicubic, centre
+/// crop `size` x `size` (the same 8-bit pixels as open_clip's `preprocess` on the PIL image).
 pub fn eval_transform(pixels: &[u8], width: usize, height: usize, size: usize) -> PlanarImage {
-    resize_crop(
-        pixels,
-        width,
-        height,
-        centre_square(width, height),
-        size,
-        size,
-    )
+    let rgb = resize_shortest_centre_crop(pixels, width, height, size);
+    let plane = size * size;
+    let mut data = vec![0.0f32; 3 * plane];
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
+        for (c, &v) in px.iter().enumerate() {
+            // The same division as torchvision's ToTensor, so the floats match too.
+            data[c * plane + i] = f32::from(v) / 255.0;
+        }
+    }
+    PlanarImage {
+        width: size,
+        height: size,
+        data,
+    }
 }
 
 /// Writes `img` into `dst` (len 3·H·W) normalised with CLIP mean/std, mirrored if `flip`.

@@ -1,10 +1,10 @@
-//! Crop-and-resize of an 8-bit RGB image into a planar float image, with antialiasing.
+//! Crop-and-resize of an 8-bit RGB image into a planar float image, with antialiasing: the
+//! training transform's RandomResizedCrop (the evaluation transform has its own, Pillow-exact
+//! resize in `bicubic.rs`, because it must give open_clip's pixels).
 //!
-//! One separable resampler serves both the training crop (RandomResizedCrop) and the
-//! evaluation transform (shorter side + centre crop): each picks a source rectangle, this file
-//! maps it onto the output grid. Like Pillow's and torchvision's `antialias=True` bilinear, the
-//! triangle filter widens by the scale factor when shrinking, so downscaling averages every
-//! source pixel instead of aliasing.
+//! The crop box is fractional and maps straight onto the output grid. Like Pillow's and
+//! torchvision's `antialias=True` bilinear, the triangle filter widens by the scale factor when
+//! shrinking, so downscaling averages every source pixel instead of aliasing.
 
 use super::PlanarImage;
 
@@ -137,21 +137,20 @@ pub fn resize_crop(
     }
 }
 
-/// The evaluation crop: the centred square of side min(width, height). Resizing that square to
-/// `size` equals "resize the shorter side to `size`, then centre-crop `size` x `size`".
-pub fn centre_square(width: usize, height: usize) -> CropBox {
-    let side = width.min(height) as f32;
-    CropBox {
-        x: (width as f32 - side) / 2.0,
-        y: (height as f32 - side) / 2.0,
-        width: side,
-        height: side,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The centred square of side min(width, height).
+    fn centre_square(width: usize, height: usize) -> CropBox {
+        let side = width.min(height) as f32;
+        CropBox {
+            x: (width as f32 - side) / 2.0,
+            y: (height as f32 - side) / 2.0,
+            width: side,
+            height: side,
+        }
+    }
 
     fn gradient(w: usize, h: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(w * h * 3);
