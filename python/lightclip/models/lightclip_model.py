@@ -105,6 +105,46 @@ class LightCLIP(nn.Module):
         # ever producing a temperature beyond the bound.
         return self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
 
+    # ----------------------------------------------------------------- LiT, memory (open_clip API)
+    def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
+        """Freeze the image tower but its last ``unlocked_groups`` groups (LiT), of the six
+        groups stem, stage1..stage4, head (``models/tower_lock.py`` says what each holds);
+        ``freeze_bn_stats`` also keeps the frozen groups' BatchNorm statistics, in train mode
+        too.
+
+            >>> import lightclip
+            >>> model = lightclip.create_model("clip-tiny-mnv2")
+            >>> model.lock_image_tower(unlocked_groups=1)
+            >>> [n for n, p in model.visual.named_parameters() if p.requires_grad]
+            ['head.proj.weight']
+        """
+        self.visual.lock(unlocked_groups=unlocked_groups, freeze_bn_stats=freeze_bn_stats)
+
+    def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """Freeze the text tower but its last ``unlocked_layers`` groups, open_clip's groups:
+        the embeddings, each block, the last block with ``ln_final``, ``text_projection``.
+        ``freeze_layer_norm=False`` leaves the frozen groups' LayerNorms trainable.
+
+            >>> import lightclip
+            >>> model = lightclip.create_model("clip-tiny-mnv2")
+            >>> model.lock_text_tower(unlocked_layers=1)
+            >>> [n for n, p in model.text.named_parameters() if p.requires_grad]
+            ['text_projection']
+        """
+        self.text.lock(unlocked_layers=unlocked_layers, freeze_layer_norm=freeze_layer_norm)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in the backward pass instead of keeping them: per block in the
+        text transformer, per stage in the image tower. Outputs and gradients are unchanged,
+        and so are BatchNorm statistics (the recomputation does not update them).
+
+            >>> import lightclip
+            >>> model = lightclip.create_model("clip-tiny-mnv2")
+            >>> model.set_grad_checkpointing(True)
+        """
+        self.visual.set_grad_checkpointing(enable)
+        self.text.set_grad_checkpointing(enable)
+
     # ----------------------------------------------------------------- training forward
     def forward(
         self,

@@ -7,7 +7,10 @@ Trunk keys follow timm's ``mobilenetv2_100`` (under ``visual.trunk.``): ``conv_s
 ``pool="avg", proj="linear"``: average-pool the 1280-channel ``conv_head`` output, project.
 
 Stages are the block groups ending at strides 4/8/16/32: ``blocks.1`` (24 ch), ``blocks.2``
-(32), ``blocks.4`` (96), ``blocks.6`` (320), as timm's ``features_only`` reports them.
+(32), ``blocks.4`` (96), ``blocks.6`` (320), as timm's ``features_only`` reports them; timm's
+first feature map, ``blocks.0`` (16 ch, stride 2), comes before them in ``feature_maps``. Lock
+groups (see tower_lock.py): stem ``conv_stem``/``bn1``, stage1 ``blocks.0-1``, stage2
+``blocks.2``, stage3 ``blocks.3-4``, stage4 ``blocks.5-6`` with ``conv_head``/``bn2``, head.
 
 Parameter count (width 1.0, embed 512): trunk 2,223,872 + projection 655,360 = 2,879,232.
 The paper reports 2.45M; its head is not described. ``head_width`` (the ``conv_head``
@@ -20,6 +23,7 @@ import torch
 from torch import nn
 
 from .config import LightCLIPConfig
+from .tower_lock import LockableTower, LockGroup, run_maybe_checkpointed
 
 # (expansion, channels, repeats, first stride) — the MobileNet-V2 paper's table.
 MBV2_SETTINGS = (
@@ -33,6 +37,8 @@ MBV2_SETTINGS = (
 )
 # Indices into ``blocks`` whose outputs are the 4 stages (strides 4, 8, 16, 32).
 STAGE_ENDS = (1, 2, 4, 6)
+# ... and timm's feature maps: ``blocks.0`` (stride 2), then the 4 stages.
+FEATURE_ENDS = (0, *STAGE_ENDS)
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:
@@ -102,16 +108,23 @@ class MobileNetV2Trunk(nn.Module):
         self.bn2 = nn.BatchNorm2d(head_width)
         self.num_features = head_width
         self.stage_channels = tuple(channels[i] for i in STAGE_ENDS)
+        self.grad_checkpointing = False
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.feature_maps(x)[1:]
+
+    def feature_maps(self, x: torch.Tensor, last: int = 4) -> list[torch.Tensor]:
+        """timm's ``mobilenetv2`` feature maps up to index ``last``: ``blocks.0`` (0, stride 2),
+        then the 4 stages (1-4)."""
         x = self.act(self.bn1(self.conv_stem(x)))
         out = []
-        for i, group in enumerate(self.blocks):
-            x = group(x)
-            if i in STAGE_ENDS:
+        for i, group in enumerate(self.blocks[: FEATURE_ENDS[last] + 1]):
+            # Checkpointed per block group: a group is a few blocks at one resolution.
+            x = run_maybe_checkpointed(self.grad_checkpointing, group, x)
+            if i in FEATURE_ENDS:
                 out.append(x)
         return out
 
@@ -119,11 +132,15 @@ class MobileNetV2Trunk(nn.Module):
         return self.act(self.bn2(self.conv_head(stage4)))
 
 
-class MobileNetV2Tower(nn.Module):
+class MobileNetV2Tower(LockableTower):
     """MobileNet-V2 + avg-pool/linear head.
 
     ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E];
     ``project_tokens(stage4)`` -> [B, h*w, E] (L_tok's image tokens in the joint space)."""
+
+    #: ``feature_maps`` gives 5 maps (``blocks.0``, 4 stages), as timm's
+    #: ``forward_intermediates``.
+    num_feature_maps = 5
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
@@ -135,6 +152,21 @@ class MobileNetV2Tower(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.trunk.forward_stages(x)
+
+    def feature_maps(self, x: torch.Tensor, last: int = 4) -> list[torch.Tensor]:
+        return self.trunk.feature_maps(x, last)
+
+    def lock_groups(self) -> list[LockGroup]:
+        t = self.trunk
+        b = t.blocks
+        return [
+            [t.conv_stem, t.bn1],
+            [b[0], b[1]],
+            [b[2]],
+            [b[3], b[4]],
+            [b[5], b[6], t.conv_head, t.bn2],
+            [self.head],
+        ]
 
     def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk.forward_head_features(stage4).mean(dim=(2, 3)))

@@ -4,7 +4,8 @@ Trunk keys follow timm's ``resnet18`` (under ``visual.trunk.``): ``conv1``, ``bn
 ``layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}``, ``layer{2..4}.0.downsample.{0,1}`` (no ``fc``).
 The head (``visual.head.``) is :class:`AttentionPool2d` to ``embed_dim``.
 
-Stages: layer1..layer4 at strides 4/8/16/32 with 64/128/256/512 channels.
+Stages: layer1..layer4 at strides 4/8/16/32 with 64/128/256/512 channels. Lock groups (see
+tower_lock.py): stem ``conv1``/``bn1``, stage1..4 ``layer1``..``layer4``, head.
 
 Parameter count (224 px, 8 heads): trunk 11,176,512 + attention pool 1,338,880 with a 1024-d
 head = 12,515,392 (paper: 12.51M), which is why ``lightclip-r18`` uses ``embed_dim`` 1024 (like
@@ -18,6 +19,7 @@ from torch import nn
 
 from .attention_pool import AttentionPool2d
 from .config import LightCLIPConfig
+from .tower_lock import LockableTower, LockGroup, run_maybe_checkpointed
 
 
 class BasicBlock(nn.Module):
@@ -59,20 +61,34 @@ class ResNetTrunk(nn.Module):
             )
             self.add_module(f"layer{i + 1}", layer)
             cin = w
+        self.grad_checkpointing = False
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
+    def stages(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-2 stem output before the max-pool (timm's first ``feature_info``)."""
+        return self.act1(self.bn1(self.conv1(x)))
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        out = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
+        return self.feature_maps(x)[1:]
+
+    def feature_maps(self, x: torch.Tensor, last: int = 4) -> list[torch.Tensor]:
+        """timm's ``resnet18`` feature maps up to index ``last``: the stem (0, stride 2), then
+        layer1..layer4 (1-4)."""
+        x = self.forward_stem(x)
+        out = [x]
+        x = self.maxpool(x)
+        for layer in self.stages()[:last]:
+            x = run_maybe_checkpointed(self.grad_checkpointing, layer, x)
             out.append(x)
         return out
 
 
-class ResNetTower(nn.Module):
+class ResNetTower(LockableTower):
     """ResNet-18 + attention pool.
 
     ``forward_stages`` -> 4 maps; ``forward_head(stage4)`` -> [B, E];
@@ -80,6 +96,8 @@ class ResNetTower(nn.Module):
     ``AttentionPool2d.project_tokens``)."""
 
     stage_channels = (64, 128, 256, 512)
+    #: ``feature_maps`` gives 5 maps (stem, 4 stages), as timm's ``forward_intermediates``.
+    num_feature_maps = 5
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
@@ -90,6 +108,13 @@ class ResNetTower(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.trunk.forward_stages(x)
+
+    def feature_maps(self, x: torch.Tensor, last: int = 4) -> list[torch.Tensor]:
+        return self.trunk.feature_maps(x, last)
+
+    def lock_groups(self) -> list[LockGroup]:
+        t = self.trunk
+        return [[t.conv1, t.bn1], *[[layer] for layer in t.stages()], [self.head]]
 
     def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
         return self.head(stage4)

@@ -10,7 +10,9 @@ attn.relative_position_bias_table, norm2, mlp.fc1, mlp.fc2}``, ``norm``. The hea
 "Swin-Nano" is not a published config; ours is Swin-T's layout at half width: embed 48,
 depths (2, 2, 6, 2), heads (3, 6, 12, 24) (head dim 16), window 7, MLP ratio 4, patch 4.
 Stage channels 48/96/192/384 at strides 4/8/16/32. Parameters with a 512-d head: 6,914,634
-trunk + 196,608 projection = 7,111,242 (paper: 7.11M).
+trunk + 196,608 projection = 7,111,242 (paper: 7.11M). ``feature_maps`` gives the 4 stage maps
+(NCHW), as timm's ``forward_intermediates``. Lock groups (see tower_lock.py): stem
+``patch_embed``, stage1..4 ``layers.0``..``layers.3`` (the last with ``norm``), head.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import LightCLIPConfig
+from .tower_lock import LockableTower, LockGroup, run_maybe_checkpointed
 
 
 def relative_position_index(ws: int, table_window: int) -> torch.Tensor:
@@ -181,6 +184,7 @@ class SwinTrunk(nn.Module):
         self.norm = nn.LayerNorm(dims[-1])
         self.num_features = dims[-1]
         self.stage_channels = tuple(dims)
+        self.grad_checkpointing = False
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -188,17 +192,23 @@ class SwinTrunk(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.feature_maps(x)
+
+    def feature_maps(self, x: torch.Tensor, last: int = 3) -> list[torch.Tensor]:
+        """The outputs of stages 1..``last`` + 1, NCHW."""
         x = self.patch_embed(x)
         out = []
-        for stage in self.layers:
-            x = stage(x)
+        for stage in self.layers[: last + 1]:
+            x = run_maybe_checkpointed(self.grad_checkpointing, stage, x)
             out.append(x.permute(0, 3, 1, 2))
         return out
 
 
-class SwinTower(nn.Module):
+class SwinTower(LockableTower):
     """Swin-Nano + norm/avg-pool/linear head. Stage outputs are NCHW like the CNN towers';
     ``project_tokens(stage4)`` -> [B, h*w, E] (L_tok's image tokens in the joint space)."""
+
+    num_feature_maps = 4
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
@@ -210,6 +220,18 @@ class SwinTower(nn.Module):
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.trunk.forward_stages(x)
+
+    def feature_maps(self, x: torch.Tensor, last: int = 3) -> list[torch.Tensor]:
+        return self.trunk.feature_maps(x, last)
+
+    def lock_groups(self) -> list[LockGroup]:
+        t = self.trunk
+        return [
+            [t.patch_embed],
+            *[[stage] for stage in t.layers[:3]],
+            [t.layers[3], t.norm],
+            [self.head],
+        ]
 
     def forward_head(self, stage4: torch.Tensor) -> torch.Tensor:
         pooled = self.trunk.norm(stage4.permute(0, 2, 3, 1)).mean(dim=(1, 2))

@@ -17,6 +17,9 @@ Parameter names follow open_clip's ``TextTransformer`` so an exported state dict
 The activation is ``nn.GELU`` (open_clip's default, not OpenAI's QuickGELU). The layers form 4
 stages of equal depth; ``forward_tokens`` can call a hook after each stage, which is how the
 training-only fusion module injects image tokens without the tower knowing about it.
+
+Lock groups (``lock``, open_clip's ``lock_text_tower``): the embeddings (token and positional),
+each block but the last, the last block with ``ln_final``, and ``text_projection``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from .config import EOT_TOKEN_ID, LightCLIPConfig
+from .tower_lock import LockGroup, checked_unlocked_count, group_parameters, run_maybe_checkpointed
 
 #: Called after text stage ``s`` (1-based) with the hidden states [B, L, width]; returns them.
 StageHook = Callable[[int, torch.Tensor], torch.Tensor]
@@ -67,6 +71,10 @@ class Transformer(nn.Module):
         self.resblocks = nn.ModuleList(
             [ResidualAttentionBlock(width, heads, mlp_ratio) for _ in range(layers)]
         )
+        self.grad_checkpointing = False
+
+    def run_block(self, i: int, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return run_maybe_checkpointed(self.grad_checkpointing, self.resblocks[i], x, mask)
 
 
 def causal_mask(length: int) -> torch.Tensor:
@@ -179,7 +187,7 @@ class TextTransformer(nn.Module):
         mask = self.attn_mask[:length, :length].to(x.dtype)
         start = (first_stage - 1) * self.layers_per_stage
         for i in range(start, len(self.transformer.resblocks)):
-            x = self.transformer.resblocks[i](x, mask)
+            x = self.transformer.run_block(i, x, mask)
             if stage_hook is not None and (i + 1) % self.layers_per_stage == 0:
                 x = stage_hook((i + 1) // self.layers_per_stage, x)
         return x
@@ -217,6 +225,69 @@ class TextTransformer(nn.Module):
         """Final states [B, L, width] to the joint space with the projection ``pool`` applies
         to the EOT state: [B, L, embed_dim], un-normalised (L_tok's word tokens)."""
         return states @ self.text_projection
+
+    def forward_intermediates(
+        self,
+        text: torch.Tensor,
+        take: list[int],
+        stop_early: bool = False,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """open_clip's ``TextTransformer.forward_intermediates`` with the block indices already
+        resolved: ``text_intermediates`` (the outputs [B, L, width] of the blocks in ``take``,
+        through ``ln_final`` with ``normalize_intermediates``) and, unless
+        ``intermediates_only``, ``text_features`` [B, embed_dim] (not normalised)."""
+        eot, _ = self.checked_eot(text)
+        x = self.embed(text, checked=True)
+        mask = self.attn_mask[: x.shape[1], : x.shape[1]].to(x.dtype)
+        blocks = len(self.transformer.resblocks)
+        last = max(take) + 1 if stop_early and intermediates_only else blocks
+        intermediates = []
+        for i in range(last):
+            x = self.transformer.run_block(i, x, mask)
+            if i in take:
+                intermediates.append(self.ln_final(x) if normalize_intermediates else x)
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {"text_intermediates": intermediates}
+        if not intermediates_only:
+            out["text_features"] = self.pool(self.ln_final(x), text, eot)
+        return out
+
+    def lock_groups(self) -> list[LockGroup]:
+        """open_clip's text lock groups, first to last (see the module docstring)."""
+        blocks = list(self.transformer.resblocks)
+        return [
+            [self.token_embedding, self.positional_embedding],
+            *[[block] for block in blocks[:-1]],
+            [blocks[-1], self.ln_final],
+            [self.text_projection],
+        ]
+
+    def lock(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
+        """Freeze all but the last ``unlocked_layers`` lock groups and leave those trainable
+        (a count at or above the number of groups leaves the whole tower trainable). With
+        ``freeze_layer_norm=False`` the LayerNorms of the frozen groups stay trainable, as
+        open_clip's Hugging Face text towers do (its own text tower refuses the option)."""
+        unlocked = checked_unlocked_count(unlocked_layers, "unlocked_layers")
+        groups = self.lock_groups()
+        split = max(len(groups) - unlocked, 0)
+        for group in groups[:split]:
+            for p in group_parameters(group):
+                p.requires_grad = False
+            if not freeze_layer_norm:
+                for item in group:
+                    if isinstance(item, nn.Module):
+                        for m in item.modules():
+                            if isinstance(m, nn.LayerNorm):
+                                m.requires_grad_(True)
+        for group in groups[split:]:
+            for p in group_parameters(group):
+                p.requires_grad = True
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass (less memory, one more
+        forward of the transformer); outputs and gradients are unchanged."""
+        self.transformer.grad_checkpointing = bool(enable)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
         # One read of the device for the checks and the EOTs, as in the training forward.
