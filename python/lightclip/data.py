@@ -21,8 +21,11 @@ Bad samples are counted in ``stats()["skipped"]`` by reason and logged (logger
 ``max_image_bytes`` is skipped as ``too_large`` without being read. In shards a sample's
 members must be consecutive: a key that comes back after other samples is skipped as
 ``duplicate_key``; a ``.json`` whose ``captions`` list (or ``caption``) is empty leaves the
-caption to the ``.txt``. A caption of only whitespace and control characters (NUL bytes, say)
-is skipped as ``empty_caption``.
+caption to the ``.txt``. CLIP_benchmark's files beside the shards (or in their parent folder)
+are read as it reads them: ``classnames.txt``, ``zeroshot_classification_templates.txt`` and
+``dataset_type.txt``, where "retrieval" makes every line of a ``.txt`` one caption (a blank
+line is skipped as ``invalid_caption``). A caption of only whitespace and control characters
+(NUL bytes, say) is skipped as ``empty_caption``.
 
 One pipeline is read by one iterator at a time: starting a second one (from another thread,
 or while the first is unfinished) raises :class:`lightclip.LightclipError`. Finish or
@@ -383,6 +386,20 @@ class DataPipeline:
         Shard samples are labelled by a ``.cls`` member (the class index as text) or their
         ``.json``'s ``label``; ``batch["label"]`` is -1 for a sample without one."""
         return self._core.class_names
+
+    @property
+    def dataset_type(self) -> str | None:
+        """What a ``dataset_type.txt`` beside the shards (or in their parent folder) says:
+        ``"retrieval"``, ``"classification"`` or ``"multilabel"``, as CLIP_benchmark lays out its
+        webdatasets; None without one and for other sources. In a retrieval dataset every line
+        of a sample's ``.txt`` is one caption (``all_captions`` lists them all)."""
+        return self._core.dataset_type
+
+    @property
+    def templates(self) -> list[str] | None:
+        """The prompts of a ``zeroshot_classification_templates.txt`` beside the shards (or in
+        their parent), one per line with CLIP_benchmark's ``{c}`` slot; None without one."""
+        return self._core.templates
 
     @property
     def num_samples(self) -> int | None:

@@ -1,7 +1,9 @@
 //! Image folders for evaluation: `root/<class>/<image>`, one class per sub-folder.
 //!
 //! Classes are the sub-folder names in sorted order (torchvision's ImageFolder rule), so label
-//! i is `class_names[i]` on every machine. Files are filtered by extension; the caption is
+//! i is `class_names[i]` on every machine; a class name is its folder name with underscores
+//! read as spaces (`sea_lion` -> "sea lion"), as CLIP_benchmark's class lists spell them, so
+//! prompts read as words. Files are filtered by extension; the caption is
 //! "a photo of a <class>." so the folder also works as a (weak) caption source.
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,28 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A pointer to the shards when `root` is a CLIP_benchmark webdataset root (`<split>/` folders
+/// holding `0.tar`.. and an `nshards.txt`), whose shards are the source to name.
+fn webdataset_hint(root: &Path) -> String {
+    let splits = sorted_entries(root).unwrap_or_default();
+    for split in splits.iter().filter(|p| p.is_dir()) {
+        let count = std::fs::read_to_string(split.join("nshards.txt"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        if let Some(n) = count.filter(|&n| n > 0) {
+            let shards = if n == 1 {
+                format!("{}/0.tar", split.display())
+            } else {
+                format!("{}/{{0..{}}}.tar", split.display(), n - 1)
+            };
+            return format!(
+                "; it looks like CLIP_benchmark's webdataset layout: pass its shards, {shards}"
+            );
+        }
+    }
+    String::new()
+}
+
 impl FolderSource {
     pub fn open(root: &Path, max_image_bytes: u64) -> Result<FolderSource> {
         let mut classes = Vec::new();
@@ -48,7 +72,7 @@ impl FolderSource {
             if any {
                 classes.push(
                     dir.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
+                        .map(|n| n.to_string_lossy().replace('_', " "))
                         .unwrap_or_default(),
                 );
             }
@@ -60,7 +84,11 @@ impl FolderSource {
                     member: None,
                     index: None,
                 },
-                "folder has no class sub-folder with .jpg/.jpeg/.png/.webp images (empty source)",
+                format!(
+                    "folder has no class sub-folder with .jpg/.jpeg/.png/.webp images (empty \
+                     source){}",
+                    webdataset_hint(root)
+                ),
             ));
         }
         Ok(FolderSource {
@@ -103,7 +131,7 @@ impl FolderSource {
                 index: Some(i as u64),
             },
             payload: Payload::File(path.clone()),
-            captions: vec![format!("a photo of a {}.", class.replace('_', " "))],
+            captions: vec![format!("a photo of a {class}.")],
             label: Some(*label),
         })
     }

@@ -1,11 +1,11 @@
 //! The data pipeline: sources, decoding, augmentation, batching, prefetch.
 //!
 //! `source` parses a spec and fixes the sample order of an epoch; `shards` (with
-//! `shard_members` and `shuffle`), `table`, `folder` and `synthetic` are the four kinds of
-//! source; `files` opens what a source names (regular files of bounded size); `decode` turns
-//! bytes into pixels; `sample` runs one sample through augmentation and the text stage;
-//! `batch` fills a batch in parallel; `prefetch` runs it all ahead on a background thread;
-//! `state` holds the error policy and the counters. Every size a caller sets is bounded in
+//! `shard_members`, `shard_layout` and `shuffle`), `table`, `folder` and `synthetic` are the
+//! four kinds of source; `files` opens what a source names (regular files of bounded size);
+//! `decode` turns bytes into pixels; `sample` runs one sample through augmentation and the
+//! text stage; `batch` fills a batch in parallel; `prefetch` runs it all ahead on a
+//! background thread; `state` holds the error policy and the counters. Every size a caller sets is bounded in
 //! `crate::limits`.
 
 pub mod batch;
@@ -14,6 +14,7 @@ pub mod files;
 pub mod folder;
 pub mod prefetch;
 pub mod sample;
+pub mod shard_layout;
 pub mod shard_members;
 pub mod shards;
 pub mod shuffle;

@@ -1,18 +1,16 @@
 //! What the members of one webdataset sample mean: the picture, the captions (`.json`'s
 //! `captions` list or `caption` string, else `.txt`; an empty list or string counts as none,
 //! so it cannot hide a good `.txt`) and the class label (a `.cls` member, the
-//! class index as text, or the `.json`'s `label`), with the class names from a
-//! `classnames.txt` beside the shards or in their parent folder, as CLIP_benchmark lays its
-//! webdatasets out. A labelled sample without a caption gets "a photo of a <class>." (as
-//! image folders do), or "" when no names are known.
+//! class index as text, or the `.json`'s `label`), with the class names and dataset type from
+//! the files CLIP_benchmark keeps beside its shards (`shard_layout`). In a retrieval dataset
+//! (`dataset_type.txt` says so) each line of a `.txt` is one caption, as CLIP_benchmark
+//! writes them; elsewhere a `.txt` is one caption, as open_clip's training reads it. A
+//! labelled sample without a caption gets "a photo of a <class>." (as image folders do), or
+//! "" when no names are known.
 
-use std::path::Path;
-
+use super::shard_layout::{split_lines, ShardLayout};
 use super::source::{Payload, RawItem, RawSample, Skip};
-use crate::error::{CoreError, Location, Result};
-
-/// CLIP_benchmark's name for the class-name list of a webdataset.
-pub const CLASS_NAMES_FILE: &str = "classnames.txt";
+use crate::error::Location;
 
 /// The members of one sample seen so far.
 #[derive(Default)]
@@ -24,46 +22,27 @@ pub struct Group {
     pub cls: Option<(String, Vec<u8>)>,
 }
 
-/// `classnames.txt` in the folder of the first shard, else in its parent; None when neither
-/// has one. An empty or unreadable file is an error: it was clearly meant to be read.
-pub fn find_class_names(shards: &[String]) -> Result<Option<Vec<String>>> {
-    let Some(first) = shards.iter().map(Path::new).find(|p| p.exists()) else {
-        return Ok(None);
-    };
-    let folder = first.parent().unwrap_or(Path::new(""));
-    let candidates = [folder.join(CLASS_NAMES_FILE)]
-        .into_iter()
-        .chain(folder.parent().map(|p| p.join(CLASS_NAMES_FILE)));
-    for path in candidates {
-        if !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| CoreError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        let names: Vec<String> = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        if names.is_empty() {
-            return Err(CoreError::data(
-                Location {
-                    source: path.display().to_string(),
-                    member: None,
-                    index: None,
-                },
-                "class-name file lists no class",
-            ));
-        }
-        return Ok(Some(names));
+/// The captions of a `.txt` member: one per line in a retrieval dataset, else the whole text.
+/// A blank line in a retrieval `.txt` is refused: CLIP_benchmark counts it as a caption "",
+/// which has nothing to tokenize here.
+fn txt_captions(text: String, retrieval: bool) -> std::result::Result<Vec<String>, String> {
+    if !retrieval {
+        return Ok(vec![text]);
     }
-    Ok(None)
+    let captions: Vec<String> = split_lines(&text).map(str::to_string).collect();
+    if let Some(i) = captions.iter().position(|c| c.trim().is_empty()) {
+        return Err(format!(
+            "line {} of {} is blank; in a retrieval dataset (dataset_type.txt) every line is \
+             a caption, and CLIP_benchmark would count this one as \"\"",
+            i + 1,
+            captions.len()
+        ));
+    }
+    Ok(captions)
 }
 
-pub fn finish_group(shard: &str, group: Group, class_names: Option<&[String]>) -> RawItem {
+pub fn finish_group(shard: &str, group: Group, layout: &ShardLayout) -> RawItem {
+    let class_names = layout.class_names.as_deref();
     let loc = |member: Option<String>| Location {
         source: shard.to_string(),
         member,
@@ -110,16 +89,15 @@ pub fn finish_group(shard: &str, group: Group, class_names: Option<&[String]>) -
     };
     let captions = match (json_captions, group.txt) {
         (Some(captions), _) if !captions.is_empty() => captions,
-        (_, Some((member, bytes))) => match String::from_utf8(bytes) {
-            Ok(text) => vec![text],
-            Err(_) => {
-                return Err(Skip::new(
-                    "invalid_caption",
-                    loc(Some(member)),
-                    "caption is not valid UTF-8",
-                ))
+        (_, Some((member, bytes))) => {
+            let captions = String::from_utf8(bytes)
+                .map_err(|_| "caption is not valid UTF-8".to_string())
+                .and_then(|text| txt_captions(text, layout.is_retrieval()));
+            match captions {
+                Ok(captions) => captions,
+                Err(reason) => return Err(Skip::new("invalid_caption", loc(Some(member)), reason)),
             }
-        },
+        }
         (json_captions, None) => match (label, json_captions, &json) {
             // Classification shards carry no caption: name the class, as image folders do.
             (Some(index), _, _) => vec![class_names
@@ -231,6 +209,7 @@ fn json_captions(value: &serde_json::Value) -> std::result::Result<Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::shard_layout::DatasetType;
 
     #[test]
     fn json_captions_accepts_lists_and_strings() {
@@ -253,14 +232,14 @@ mod tests {
         let sample = finish_group(
             "s.tar",
             group(None, Some(r#"{"captions": []}"#), Some("from txt")),
-            None,
+            &ShardLayout::default(),
         )
         .unwrap();
         assert_eq!(sample.captions, vec!["from txt"]);
         let sample = finish_group(
             "s.tar",
             group(None, Some(r#"{"caption": ""}"#), Some("from txt")),
-            None,
+            &ShardLayout::default(),
         )
         .unwrap();
         assert_eq!(sample.captions, vec!["from txt"]);
@@ -268,7 +247,7 @@ mod tests {
         let sample = finish_group(
             "s.tar",
             group(None, Some(r#"{"captions": ["a", "b"]}"#), Some("t")),
-            None,
+            &ShardLayout::default(),
         )
         .unwrap();
         assert_eq!(sample.captions, vec!["a", "b"]);
@@ -277,14 +256,59 @@ mod tests {
         let sample = finish_group(
             "s.tar",
             group(None, Some(r#"{"captions": []}"#), None),
-            None,
+            &ShardLayout::default(),
         )
         .unwrap();
         assert!(sample.captions.is_empty());
-        let skip =
-            finish_group("s.tar", group(None, Some(r#"{"url": "x"}"#), None), None).unwrap_err();
+        let skip = finish_group(
+            "s.tar",
+            group(None, Some(r#"{"url": "x"}"#), None),
+            &ShardLayout::default(),
+        )
+        .unwrap_err();
         assert_eq!(skip.kind, "invalid_caption");
         assert!(skip.reason.contains("neither"), "{}", skip.reason);
+    }
+
+    fn labelled(names: &[String]) -> ShardLayout {
+        ShardLayout {
+            class_names: Some(names.to_vec()),
+            ..ShardLayout::default()
+        }
+    }
+
+    fn retrieval() -> ShardLayout {
+        ShardLayout {
+            dataset_type: Some(DatasetType::Retrieval),
+            ..ShardLayout::default()
+        }
+    }
+
+    #[test]
+    fn a_retrieval_txt_holds_one_caption_per_line_as_clip_benchmark_writes_it() {
+        let text = "a dog runs.\nA brown dog.\r\nthe dog\n";
+        let sample = finish_group("s.tar", group(None, None, Some(text)), &retrieval()).unwrap();
+        assert_eq!(
+            sample.captions,
+            vec!["a dog runs.", "A brown dog.", "the dog"]
+        );
+        // Outside a retrieval dataset a .txt is one caption (open_clip's training reading).
+        let sample = finish_group(
+            "s.tar",
+            group(None, None, Some(text)),
+            &ShardLayout::default(),
+        )
+        .unwrap();
+        assert_eq!(sample.captions, vec![text]);
+        let skip =
+            finish_group("s.tar", group(None, None, Some("a\n\nb")), &retrieval()).unwrap_err();
+        assert_eq!(skip.kind, "invalid_caption");
+        assert!(
+            skip.reason.contains("line 2 of 3 is blank"),
+            "{}",
+            skip.reason
+        );
+        assert_eq!(skip.location.member.as_deref(), Some("k.txt"));
     }
 
     fn group(cls: Option<&str>, json: Option<&str>, txt: Option<&str>) -> Group {
@@ -301,13 +325,14 @@ mod tests {
     #[test]
     fn labels_come_from_cls_or_json_and_name_the_class_when_there_is_no_caption() {
         let names = vec!["cat".to_string(), "dog".to_string()];
-        let sample = finish_group("s.tar", group(Some(" 1\n"), None, None), Some(&names)).unwrap();
+        let sample =
+            finish_group("s.tar", group(Some(" 1\n"), None, None), &labelled(&names)).unwrap();
         assert_eq!(sample.label, Some(1));
         assert_eq!(sample.captions, vec!["a photo of a dog."]);
         let sample = finish_group(
             "s.tar",
             group(None, Some(r#"{"label": 0}"#), Some("x")),
-            Some(&names),
+            &labelled(&names),
         )
         .unwrap();
         assert_eq!(
@@ -315,13 +340,23 @@ mod tests {
             (Some(0), vec!["x".to_string()])
         );
         // No names known: the label stands alone and the caption is empty.
-        let sample = finish_group("s.tar", group(Some("7"), None, None), None).unwrap();
+        let sample = finish_group(
+            "s.tar",
+            group(Some("7"), None, None),
+            &ShardLayout::default(),
+        )
+        .unwrap();
         assert_eq!(
             (sample.label, sample.captions),
             (Some(7), vec![String::new()])
         );
         // A captioned, unlabelled sample is unchanged.
-        let sample = finish_group("s.tar", group(None, None, Some("a cap")), None).unwrap();
+        let sample = finish_group(
+            "s.tar",
+            group(None, None, Some("a cap")),
+            &ShardLayout::default(),
+        )
+        .unwrap();
         assert_eq!(
             (sample.label, sample.captions),
             (None, vec!["a cap".to_string()])
@@ -343,12 +378,13 @@ mod tests {
                 "`label` \"x\" is not an integer",
             ),
         ] {
-            let skip = finish_group("s.tar", g, Some(&names)).unwrap_err();
+            let skip = finish_group("s.tar", g, &labelled(&names)).unwrap_err();
             assert_eq!(skip.kind, "invalid_label");
             assert!(skip.reason.contains(needle), "{}", skip.reason);
             assert!(skip.location.member.as_deref().unwrap().starts_with("k."));
         }
-        let skip = finish_group("s.tar", group(None, None, None), None).unwrap_err();
+        let skip =
+            finish_group("s.tar", group(None, None, None), &ShardLayout::default()).unwrap_err();
         assert_eq!(skip.kind, "missing_caption");
     }
 }

@@ -21,7 +21,8 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::files::open_regular;
-use super::shard_members::{find_class_names, finish_group, Group};
+use super::shard_layout::ShardLayout;
+use super::shard_members::{finish_group, Group};
 use super::shuffle::ShuffleBuffer;
 use super::source::{EpochPlan, RawItem, Skip, BUFFER_STREAM};
 use crate::error::{CoreError, Location, Result};
@@ -38,7 +39,7 @@ const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 
 pub struct ShardSource {
     shards: Vec<String>,
-    class_names: Option<Arc<Vec<String>>>,
+    layout: Arc<ShardLayout>,
     max_image_bytes: u64,
 }
 
@@ -58,10 +59,10 @@ impl ShardSource {
                 format!("no shard exists: {shown} ({} path(s) named)", shards.len()),
             ));
         }
-        let class_names = find_class_names(&shards)?.map(Arc::new);
+        let layout = Arc::new(ShardLayout::find(&shards)?);
         Ok(ShardSource {
             shards,
-            class_names,
+            layout,
             max_image_bytes,
         })
     }
@@ -74,9 +75,15 @@ impl ShardSource {
         self.max_image_bytes
     }
 
+    /// The CLIP_benchmark files that came with the shards: dataset type, class names (the
+    /// labels index them), zero-shot templates.
+    pub fn layout(&self) -> &ShardLayout {
+        &self.layout
+    }
+
     /// Names of the classes the labels index, when a `classnames.txt` came with the shards.
     pub fn class_names(&self) -> Option<&[String]> {
-        self.class_names.as_deref().map(Vec::as_slice)
+        self.layout.class_names.as_deref()
     }
 
     /// This rank's samples: shards split between ranks when there are enough of them, else
@@ -101,10 +108,9 @@ impl ShardSource {
             (order, Some((plan.rank, plan.world_size)))
         };
         let (tx, rx) = bounded(READ_AHEAD_SAMPLES);
-        let names = self.class_names.clone();
         let read_ahead = Arc::new(ReadAhead::default());
         let reader = ShardReader {
-            class_names: names,
+            layout: Arc::clone(&self.layout),
             max_image_bytes: self.max_image_bytes,
             stride: sample_stride,
             read_ahead: Arc::clone(&read_ahead),
@@ -214,7 +220,7 @@ pub fn split_key(path: &str) -> Option<(&str, &str)> {
 
 /// What the reader thread needs besides the shard list.
 struct ShardReader {
-    class_names: Option<Arc<Vec<String>>>,
+    layout: Arc<ShardLayout>,
     max_image_bytes: u64,
     /// (rank, world size) when every rank reads every shard and keeps its share of samples.
     stride: Option<(u64, u64)>,
@@ -245,7 +251,7 @@ impl ShardReader {
 
     /// Reads one shard, calling `emit` per sample or skip; false from `emit` stops everything.
     fn read_one(&self, shard: &str, emit: &mut dyn FnMut(RawItem) -> bool) -> bool {
-        let class_names = self.class_names.as_deref().map(Vec::as_slice);
+        let layout = &*self.layout;
         let at = |member: Option<String>| Location {
             source: shard.to_string(),
             member,
@@ -289,7 +295,7 @@ impl ShardReader {
                 );
                 return Some(Err(Skip::new("duplicate_key", at(Some(group.key)), reason)));
             }
-            Some(finish_group(shard, group, class_names))
+            Some(finish_group(shard, group, layout))
         };
         let mut last_member: Option<String> = None;
         for entry in entries {
@@ -417,7 +423,7 @@ mod tests {
     /// (key or skip kind) of every item the reader emits for `shard`.
     fn read(shard: &Path, max_image_bytes: u64) -> Vec<String> {
         let reader = ShardReader {
-            class_names: None,
+            layout: Arc::new(ShardLayout::default()),
             max_image_bytes,
             stride: None,
             read_ahead: Arc::new(ReadAhead::default()),
