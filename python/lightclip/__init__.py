@@ -17,7 +17,15 @@ from .data import DataPipeline, PipelineDataset
 from .errors import DataError, InvalidDtypeError, InvalidInputError, LightclipError
 from .evaluate import evaluate_retrieval, evaluate_zero_shot
 from .labels import LabelSchedule, soft_labels
-from .models import LightCLIP, create_model, create_model_and_transforms, list_models
+from .models import (
+    LightCLIP,
+    add_model_config,
+    create_model,
+    create_model_and_transforms,
+    create_model_from_pretrained,
+    list_models,
+)
+from .pretrained import LoadReport, list_pretrained, load_pretrained, register_pretrained
 from .tokenizer import EOT_TOKEN, MASK_TOKEN, SOT_TOKEN, get_tokenizer, tokenize
 from .train import TrainResult, train
 
@@ -51,4 +59,10 @@ __all__ = [
     "SOT_TOKEN",
     "get_tokenizer",
     "tokenize",
+    "add_model_config",
+    "create_model_from_pretrained",
+    "list_pretrained",
+    "load_pretrained",
+    "register_pretrained",
+    "LoadReport",
 ]

@@ -86,6 +86,8 @@ class LoadReport:
     skipped: dict[str, str] = field(default_factory=dict)
     #: For each model text layer, the source layer it inherited (None: no text tower read).
     text_layers: list[int] | None = None
+    #: How many text layers the source has (None: no text tower read).
+    source_text_layers: int | None = None
     #: Anything else worth knowing (the layer choice made, an activation that differs).
     notes: list[str] = field(default_factory=list)
 
@@ -98,14 +100,18 @@ class LoadReport:
             f"  loaded      {len(self.loaded)} tensors" + (f" ({by_part})" if by_part else ""),
         ]
         if self.text_layers is not None:
+            left = sorted(set(range(self.source_text_layers or 0)) - set(self.text_layers))
             lines.append(
-                f"  text layers model 0..{len(self.text_layers) - 1} <- {self.text_layers}"
+                f"  text layers model 0..{len(self.text_layers) - 1} <- source {self.text_layers}"
+                f" of {self.source_text_layers}"
+                + (f"; not inherited: {', '.join(map(str, left))}" if left else "")
             )
         if self.resized:
             lines += [f"  resized     {k}: {how}" for k, how in self.resized.items()]
         reasons: dict[str, list[str]] = defaultdict(list)
         for key, why in self.skipped.items():
-            reasons[why].append(key)
+            if why != _NOT_INHERITED:  # on the text layers line
+                reasons[why].append(key)
         for why, keys in reasons.items():
             lines.append(f"  skipped     {len(keys)}: {why}: {_some(keys)}")
         for name, keys in (("missing", self.missing), ("unexpected", self.unexpected)):
@@ -258,9 +264,10 @@ def _fit(
     same_width = value.dim() == target.dim() == 2 and value.shape[1] == target.shape[1]
     if key == "text.token_embedding.weight" and same_width and value.shape[0] < target.shape[0]:
         extra = target.shape[0] - value.shape[0]
+        rows = f"row {value.shape[0]}" if extra == 1 else f"rows {value.shape[0]}.."
         report.resized[key] = (
-            f"{tuple(value.shape)} -> {tuple(target.shape)}: the last {extra} row(s) (from "
-            f"{value.shape[0]}, the <|mask|> token) keep the model's initialisation"
+            f"{tuple(value.shape)} -> {tuple(target.shape)}: {rows} (the <|mask|> token) "
+            "keeps the model's initialisation"
         )
         return value
     if key == "text.positional_embedding" and same_width and value.shape[0] > target.shape[0]:
@@ -336,6 +343,7 @@ def _inherit_text_layers(
             raise InvalidInputError(f"text_layers={spec!r}: {report.source} has no text layers")
         return None
     source_depth = max(layers) + 1
+    report.source_text_layers = source_depth
     model_depth = model.config.text_layers
     chosen = select_text_layers(spec, source_depth, model_depth)
     for i, src_index in enumerate(chosen):
@@ -410,6 +418,7 @@ def resolve_pretrained(model_name: str, pretrained: str | os.PathLike[str]) -> s
 
 __all__ = [
     "JOINT_PROJECTIONS",
+    "LOCAL_DIR",
     "TEXT_LAYER_CHOICES",
     "LoadReport",
     "list_pretrained",
