@@ -27,6 +27,8 @@ L_tok for free, as the separate heads of ``token_space="heads"`` were measured t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +36,7 @@ from torch import nn
 from ..errors import InvalidInputError
 from .config import LightCLIPConfig
 from .fusion import ImageToTextFusion
+from .intermediates import image_intermediates, take_indices
 from .mobilenet import MobileNetV2Tower
 from .resnet import ResNetTower
 from .swin import SwinTower
@@ -41,6 +44,10 @@ from .text import TextTransformer
 
 #: Attribute names of the training-only modules; ``export()`` drops exactly these.
 TRAINING_ONLY_MODULES = ("token_proj_image", "token_proj_text", "fusion", "mlm_head")
+
+#: ``forward(image, None)`` / ``forward(None, text)`` without ``output_dict``: open_clip's
+#: (image_features, text_features, logit_scale), the missing side None.
+OpenClipOutput = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]
 
 ImageTower = ResNetTower | MobileNetV2Tower | SwinTower
 
@@ -54,11 +61,24 @@ def build_image_tower(cfg: LightCLIPConfig) -> ImageTower:
 
 
 class LightCLIP(nn.Module):
-    """A dual-encoder CLIP with LightCLIP's training-only heads (see the module docstring)."""
+    """A dual-encoder CLIP with LightCLIP's training-only heads (see the module docstring).
 
-    def __init__(self, config: LightCLIPConfig) -> None:
+    open_clip's model API: ``encode_image``, ``encode_text``, ``get_logits``,
+    ``forward_intermediates``, ``lock_image_tower``, ``lock_text_tower``,
+    ``set_grad_checkpointing``, and ``forward``: with both inputs the training forward (a dict
+    holding open_clip's ``output_dict`` keys and what the LightCLIP losses read), with one
+    input open_clip's inference forward, a tuple or, with ``output_dict``, a dict.
+    """
+
+    #: open_clip's contrastive bias (SigLIP models); CLIP models, these included, have none.
+    logit_bias: nn.Parameter | None = None
+
+    def __init__(self, config: LightCLIPConfig, output_dict: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.output_dict = output_dict
+        self.context_length = config.context_length
+        self.vocab_size = config.vocab_size
         self.visual = build_image_tower(config)
         self.text = TextTransformer(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
@@ -105,6 +125,105 @@ class LightCLIP(nn.Module):
         # ever producing a temperature beyond the bound.
         return self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
 
+    def get_logits(
+        self, image: torch.Tensor, text: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """open_clip's ``(logits_per_image [N_img, N_txt], logits_per_text [N_txt, N_img])``:
+        cosine similarities times ``exp(logit_scale)``.
+
+            >>> import torch, lightclip
+            >>> model = lightclip.create_model("clip-tiny-mnv2").eval()
+            >>> text = lightclip.get_tokenizer("clip-tiny-mnv2")(["a dog", "a cat", "a car"])
+            >>> per_image, per_text = model.get_logits(torch.randn(2, 3, 64, 64), text)
+            >>> tuple(per_image.shape), tuple(per_text.shape)
+            ((2, 3), (3, 2))
+        """
+        image_features = self.encode_image(image, normalize=True)
+        text_features = self.encode_text(text, normalize=True)
+        logits_per_image = self.exp_logit_scale() * image_features @ text_features.T
+        return logits_per_image, logits_per_image.T
+
+    def forward_intermediates(
+        self,
+        image: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        image_indices: int | Sequence[int] | None = None,
+        text_indices: int | Sequence[int] | None = None,
+        stop_early: bool = False,
+        normalize: bool = True,
+        normalize_intermediates: bool = False,
+        intermediates_only: bool = False,
+        image_output_fmt: str = "NCHW",
+        image_output_extra_tokens: bool = False,
+        text_output_fmt: str = "NLC",
+        text_output_extra_tokens: bool = False,
+        output_logits: bool = False,
+        output_logit_scale_bias: bool = False,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """open_clip's ``forward_intermediates``, with its arguments and keys.
+
+        ``image_intermediates``: the image tower's feature maps, numbered as timm numbers the
+        exported tower's (ResNet-18, MobileNet-V2: stem at stride 2 then the 4 stages; Swin: the
+        4 stages), ``image_output_fmt`` "NCHW", "NHWC" or "NLC" (tokens, row-major).
+        ``text_intermediates``: each text block's output [B, L, width] ("NLC").
+        ``*_indices``: None all, n the last n, a list those (negative from the end).
+        ``image_features`` / ``text_features``: as ``encode_*``, L2-normalised with
+        ``normalize``; left out with ``intermediates_only``, which also turns off
+        ``normalize`` and ``output_logits``. ``output_logits`` adds ``image_logits`` /
+        ``text_logits`` (needs both inputs), ``output_logit_scale_bias`` adds ``logit_scale``
+        (exp'd). Our towers have no class or prefix tokens, so ``*_output_extra_tokens``
+        adds nothing.
+
+            >>> import torch, lightclip
+            >>> model = lightclip.create_model("clip-tiny-mnv2").eval()
+            >>> out = model.forward_intermediates(torch.randn(1, 3, 64, 64), image_indices=2)
+            >>> [tuple(t.shape) for t in out["image_intermediates"]], sorted(out)
+            ([(1, 96, 4, 4), (1, 320, 2, 2)], ['image_features', 'image_intermediates'])
+        """
+        if intermediates_only:
+            normalize = output_logits = False
+        if output_logits and (image is None or text is None):
+            raise InvalidInputError("output_logits: needs both image and text")
+        if text is not None and text_output_fmt != "NLC":
+            raise InvalidInputError(f"text_output_fmt: only 'NLC' exists, got {text_output_fmt!r}")
+        out: dict[str, torch.Tensor | list[torch.Tensor]] = {}
+        if image is not None:
+            self.check_images(image, "image")
+            take = take_indices(self.visual.num_feature_maps, image_indices, "image_indices")
+            out.update(
+                image_intermediates(
+                    self.visual,
+                    image,
+                    take,
+                    stop_early=stop_early,
+                    normalize_intermediates=normalize_intermediates,
+                    intermediates_only=intermediates_only,
+                    output_fmt=image_output_fmt,
+                )
+            )
+        if text is not None:
+            blocks = len(self.text.transformer.resblocks)
+            take = take_indices(blocks, text_indices, "text_indices")
+            out.update(
+                self.text.forward_intermediates(
+                    text, take, stop_early, normalize_intermediates, intermediates_only
+                )
+            )
+        for key in ("image_features", "text_features"):
+            features = out.get(key)
+            if normalize and isinstance(features, torch.Tensor):
+                out[key] = F.normalize(features, dim=-1)
+        if output_logits:
+            image_features, text_features = out["image_features"], out["text_features"]
+            assert isinstance(image_features, torch.Tensor)
+            assert isinstance(text_features, torch.Tensor)
+            image_logits = self.exp_logit_scale() * image_features @ text_features.T
+            out["image_logits"] = image_logits
+            out["text_logits"] = image_logits.T
+        if output_logit_scale_bias:
+            out["logit_scale"] = self.exp_logit_scale()
+        return out
+
     # ----------------------------------------------------------------- LiT, memory (open_clip API)
     def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
         """Freeze the image tower but its last ``unlocked_groups`` groups (LiT), of the six
@@ -145,8 +264,45 @@ class LightCLIP(nn.Module):
         self.visual.set_grad_checkpointing(enable)
         self.text.set_grad_checkpointing(enable)
 
-    # ----------------------------------------------------------------- training forward
+    # ----------------------------------------------------------------- forward
     def forward(
+        self,
+        image: torch.Tensor | None = None,
+        text: torch.Tensor | None = None,
+        *,
+        masked_text: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None] | OpenClipOutput:
+        """With both ``image`` and ``text``: the training forward (:meth:`forward_train`), whose
+        dict holds open_clip's ``output_dict`` keys. With one of them None: open_clip's
+        forward, ``(image_features, text_features, logit_scale)`` (normalised features, the
+        missing one None, ``exp(logit_scale)``), or that as a dict with ``output_dict``.
+
+            >>> import torch, lightclip
+            >>> model = lightclip.create_model("clip-tiny-mnv2").eval()
+            >>> image_features, text_features, logit_scale = model(torch.randn(2, 3, 64, 64), None)
+            >>> tuple(image_features.shape), text_features
+            ((2, 128), None)
+        """
+        if image is not None and text is not None:
+            return self.forward_train(image, text, masked_text=masked_text, mlm_labels=mlm_labels)
+        if masked_text is not None or mlm_labels is not None:
+            raise InvalidInputError(
+                "masked_text / mlm_labels belong to the training forward, which needs both "
+                "image and text"
+            )
+        image_features = None if image is None else self.encode_image(image, normalize=True)
+        text_features = None if text is None else self.encode_text(text, normalize=True)
+        logit_scale = self.exp_logit_scale()
+        if self.output_dict:
+            return {
+                "image_features": image_features,
+                "text_features": text_features,
+                "logit_scale": logit_scale,
+            }
+        return image_features, text_features, logit_scale
+
+    def forward_train(
         self,
         images: torch.Tensor,
         text: torch.Tensor,
@@ -267,7 +423,7 @@ class LightCLIP(nn.Module):
     def export(self) -> LightCLIP:
         """The inference model: the same towers and weights with every training-only module
         dropped (a plain ``clip-*`` model), in eval mode, on this model's device and dtype."""
-        plain = LightCLIP(self.config.as_plain_clip())
+        plain = LightCLIP(self.config.as_plain_clip(), output_dict=self.output_dict)
         keep = {
             k: v
             for k, v in self.state_dict().items()
