@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .errors import InvalidInputError
-from .evaluate import EvalMetrics, evaluate_retrieval, evaluate_zero_shot
+from .evaluate import EvalMetrics, dataset_task, evaluate_retrieval, evaluate_zero_shot
 from .zero_shot import TEMPLATE_SETS
 
 TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
@@ -135,14 +135,21 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--task",
         choices=TASKS,
         default="auto",
-        help="auto: zero-shot classification when the source has labels, else retrieval",
+        help="auto: what the shards' dataset_type.txt says (CLIP_benchmark's layout), else "
+        "zero-shot classification when the source has labels, else retrieval",
     )
     parser.add_argument(
         "--class-names",
         help="file with one class name per line, in label order (default: the source's own: "
         "image-folder names, or a classnames.txt beside webdataset shards)",
     )
-    parser.add_argument("--templates", default="generic", choices=sorted(TEMPLATE_SETS))
+    parser.add_argument(
+        "--templates",
+        help=f"zero-shot prompts: a set ({', '.join(TEMPLATE_SETS)}: OpenAI's 80, read from "
+        "open_clip) or a file with one template per line, the class name written {c} (as "
+        "CLIP_benchmark) or {}; default: the zeroshot_classification_templates.txt that came "
+        "with the shards, else generic",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max-batches", type=int, help="stop after this many batches")
@@ -179,15 +186,21 @@ def run_eval(args: argparse.Namespace) -> int:
         extra["num_samples"] = args.num_samples
     task = args.task
     if task == "auto":
-        # Labelled sources (image folders, shards with classnames.txt, synthetic) know their
-        # class names; given names mean classification too. Retrieval needs every caption,
-        # so only an unlabelled source is opened a second time.
+        # CLIP_benchmark's shards say which task they are for (dataset_type.txt); labelled
+        # sources (image folders, shards with classnames.txt, synthetic) know their class
+        # names; given names mean classification too. Retrieval needs every caption, so it
+        # opens the source a second time.
         data = make_eval_data(
             args.dataset, model, "zeroshot_classification", args.batch_size, **extra
         )
-        labelled = class_names is not None or bool(data.class_names)
-        task = "zeroshot_classification" if labelled else "zeroshot_retrieval"
-        if not labelled:
+        named_task = dataset_task(data)
+        if named_task is not None:
+            task = named_task
+        elif class_names is not None or bool(data.class_names):
+            task = "zeroshot_classification"
+        else:
+            task = "zeroshot_retrieval"
+        if task == "zeroshot_retrieval":
             data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)
     else:
         data = make_eval_data(args.dataset, model, task, args.batch_size, **extra)

@@ -9,7 +9,14 @@ batch dicts:
   ``data.class_names`` unless given.
 * retrieval: ``"image"`` and the captions of each image, taken from the first key present of
   ``"all_captions"`` (list of lists of strings: several captions per image, as in Flickr8k's
-  ``.json``), ``"captions"`` (one string per image) or ``"text"`` (token ids, one per image).
+  ``.json`` or the lines of a ``.txt`` in CLIP_benchmark's retrieval layout), ``"captions"``
+  (one string per image) or ``"text"`` (token ids, one per image). A caption of several lines
+  is refused: in CLIP_benchmark's layout those are several captions, which the pipeline splits
+  only when a ``dataset_type.txt`` says "retrieval".
+
+A pipeline over shards in CLIP_benchmark's layout knows its ``dataset_type``; evaluating it as
+the other task is refused. Zero-shot takes the templates that came with the data (its
+``zeroshot_classification_templates.txt``) unless given others.
 
 Both return a dict of metrics (CLIP_benchmark's names: ``acc1``, ``acc5``,
 ``mean_per_class_recall``; ``image_retrieval_recall@k`` (text->image),
@@ -30,6 +37,7 @@ and timings (images per second end to end, and for the image tower alone).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
@@ -41,6 +49,12 @@ import torch.nn.functional as F
 from .errors import InvalidInputError
 from .metrics import ZeroShotAccumulator, retrieval_metrics
 from .zero_shot import Template, build_zero_shot_classifier
+
+#: The task each CLIP_benchmark ``dataset_type.txt`` value means.
+TASK_OF_DATASET_TYPE = {
+    "classification": "zeroshot_classification",
+    "retrieval": "zeroshot_retrieval",
+}
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 
@@ -93,6 +107,32 @@ def _images(batch: Any, index: int, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True)
 
 
+def dataset_task(data: Any) -> str | None:
+    """The task that ``data``'s ``dataset_type.txt`` (CLIP_benchmark's layout) names; None
+    when it has none. A type lightclip cannot evaluate (multi-label) is refused."""
+    dataset_type = getattr(data, "dataset_type", None)
+    if dataset_type is None:
+        return None
+    if dataset_type not in TASK_OF_DATASET_TYPE:
+        raise InvalidInputError(
+            f"{getattr(data, 'source', 'the data')}: dataset_type.txt says {dataset_type!r}; "
+            "lightclip evaluates classification (.cls labels) and retrieval (.txt captions) "
+            "datasets, not multi-label ones"
+        )
+    return TASK_OF_DATASET_TYPE[dataset_type]
+
+
+def check_dataset_type(data: Any, task: str) -> None:
+    """Refuses to evaluate ``data`` as ``task`` when its ``dataset_type.txt`` says otherwise
+    (data without one passes)."""
+    expected = dataset_task(data)
+    if expected is not None and expected != task:
+        raise InvalidInputError(
+            f"{getattr(data, 'source', 'the data')}: dataset_type.txt says "
+            f"{data.dataset_type!r}, so it cannot be evaluated as {task} (use {expected})"
+        )
+
+
 def _encode_images(model: Any, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.encode_image(images, normalize=True).float(), dim=-1)
 
@@ -102,7 +142,7 @@ def evaluate_zero_shot(
     data: Iterable[dict[str, Any]],
     *,
     class_names: Sequence[str] | None = None,
-    templates: str | Sequence[Template] = "generic",
+    templates: str | os.PathLike[str] | Sequence[Template] | None = None,
     tokenizer: Tokenizer | None = None,
     device: str | torch.device | None = None,
     ks: Sequence[int] = (1, 5),
@@ -111,8 +151,14 @@ def evaluate_zero_shot(
 ) -> EvalMetrics:
     """Top-k accuracy and mean per-class recall of the prompt-ensemble classifier.
 
-    ``templates``: a set name (``"generic"``, ``"imagenet"``) or a list of templates.
+    ``templates``: a set name (``"generic"``, ``"imagenet"``: OpenAI's, from open_clip), a
+    templates file or a list of templates (see :func:`lightclip.zero_shot.resolve_templates`);
+    None takes ``data.templates`` (the ``zeroshot_classification_templates.txt`` that came with
+    shards), else ``"generic"``.
     """
+    check_dataset_type(data, "zeroshot_classification")
+    if templates is None:
+        templates = getattr(data, "templates", None) or "generic"
     if class_names is None:
         class_names = getattr(data, "class_names", None)
         if not class_names:
@@ -157,8 +203,11 @@ def evaluate_zero_shot(
     return EvalMetrics(accumulator.compute(ks), stats)
 
 
-def _captions_of(batch: dict[str, Any], index: int, size: int) -> list[list[str]] | torch.Tensor:
-    """Each image's captions, or token ids [B, C] (one caption per image)."""
+def _captions_of(
+    batch: dict[str, Any], index: int, size: int, source: str | None = None
+) -> list[list[str]] | torch.Tensor:
+    """Each image's captions, or token ids [B, C] (one caption per image); ``source`` names
+    where they came from in errors."""
     if "all_captions" in batch:
         captions = batch["all_captions"]
     elif "captions" in batch:
@@ -174,13 +223,22 @@ def _captions_of(batch: dict[str, Any], index: int, size: int) -> list[list[str]
         )
     if len(captions) != size:
         raise InvalidInputError(f"batch {index}: {len(captions)} caption lists for {size} images")
+    keys = batch.get("key", [None] * size)
     for j, per_image in enumerate(captions):
+        sample = f"batch {index}, sample {j}{f' ({keys[j]})' if keys[j] else ''}"
+        if source:
+            sample = f"{source}: {sample}"
         if isinstance(per_image, str) or not per_image:
-            key = batch.get("key", [None] * size)[j]
-            raise InvalidInputError(
-                f"batch {index}, sample {j}{f' ({key})' if key else ''}: needs a non-empty "
-                "list of caption strings"
-            )
+            raise InvalidInputError(f"{sample}: needs a non-empty list of caption strings")
+        for caption in per_image:
+            lines = len(caption.splitlines())
+            if lines > 1:
+                raise InvalidInputError(
+                    f"{sample}: a caption of {lines} lines. In CLIP_benchmark's retrieval "
+                    "layout each line of a .txt is one caption, which lightclip reads so only "
+                    "when a dataset_type.txt saying 'retrieval' lies beside the shards or in "
+                    "their parent folder: add it (or give the captions as a .json list)"
+                )
     return [list(c) for c in captions]
 
 
@@ -197,6 +255,7 @@ def evaluate_retrieval(
     max_batches: int | None = None,
 ) -> EvalMetrics:
     """Image->text and text->image recall@k and mean/median rank over every caption."""
+    check_dataset_type(data, "zeroshot_retrieval")
     device = torch.device(device) if device is not None else _model_device(model)
     image_features: list[torch.Tensor] = []
     text_features: list[torch.Tensor] = []
@@ -221,7 +280,7 @@ def evaluate_retrieval(
             if max_batches is not None and index >= max_batches:
                 break
             images = _images(batch, index, device)
-            captions = _captions_of(batch, index, images.shape[0])
+            captions = _captions_of(batch, index, images.shape[0], getattr(data, "source", None))
             t0 = time.perf_counter()
             image_features.append(_encode_images(model, images))
             encode_seconds += time.perf_counter() - t0
@@ -263,4 +322,12 @@ def evaluate_retrieval(
     return EvalMetrics(metrics, stats)
 
 
-__all__ = ["EvalMetrics", "default_tokenizer", "evaluate_retrieval", "evaluate_zero_shot"]
+__all__ = [
+    "TASK_OF_DATASET_TYPE",
+    "EvalMetrics",
+    "check_dataset_type",
+    "dataset_task",
+    "default_tokenizer",
+    "evaluate_retrieval",
+    "evaluate_zero_shot",
+]
