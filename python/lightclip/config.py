@@ -35,7 +35,8 @@ from .models.config import TOKEN_SPACES
 RECIPES = ("lightclip", "clip")
 PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
 DATASET_TYPES = ("auto", "webdataset", "csv", "folder", "synthetic")
-REPORTERS = ("csv", "tensorboard")
+REPORTERS = ("csv", "tensorboard", "wandb")
+LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
 
 # What each recipe means for the switches left at None. "clip" is the plain baseline with the
 # same towers: hard-label contrastive loss only, no training-only heads.
@@ -79,7 +80,10 @@ class TrainConfig:
         "length is not known up front"
     )
     val_num_samples: int | None = _opt("samples of --val-data to evaluate (synthetic size)")
-    image_size: int | None = _opt("training resolution (default: the model's)")
+    image_size: int | None = _opt(
+        "training resolution (default: the model's); --force-image-size is open_clip's spelling "
+        "(one side: the images are square)"
+    )
     workers: int | None = _opt("data pipeline threads (default: one per core)")
     eda_prob: float | None = _opt(
         "probability of one EDA operation per caption (default: the data pipeline's for the "
@@ -92,6 +96,17 @@ class TrainConfig:
         "blur_sigma flip_prob; see lightclip.augmentation)",
         nargs="*",
     )
+    dataset_resampled: bool = _opt(
+        "draw the shards of --train-data with replacement (open_clip's ResampledShards): each "
+        "epoch reads shards drawn at random, seeded by --seed and the epoch; an epoch is "
+        "--train-num-samples samples (or runs until --steps)",
+        False,
+    )
+    csv_img_key: str = _opt("CSV/TSV --train-data / --val-data: the image path column", "filepath")
+    csv_caption_key: str = _opt("CSV/TSV --train-data / --val-data: the caption column", "title")
+    csv_separator: str | None = _opt(
+        "CSV/TSV field separator, one character (default: tab for .tsv, comma for .csv)"
+    )
 
     # --- model --------------------------------------------------------------------------------
     model: str = _opt("model name (see `lightclip.list_models()`)", "lightclip-tiny-mnv2")
@@ -100,6 +115,27 @@ class TrainConfig:
         "towers); individual switches below override it",
         "lightclip",
         choices=RECIPES,
+    )
+    pretrained: str | None = _opt(
+        "load these weights before training (lightclip.pretrained.load_pretrained: a lightclip "
+        "checkpoint or export, an open_clip checkpoint or local-dir: folder, a timm state dict)"
+    )
+    lock_image: bool = _opt("freeze the image tower (LiT)", False)
+    lock_image_unlocked_groups: int = _opt(
+        "with --lock-image: leave the last N image tower groups trainable", 0
+    )
+    lock_image_freeze_bn_stats: bool = _opt(
+        "with --lock-image: also freeze the BatchNorm statistics of the locked groups", False
+    )
+    lock_text: bool = _opt("freeze the text tower", False)
+    lock_text_unlocked_layers: int = _opt(
+        "with --lock-text: leave the last N text tower groups trainable", 0
+    )
+    lock_text_freeze_layer_norm: bool = _opt(
+        "with --lock-text: freeze the LayerNorms of the locked groups too", False
+    )
+    grad_checkpointing: bool = _opt(
+        "recompute activations in the backward pass (less memory, same gradients)", False
     )
 
     # --- optimisation -------------------------------------------------------------------------
@@ -112,6 +148,17 @@ class TrainConfig:
     beta2: float = _opt("AdamW beta2", 0.98)
     eps: float = _opt("AdamW epsilon", 1e-6)
     warmup: int | None = _opt("linear warm-up steps (default: 5%% of the total steps)")
+    lr_scheduler: str = _opt(
+        "after warm-up: 'cosine' decay to 0, 'const' (constant), or 'const-cooldown' (constant, "
+        "then a decay over the last --epochs-cooldown epochs)",
+        "cosine",
+        choices=LR_SCHEDULERS,
+    )
+    epochs_cooldown: int | None = _opt(
+        "with --lr-scheduler const-cooldown: the epochs at the end the cooldown takes"
+    )
+    lr_cooldown_power: float = _opt("cooldown shape: (1 - t) ** power (1: linear)", 1.0)
+    lr_cooldown_end: float = _opt("learning rate at the end of the cooldown", 0.0)
     precision: str = _opt("numeric precision", "fp32", choices=PRECISIONS)
     grad_clip_norm: float | None = _opt("clip the global gradient norm to this value")
     accum_freq: int = _opt("micro-batches accumulated per optimizer step", 1)
@@ -145,11 +192,29 @@ class TrainConfig:
     # --- logging and checkpoints --------------------------------------------------------------
     logs: str = _opt("folder for runs (logs/<name>/...); --logs-dir under torchrun", "./logs")
     name: str | None = _opt("run name (default: model-recipe-timestamp)")
-    report_to: str = _opt("comma-separated: csv, tensorboard", "csv")
+    report_to: str = _opt("comma-separated: csv, tensorboard, wandb", "csv")
+    wandb_project_name: str = _opt("with --report-to wandb: the wandb project", "lightclip")
     log_every_n_steps: int = _opt("write a log row every N optimizer steps", 10)
     save_frequency: int = _opt("keep epoch_N.pt every N epochs (0: only epoch_latest)", 1)
     save_every_n_steps: int = _opt("also refresh epoch_latest.pt every N steps (0: off)", 0)
+    save_most_recent: bool = _opt(
+        "refresh checkpoints/epoch_latest.pt at every epoch end (open_clip's --save-most-recent; "
+        "on here by default); --no-save-most-recent keeps epoch_N.pt files only, writing "
+        "epoch_latest.pt only where a run stops between them, and --resume latest takes the "
+        "newest of them",
+        True,
+    )
+    delete_previous_checkpoint: bool = _opt(
+        "after saving epoch_N.pt, delete the epoch checkpoint saved before it", False
+    )
     val_frequency: int = _opt("evaluate --val-data every N epochs", 1)
+    zeroshot_data: str | None = _opt(
+        "labelled data (an image folder, shards with classnames.txt, 'synthetic:heldout') for "
+        "zero-shot classification during training, logged as zeroshot-val-top1/top5"
+    )
+    zeroshot_frequency: int = _opt(
+        "with --zeroshot-data: evaluate every N epochs and after the last (0: never)", 2
+    )
     resume: str | None = _opt("checkpoint path, or 'latest' (this run's epoch_latest.pt)")
     overwrite: bool = _opt(
         "replace an earlier run of the same --name (its checkpoints, metrics and export) "
@@ -192,7 +257,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 bad(name, f"must be at least 1, got {value}")
-        for name in ("save_frequency", "save_every_n_steps"):
+        for name in (
+            "save_frequency",
+            "save_every_n_steps",
+            "zeroshot_frequency",
+            "lock_image_unlocked_groups",
+            "lock_text_unlocked_layers",
+            "lr_cooldown_end",
+        ):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
         if self.warmup is not None and self.warmup < 0:
@@ -230,8 +302,34 @@ class TrainConfig:
         unknown = set(self.reporters) - set(REPORTERS)
         if unknown:
             bad("report_to", f"takes {REPORTERS}, got {sorted(unknown)}")
+        self._validate_open_clip_flags(bad)
         if self.overwrite and self.resume is not None:
             bad("overwrite", "and --resume exclude each other: resume the run or replace it")
+
+    def _validate_open_clip_flags(self, bad: Any) -> None:
+        """The flags that only mean something with another one: given alone they would be
+        ignored silently, so they are refused."""
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            bad("lr_scheduler", f"must be one of {LR_SCHEDULERS}, got {self.lr_scheduler!r}")
+        if self.lr_scheduler == "const-cooldown" and self.epochs_cooldown is None:
+            bad("lr_scheduler", "const-cooldown needs --epochs-cooldown (how long the cooldown is)")
+        if self.epochs_cooldown is not None:
+            if self.lr_scheduler != "const-cooldown":
+                bad("epochs_cooldown", "only applies to --lr-scheduler const-cooldown")
+            if self.epochs_cooldown < 1:
+                bad("epochs_cooldown", f"must be at least 1, got {self.epochs_cooldown}")
+        if not self.lr_cooldown_power > 0:
+            bad("lr_cooldown_power", f"must be positive, got {self.lr_cooldown_power}")
+        for tower, lock in (("image", self.lock_image), ("text", self.lock_text)):
+            if lock:
+                continue
+            for name in [f.name for f in dataclasses.fields(self)]:
+                if name.startswith(f"lock_{tower}_") and getattr(self, name):
+                    bad(name, f"needs --lock-{tower}")
+        if self.dataset_resampled and self.dataset_type not in ("auto", "webdataset"):
+            bad("dataset_resampled", f"draws shards; --dataset-type is {self.dataset_type}")
+        if self.csv_separator is not None and len(self.csv_separator) != 1:
+            bad("csv_separator", f"must be one character, got {self.csv_separator!r}")
 
     @property
     def reporters(self) -> list[str]:
@@ -279,6 +377,12 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return hint, False
 
 
+# Second spellings of a flag. torchrun reads `--logs` as an abbreviation of its own
+# --logs-specs even after the script name, so the folder flag has an unambiguous spelling;
+# --force-image-size is open_clip's name for the resolution.
+_ALIASES = {"logs": ["--logs-dir"], "image_size": ["--force-image-size"]}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds one ``--flag-name`` per TrainConfig field; defaults stay the dataclass's own."""
     for f in dataclasses.fields(TrainConfig):
@@ -295,9 +399,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
                 kwargs.pop("metavar")
-        # torchrun reads `--logs` as an abbreviation of its own --logs-specs even after the
-        # script name, so the folder flag has an unambiguous spelling as well.
-        aliases = ["--logs-dir"] if f.name == "logs" else []
+        aliases = _ALIASES.get(f.name, [])
         parser.add_argument(flag, *aliases, **kwargs)
 
 
@@ -323,6 +425,7 @@ __all__ = [
     "TrainConfig",
     "RECIPES",
     "PRECISIONS",
+    "LR_SCHEDULERS",
     "add_arguments",
     "config_from_args",
     "parse_args",

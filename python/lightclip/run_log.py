@@ -1,15 +1,20 @@
-"""What a training run reports: a progress bar, a CSV file, TensorBoard when installed.
+"""What a training run reports: a progress bar, a CSV file, the evaluations as JSON lines,
+TensorBoard when installed, Weights & Biases when asked for.
 
 Only rank 0 reports (``enabled=False`` elsewhere). The CSV (``<run>/metrics.csv``) gets one
 row every ``log_every_n_steps`` steps and one per evaluation; its columns are fixed by the
 first row it writes, later keys that did not exist then are dropped rather than shifting
-columns. The progress bar is tqdm's when tqdm is installed, otherwise a plain line per log
-row.
+columns. Every evaluation (held-out retrieval, ``--zeroshot-data``) is also one line of
+``<run>/results.jsonl`` with all its keys, as open_clip writes its ``results.jsonl``.
+TensorBoard and wandb get ``train/<key>`` every log row and ``val/<key>`` per evaluation
+(open_clip's names). The progress bar is tqdm's when tqdm is installed, otherwise a plain
+line per log row.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import sys
 import tempfile
@@ -18,6 +23,22 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .errors import InvalidInputError
+
+
+def check_reporters(config: TrainConfig) -> None:
+    """Refuses ``--report-to wandb`` without the wandb package before the run starts (an
+    optional dependency; TensorBoard's absence only warns, as the CSV holds the same)."""
+    if "wandb" not in config.reporters:
+        return
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise InvalidInputError(
+            "--report-to wandb: the wandb package is not installed (pip install wandb; "
+            "WANDB_MODE=offline logs without an account)"
+        ) from None
+
 
 _BAR_KEYS = ("loss", "loss_ins", "loss_tok", "loss_mlm", "lr", "samples_per_s")
 _SHORT = {"loss_ins": "ins", "loss_tok": "tok", "loss_mlm": "mlm", "samples_per_s": "smp/s"}
@@ -37,6 +58,8 @@ class RunLog:
         self.every = config.log_every_n_steps
         self.bar: Any = None
         self.tensorboard: Any = None
+        self.wandb: Any = None
+        self._results: Path | None = None
         self._csv_file: Any = None
         self._csv: Any = None
         if not enabled:
@@ -57,6 +80,17 @@ class RunLog:
                 self._csv = csv.DictWriter(self._csv_file, self._csv_fields, extrasaction="ignore")
             else:
                 self._csv_file = path.open("w", newline="")
+        self._results = run_dir / "results.jsonl"
+        _keep_results_until(self._results, start_step)
+        if "wandb" in config.reporters:
+            import wandb
+
+            self.wandb = wandb.init(
+                project=config.wandb_project_name,
+                name=run_dir.name,
+                dir=str(run_dir),
+                config=config.to_dict(),
+            )
         if "tensorboard" in config.reporters:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -99,16 +133,23 @@ class RunLog:
         if self.tensorboard is not None:
             for k, v in metrics.items():
                 self.tensorboard.add_scalar(f"train/{k}", v, step)
+        if self.wandb is not None:
+            self.wandb.log({f"train/{k}": v for k, v in metrics.items()}, step=step)
         if self.bar is None:
             print(f"step {step}  {_short_line(metrics)}", file=sys.stderr, flush=True)
 
-    def eval(self, step: int, metrics: dict[str, float]) -> None:
+    def eval(self, step: int, metrics: dict[str, float], *, epoch: int | None = None) -> None:
         if not self.enabled or not metrics:
             return
         self._write_row({"step": step, "kind": "eval", **metrics})
+        if self._results is not None:
+            with self._results.open("a") as f:
+                f.write(json.dumps({"step": step, "epoch": epoch, **metrics}) + "\n")
         if self.tensorboard is not None:
             for k, v in metrics.items():
                 self.tensorboard.add_scalar(f"val/{k}", v, step)
+        if self.wandb is not None:
+            self.wandb.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
 
     def _write_row(self, row: dict[str, Any]) -> None:
         if self._csv_file is None:
@@ -133,7 +174,9 @@ class RunLog:
             self.tensorboard.close()
         if self._csv_file is not None:
             self._csv_file.close()
-        self.bar = self.tensorboard = self._csv_file = None
+        if self.wandb is not None:
+            self.wandb.finish()
+        self.bar = self.tensorboard = self._csv_file = self.wandb = None
 
 
 def _short_line(metrics: dict[str, float]) -> str:
@@ -167,6 +210,25 @@ def _replace_atomically(path: Path, fields: list[str], rows: list[dict[str, str]
         raise
 
 
+def _keep_results_until(path: Path, step: int) -> None:
+    """A fresh run starts ``results.jsonl`` empty; a resumed one keeps the lines up to its
+    step (rewritten atomically, like the CSV)."""
+    if step == 0 or not path.exists():
+        path.unlink(missing_ok=True)
+        return
+    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(line + "\n" for line in kept))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _read_csv_until(path: Path, step: int) -> tuple[list[str], list[dict[str, str]]]:
     if not path.exists():
         return [], []
@@ -177,4 +239,4 @@ def _read_csv_until(path: Path, step: int) -> tuple[list[str], list[dict[str, st
     return fields, rows
 
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "check_reporters"]

@@ -1,5 +1,8 @@
 """Schedules as pure functions of the optimizer step: learning rate and training progress.
 
+The learning-rate schedules are open_clip's (``--lr-scheduler``): ``cosine`` (:func:`lr_at`),
+``const`` and ``const-cooldown``, all after the same linear warm-up.
+
 Being pure (no state, no optimizer inside) is what makes resume exact: the step number alone
 says where a run is.
 
@@ -13,6 +16,8 @@ says where a run is.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 WARMUP_FRACTION = 0.05  # SPEC §2 Optimisation: warm-up over the first 5% of the steps
 
@@ -48,6 +53,95 @@ def lr_at(
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * t)) * (base_lr - min_lr)
 
 
+def _check(step: int, warmup_steps: int, total_steps: int) -> None:
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be in [0, total_steps], got {warmup_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+
+
+def const_lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The warm-up of :func:`lr_at`, then ``base_lr`` to the end (``--lr-scheduler const``).
+
+    >>> [const_lr_at(s, base_lr=1.0, warmup_steps=2, total_steps=5) for s in range(5)]
+    [0.5, 1.0, 1.0, 1.0, 1.0]
+    """
+    _check(step, warmup_steps, total_steps)
+    return base_lr * (step + 1) / warmup_steps if step < warmup_steps else base_lr
+
+
+def const_cooldown_lr_at(
+    step: int,
+    *,
+    base_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    cooldown_steps: int,
+    power: float = 1.0,
+    end_lr: float = 0.0,
+) -> float:
+    """Warm-up, ``base_lr``, then over the last ``cooldown_steps`` steps a decay to ``end_lr``
+    shaped ``(1 - t) ** power`` (linear for 1), t going from 0 at the cooldown's first step
+    towards 1 at ``total_steps`` (``--lr-scheduler const-cooldown``). Warm-up wins where the
+    two overlap; steps past the end keep ``end_lr``.
+
+    >>> [const_cooldown_lr_at(s, base_lr=1.0, warmup_steps=1, total_steps=6, cooldown_steps=4)
+    ...  for s in range(6)]
+    [1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    """
+    _check(step, warmup_steps, total_steps)
+    if cooldown_steps < 1:
+        raise ValueError(f"cooldown_steps must be at least 1, got {cooldown_steps}")
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    start = total_steps - cooldown_steps
+    if step < start:
+        return base_lr
+    t = min((step - start) / cooldown_steps, 1.0)
+    return (1.0 - t) ** power * (base_lr - end_lr) + end_lr
+
+
+def lr_schedule(
+    name: str,
+    *,
+    base_lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    cooldown_steps: int | None = None,
+    cooldown_power: float = 1.0,
+    cooldown_end_lr: float = 0.0,
+) -> Callable[[int], float]:
+    """``step -> lr`` for a ``--lr-scheduler`` name (``cooldown_*`` for const-cooldown only).
+
+    >>> schedule = lr_schedule("const", base_lr=0.1, warmup_steps=0, total_steps=10)
+    >>> schedule(9)
+    0.1
+    """
+    common = dict(base_lr=base_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+    _check(0, warmup_steps, total_steps)  # a bad schedule fails when built, not at a step
+    if name == "cosine":
+        return partial(lr_at, **common)
+    if name == "const":
+        return partial(const_lr_at, **common)
+    if name == "const-cooldown":
+        if cooldown_steps is None:
+            raise ValueError("const-cooldown needs cooldown_steps")
+        if not 1 <= cooldown_steps <= total_steps:
+            raise ValueError(
+                f"cooldown_steps must be in [1, total_steps = {total_steps}], got {cooldown_steps}"
+            )
+        return partial(
+            const_cooldown_lr_at,
+            **common,
+            cooldown_steps=cooldown_steps,
+            power=cooldown_power,
+            end_lr=cooldown_end_lr,
+        )
+    raise ValueError(f"unknown lr schedule {name!r}; known: cosine, const, const-cooldown")
+
+
 def progress_at(step: int, total_steps: int) -> float:
     """Training progress p = step / total_steps in [0, 1], the clock of the label schedule."""
     if total_steps < 1:
@@ -55,4 +149,12 @@ def progress_at(step: int, total_steps: int) -> float:
     return min(max(step / total_steps, 0.0), 1.0)
 
 
-__all__ = ["WARMUP_FRACTION", "default_warmup", "lr_at", "progress_at"]
+__all__ = [
+    "WARMUP_FRACTION",
+    "const_cooldown_lr_at",
+    "const_lr_at",
+    "default_warmup",
+    "lr_at",
+    "lr_schedule",
+    "progress_at",
+]

@@ -3,6 +3,7 @@
     lightclip train --model lightclip-tiny-mnv2 --train-data synthetic --steps 200
     lightclip train --recipe clip ...                           # the plain CLIP baseline
     torchrun --nproc_per_node=2 -m lightclip train ...          # DDP: gloo on CPU, NCCL on GPU
+    lightclip train --pretrained export/ --lock-image --lr-scheduler const ...  # open_clip's flags
 
 or from Python / a notebook::
 
@@ -39,12 +40,17 @@ from typing import Any
 import torch
 
 from . import checkpoint as ckpt
+from .checkpoint_files import (
+    delete_previous_epoch_checkpoint,
+    newest_checkpoint,
+    remove_stale_latest,
+)
 from .config import TrainConfig, parse_args
 from .diagnostics import collapse_diagnostics
 from .errors import DataError, InvalidInputError, NonFiniteLossError, run_command
 from .optim import build_optimizer, clamp_logit_scale, set_lr
 from .run_folder import prepare_run_folder
-from .run_log import RunLog
+from .run_log import RunLog, check_reporters
 from .runtime import (
     Runtime,
     StopOnCtrlC,
@@ -55,12 +61,14 @@ from .runtime import (
     teardown_runtime,
     this_ranks,
 )
-from .schedules import default_warmup, lr_at, progress_at
+from .schedules import default_warmup, progress_at
 from .step_metrics import Accumulator, PendingSteps, non_finite_losses
 from .train_parts import (
     StepBoundary,
+    apply_model_options,
     batches_per_epoch,
     build_losses,
+    build_lr_schedule,
     build_model,
     build_pipeline,
     epoch_batches,
@@ -69,6 +77,8 @@ from .train_parts import (
     loss_parts,
     run_name,
     stats_line,
+    zero_shot_due,
+    zero_shot_metrics,
 )
 
 
@@ -116,12 +126,18 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     # ------------------------------------------------------------------ setup
     run_dir = Path(config.logs) / run_name(config)
     checkpoint_dir = run_dir / "checkpoints"
-    resume_path = ckpt.resolve_resume(config.resume, checkpoint_dir)
+    if config.resume == "latest":  # epoch_latest.pt, else the newest epoch_N.pt
+        resume_path = newest_checkpoint(checkpoint_dir)
+    else:
+        resume_path = ckpt.resolve_resume(config.resume, checkpoint_dir)
+    check_reporters(config)
     prepare_run_folder(run_dir, config, rt)  # no earlier run overwritten unasked
     seed_everything(config.seed, rt.rank)
 
     # ------------------------------------------------------------------ model
-    model = build_model(config).to(rt.device)
+    model = build_model(config)
+    apply_model_options(model, config, rt)  # --pretrained, --lock-image/text, checkpointing
+    model = model.to(rt.device)
     if config.precision == "bf16":
         model = model.to(torch.bfloat16)
     model_cfg = model.config
@@ -160,6 +176,12 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         total_steps = config.epochs * max(micro_per_epoch // config.accum_freq, 1)
     warmup = config.warmup if config.warmup is not None else default_warmup(total_steps)
     warmup = min(warmup, total_steps)
+    steps_per_epoch = (
+        None if micro_per_epoch is None else max(micro_per_epoch // config.accum_freq, 1)
+    )
+    lr_at_step = build_lr_schedule(
+        config, warmup=warmup, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+    )
 
     # ------------------------------------------------------------------ optimizer and losses
     optimizer = build_optimizer(
@@ -178,7 +200,14 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         payload = ckpt.load_checkpoint(resume_path, map_location=rt.device)
         ckpt.check_compatible(payload, model, config.model, f"--resume {resume_path}")
         model.load_state_dict(ckpt.model_state(payload))
-        optimizer.load_state_dict(payload["optimizer"])
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except ValueError as e:  # other parameter groups: other trainable parameters
+            raise ckpt.CheckpointError(
+                f"--resume {resume_path}: its optimizer state does not fit this run's "
+                f"trainable parameters ({e}); resume with the --lock-image / --lock-text "
+                "flags it was saved with"
+            ) from None
         if scaler is not None and payload.get("scaler"):
             scaler.load_state_dict(payload["scaler"])
         step, epoch = payload["step"], payload["epoch"]
@@ -222,8 +251,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                     "world_size": rt.world_size,
                 },
             )
-        if path_name == ckpt.LATEST:
-            kept = (path, boundary.step)
+        kept = (path, boundary.step)
         return path
 
     # ------------------------------------------------------------------ the loop
@@ -232,6 +260,8 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     # Metrics stay on the device until read (step_metrics.py): every step when a hook wants
     # them, else at log steps, saves and the end, so the host does not wait for the GPU.
     pending = PendingSteps()
+    zero_shot_step = -1  # the step of the last --zeroshot-data evaluation
+    held_out_done = False  # --val-data evaluated at an epoch end of this run
 
     def report() -> None:
         for done, metrics in pending.resolve():
@@ -295,7 +325,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                 }
                 if config.precision == "bf16":
                     batch["image"] = batch["image"].to(torch.bfloat16)
-                lr = lr_at(step, base_lr=config.lr, warmup_steps=warmup, total_steps=total_steps)
+                lr = lr_at_step(step)
                 set_lr(optimizer, lr)
                 progress = progress_at(step, total_steps)
                 last_micro = micro == config.accum_freq - 1
@@ -371,22 +401,43 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                 report()
                 epoch += 1
                 boundary = StepBoundary(step, epoch, ckpt.rng_state(), None)
-                result.checkpoint = save(ckpt.LATEST, boundary)
+                if config.save_most_recent:
+                    result.checkpoint = save(ckpt.LATEST, boundary)
                 if config.save_frequency and epoch % config.save_frequency == 0:
-                    save(f"epoch_{epoch}.pt", boundary)
+                    saved = save(f"epoch_{epoch}.pt", boundary)
+                    if rt.is_main and config.delete_previous_checkpoint:
+                        delete_previous_epoch_checkpoint(checkpoint_dir, epoch)
+                    if not config.save_most_recent:
+                        result.checkpoint = saved
+                        if rt.is_main:
+                            remove_stale_latest(checkpoint_dir)
+                metrics = {}
                 if config.val_data and epoch % config.val_frequency == 0:
-                    result.eval_metrics = held_out_metrics(model, config, image_size, rt)
-                    log.eval(step, result.eval_metrics)
+                    metrics.update(held_out_metrics(model, config, image_size, rt))
+                    held_out_done = True
+                if zero_shot_due(config, epoch):
+                    metrics.update(zero_shot_metrics(model, config, image_size, rt))
+                    zero_shot_step = step
+                if metrics:
+                    result.eval_metrics = metrics
+                    log.eval(step, metrics, epoch=epoch)
                 pending.restart_clock()
 
         # ------------------------------------------------------------------ the end
         report()
         result.interrupted = stop.requested and more()
-        result.checkpoint = save(ckpt.LATEST, boundary)
+        # Without --save-most-recent, epoch_latest.pt only holds a state no file holds yet.
+        if config.save_most_recent or kept is None or kept[1] != boundary.step:
+            result.checkpoint = save(ckpt.LATEST, boundary)
         if not result.interrupted:
-            if config.val_data and not result.eval_metrics:
-                result.eval_metrics = held_out_metrics(model, config, image_size, rt)
-                log.eval(step, result.eval_metrics)
+            metrics = {}
+            if config.val_data and not held_out_done:
+                metrics.update(held_out_metrics(model, config, image_size, rt))
+            if config.zeroshot_data and config.zeroshot_frequency and zero_shot_step != step:
+                metrics.update(zero_shot_metrics(model, config, image_size, rt))
+            if metrics:
+                result.eval_metrics = metrics
+                log.eval(step, metrics, epoch=epoch)
             if config.export and rt.is_main:
                 result.export_path = export_inference_model(model, config, run_dir)
     result.step, result.epoch = step, epoch

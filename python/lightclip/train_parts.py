@@ -1,13 +1,14 @@
 """What the training loop (``lightclip.train``) is made of, in the order it uses them: the run
-folder's name, the model, the data pipeline and its epochs, the losses of one step, the state
-saved at a step boundary, held-out evaluation and the inference export. The per-step metrics
-are in ``step_metrics.py``.
+folder's name, the model (and open_clip's --pretrained / --lock-* / --grad-checkpointing), the
+data pipeline and its epochs, the learning-rate schedule, the losses of one step, the state
+saved at a step boundary, held-out and zero-shot evaluation and the inference export. The
+per-step metrics are in ``step_metrics.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,29 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
         return LightCLIP(preset.replace(**overrides))
 
 
+def apply_model_options(model: Any, config: TrainConfig, rt: Runtime) -> None:
+    """open_clip's model flags, in its order: ``--pretrained`` weights, then the tower locks
+    (frozen parameters get ``requires_grad=False``, which keeps them out of the optimizer),
+    then ``--grad-checkpointing``."""
+    if config.pretrained:
+        from .pretrained import load_pretrained
+
+        report = load_pretrained(model, config.pretrained)
+        rt.print(f"--pretrained {config.pretrained}: {report.summary()}")
+    if config.lock_image:
+        model.lock_image_tower(
+            unlocked_groups=config.lock_image_unlocked_groups,
+            freeze_bn_stats=config.lock_image_freeze_bn_stats,
+        )
+    if config.lock_text:
+        model.lock_text_tower(
+            unlocked_layers=config.lock_text_unlocked_layers,
+            freeze_layer_norm=config.lock_text_freeze_layer_norm,
+        )
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+
+
 def build_pipeline(
     config: TrainConfig,
     source: str,
@@ -94,6 +118,7 @@ def build_pipeline(
         context_length=context_length,
         rank=rank,
         world_size=world_size,
+        **csv_options(config),
     )
     if train:
         kwargs.update(eda_prob=config.eda_prob, mlm=bool(config.mlm))  # None: per source
@@ -102,9 +127,27 @@ def build_pipeline(
         # uint8 images from pinned memory: a quarter of the bytes over PCIe, copied
         # asynchronously, and normalised on the GPU instead of on the pipeline's cores.
         kwargs.update(image_dtype="uint8", pin_memory=True, device=device)
+    if train and config.dataset_resampled:
+        from .resampled import ResampledShards
+
+        if not is_shard_source(source):
+            raise InvalidInputError(
+                f"--dataset-resampled draws shards; --train-data {source} is not a shard source"
+            )
+        return ResampledShards(source, num_samples=num_samples, **kwargs)
     if num_samples is not None and source.startswith("synthetic"):
         kwargs["num_samples"] = num_samples
     return DataPipeline(source, **kwargs)
+
+
+def is_shard_source(source: str) -> bool:
+    """Whether the pipeline reads ``source`` as webdataset shards (as ``Source::open`` tells
+    the kinds apart: synthetic, folder, table, else shards)."""
+    return not (
+        source.startswith("synthetic")
+        or Path(source).is_dir()
+        or source.lower().endswith((".csv", ".tsv"))
+    )
 
 
 def resolve_source(source: str, dataset_type: str, flag: str) -> str:
@@ -156,6 +199,38 @@ def stats_line(pipeline: Any) -> str:
         return f"pipeline stats {pipeline.stats()}"
     except Exception:  # noqa: BLE001 - only decorates an error message
         return "no stats"
+
+
+def build_lr_schedule(
+    config: TrainConfig, *, warmup: int, total_steps: int, steps_per_epoch: int | None
+) -> Callable[[int], float]:
+    """``step -> lr`` for ``--lr-scheduler``; const-cooldown's ``--epochs-cooldown`` counts
+    optimizer steps per epoch, as open_clip's does."""
+    from .schedules import lr_schedule
+
+    cooldown_steps = None
+    if config.lr_scheduler == "const-cooldown":
+        epochs = config.epochs_cooldown or 0
+        if steps_per_epoch is None:
+            raise InvalidInputError(
+                f"--epochs-cooldown {epochs}: the epoch length of --train-data "
+                f"{config.train_data} is not known (pass --train-num-samples)"
+            )
+        cooldown_steps = steps_per_epoch * epochs
+        if cooldown_steps > total_steps:
+            raise InvalidInputError(
+                f"--epochs-cooldown {epochs} is {cooldown_steps} steps, more than the run's "
+                f"{total_steps}"
+            )
+    return lr_schedule(
+        config.lr_scheduler,
+        base_lr=config.lr,
+        warmup_steps=warmup,
+        total_steps=total_steps,
+        cooldown_steps=cooldown_steps,
+        cooldown_power=config.lr_cooldown_power,
+        cooldown_end_lr=config.lr_cooldown_end,
+    )
 
 
 @dataclass
@@ -239,11 +314,8 @@ def held_out_metrics(
     """Held-out metrics, computed on rank 0 and shared with the others."""
     from .validation import evaluate_held_out
 
-    metrics: dict[str, float] = {}
-    if rt.is_main:
-        was_training = model.training
-        model.eval()
-        metrics = evaluate_held_out(
+    def evaluate() -> dict[str, float]:
+        return evaluate_held_out(
             model,
             resolve_source(config.val_data or "", config.dataset_type, "--val-data"),
             image_size=image_size,
@@ -251,9 +323,57 @@ def held_out_metrics(
             threads=config.workers,
             num_samples=config.val_num_samples,
             seed=config.seed,
+            csv_options=csv_options(config),
         )
+
+    return _on_rank_0(evaluate, model, rt, "eval")
+
+
+def zero_shot_due(config: TrainConfig, epoch: int) -> bool:
+    """open_clip's rule: every ``--zeroshot-frequency`` epochs and after the last one."""
+    if not config.zeroshot_data or config.zeroshot_frequency == 0:
+        return False
+    last = config.steps is None and epoch == config.epochs
+    return epoch % config.zeroshot_frequency == 0 or last
+
+
+def zero_shot_metrics(
+    model: torch.nn.Module, config: TrainConfig, image_size: int, rt: Runtime
+) -> dict[str, float]:
+    """``zeroshot-val-top1`` / ``-top5`` on ``--zeroshot-data``, on rank 0, shared."""
+    from .validation import evaluate_zero_shot_source
+
+    def evaluate() -> dict[str, float]:
+        return evaluate_zero_shot_source(
+            model,
+            resolve_source(config.zeroshot_data or "", "auto", "--zeroshot-data"),
+            image_size=image_size,
+            batch_size=config.batch_size,
+            threads=config.workers,
+            seed=config.seed,
+        )
+
+    return _on_rank_0(evaluate, model, rt, "zero-shot")
+
+
+def csv_options(config: TrainConfig) -> dict[str, Any]:
+    return dict(
+        csv_img_key=config.csv_img_key,
+        csv_caption_key=config.csv_caption_key,
+        csv_separator=config.csv_separator,
+    )
+
+
+def _on_rank_0(
+    evaluate: Callable[[], dict[str, float]], model: torch.nn.Module, rt: Runtime, what: str
+) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    if rt.is_main:
+        was_training = model.training
+        model.eval()
+        metrics = evaluate()
         model.train(was_training)
-        rt.print("eval: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        rt.print(f"{what}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     if rt.world_size > 1:
         holder = [metrics]
         dist.broadcast_object_list(holder, src=0)

@@ -25,10 +25,12 @@ def evaluate_held_out(
     zero_shot: bool | None = None,
     templates: str = "generic",
     max_batches: int | None = None,
+    csv_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Image<->text retrieval R@1/5/10 on ``source`` (all captions of each image) and, when
     the source is labelled (image folders, synthetic) and ``zero_shot`` is not False,
-    zero-shot top-1/top-5 with prompt ensembling over its class names."""
+    zero-shot top-1/top-5 with prompt ensembling over its class names. ``csv_options``:
+    DataPipeline's ``csv_img_key`` / ``csv_caption_key`` / ``csv_separator`` for a table."""
     from .data import DataPipeline
     from .evaluate import evaluate_retrieval, evaluate_zero_shot
 
@@ -40,6 +42,7 @@ def evaluate_held_out(
         seed=seed,
         threads=threads,
         context_length=config.context_length,
+        **(csv_options or {}),
     )
     if num_samples is not None and source.startswith("synthetic"):
         kwargs["num_samples"] = num_samples
@@ -60,4 +63,46 @@ def evaluate_held_out(
     return metrics
 
 
-__all__ = ["evaluate_held_out"]
+def evaluate_zero_shot_source(
+    model: torch.nn.Module,
+    source: str,
+    *,
+    image_size: int | None = None,
+    batch_size: int = 128,
+    threads: int | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Zero-shot classification on a labelled ``source`` (``lightclip train --zeroshot-data``),
+    named as open_clip names its ImageNet numbers without the data set's prefix:
+    ``zeroshot-val-top1``, ``zeroshot-val-top5`` (where there are 5 classes), and
+    ``zeroshot-val-mean-per-class-recall``. The source's own templates are used where it
+    ships them (CLIP_benchmark's layout), else the generic set."""
+    from .data import DataPipeline
+    from .errors import InvalidInputError
+    from .evaluate import evaluate_zero_shot
+
+    config = model.config
+    data = DataPipeline(
+        source,
+        batch_size=batch_size,
+        image_size=image_size or config.image_size,
+        train=False,
+        seed=seed,
+        threads=threads,
+        context_length=config.context_length,
+    )
+    if not data.class_names:
+        raise InvalidInputError(
+            f"--zeroshot-data {source}: not a labelled data set (an image folder with one "
+            "sub-folder per class, shards with classnames.txt, or synthetic:heldout)"
+        )
+    templates = getattr(data, "templates", None) or "generic"
+    scores = evaluate_zero_shot(model, data, templates=templates)
+    metrics = {}
+    for key, value in scores.items():
+        name = f"top{key[3:]}" if key.startswith("acc") else key.replace("_", "-")
+        metrics[f"zeroshot-val-{name}"] = float(value)
+    return metrics
+
+
+__all__ = ["evaluate_held_out", "evaluate_zero_shot_source"]
