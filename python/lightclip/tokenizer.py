@@ -38,6 +38,7 @@ __all__ = [
     "decode",
     "default_vocab_path",
     "get_tokenizer",
+    "model_context_length",
     "tokenize",
 ]
 

@@ -178,7 +178,7 @@ class LightCLIP(nn.Module):
             >>> model = lightclip.create_model("clip-tiny-mnv2").eval()
             >>> out = model.forward_intermediates(torch.randn(1, 3, 64, 64), image_indices=2)
             >>> [tuple(t.shape) for t in out["image_intermediates"]], sorted(out)
-            ([(1, 96, 4, 4), (1, 320, 2, 2)], ['image_features', 'image_intermediates'])
+            ([(1, 48, 4, 4), (1, 160, 2, 2)], ['image_features', 'image_intermediates'])
         """
         if intermediates_only:
             normalize = output_logits = False
