@@ -136,15 +136,20 @@ def test_open_clip_checkpoint_inherits_the_first_layers(openclip_model, openclip
 
 
 @pytest.mark.parametrize(
-    ("text_layers", "depth"),
-    [("every-other", 4), ("uniform", 8), ([11, 0, 5, 5], 4), ("3,1,4,1", 4)],
+    ("text_layers", "chosen"),
+    [
+        ("every-other", [0, 2, 4, 6]),
+        # Spread evenly over 0..11, first and last kept: 11 * i / 7 rounded.
+        ("uniform", [0, 2, 3, 5, 6, 8, 9, 11]),
+        ([11, 0, 5, 5], [11, 0, 5, 5]),
+        ("3,1,4,1", [3, 1, 4, 1]),
+    ],
 )
 def test_each_inherited_layer_computes_its_source_layer(
-    openclip_model, openclip_checkpoint, text_layers, depth
+    openclip_model, openclip_checkpoint, text_layers, chosen
 ):
-    model = create_model("clip-tiny-mnv2", text_layers=depth).eval()
+    model = create_model("clip-tiny-mnv2", text_layers=len(chosen)).eval()
     report = load_pretrained(model, openclip_checkpoint, text_layers=text_layers)
-    chosen = select_text_layers(text_layers, 12, depth)
     assert report.text_layers == chosen
     x = torch.randn(3, 32, 64, generator=torch.Generator().manual_seed(4))
     mask = model.text.attn_mask.to(x.dtype)
