@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -66,7 +67,7 @@ def test_retrieval_hand_worked_with_ties():
     )
     img, txt = torch.eye(3), scores.T.contiguous()
     owner = torch.tensor([0, 0, 1, 2])
-    pess = retrieval_ranks(img, txt, owner)
+    pess = retrieval_ranks(img, txt, owner, ties="pessimistic")
     assert pess.image_to_text.tolist() == [2, 2, 4]
     # caption 0 -> image 0 (0.9; others 0.2, 0.4) rank 1; caption 1 (0.1; 0.3, 0.4) rank 3;
     # caption 2 -> image 1 (0.5; 0.9, 0.4) rank 2; caption 3 -> image 2 (0.4; 0.0, 0.6) rank 2.
@@ -75,7 +76,7 @@ def test_retrieval_hand_worked_with_ties():
     assert opt.image_to_text.tolist() == [1, 2, 1]
     assert opt.text_to_image.tolist() == [1, 3, 2, 2]
 
-    m = retrieval_metrics(img, txt, owner, ks=(1, 2))
+    m = retrieval_metrics(img, txt, owner, ks=(1, 2), ties="pessimistic")
     assert m["text_retrieval_recall@1"] == 0.0
     assert m["text_retrieval_recall@2"] == pytest.approx(2 / 3)
     assert m["text_retrieval_mean_rank"] == pytest.approx(8 / 3)
@@ -98,15 +99,15 @@ def test_perfect_model_ranks_everything_first():
         assert m[f"{key}_median_rank"] == 1.0
 
 
-def test_constant_model_gets_worst_ranks_not_best():
+def test_pessimistic_ties_give_a_constant_model_the_worst_ranks():
     n, c = 20, 5
     img = torch.ones(n, 8)
     txt = torch.ones(n * c, 8)
     owner = torch.arange(n).repeat_interleave(c)
-    ranks = retrieval_ranks(img, txt, owner)
+    ranks = retrieval_ranks(img, txt, owner, ties="pessimistic")
     assert ranks.image_to_text.tolist() == [n * c - c + 1] * n  # behind every other caption
     assert ranks.text_to_image.tolist() == [n] * (n * c)
-    assert retrieval_metrics(img, txt, owner)["text_retrieval_recall@10"] == 0.0
+    assert retrieval_metrics(img, txt, owner, ties="pessimistic")["text_retrieval_recall@10"] == 0.0
     assert retrieval_ranks(img, txt, owner, ties="optimistic").text_to_image.max() == 1
 
 
@@ -181,7 +182,7 @@ def test_zero_shot_hand_worked():
         ]
     )
     labels = torch.tensor([0, 1, 2, 2])
-    m = zero_shot_metrics(scores, labels, ks=(1, 2))
+    m = zero_shot_metrics(scores, labels, ks=(1, 2), ties="pessimistic")
     assert m["acc1"] == 0.5
     assert m["acc2"] == 0.75
     assert m["mean_per_class_recall"] == pytest.approx((1 + 0 + 0.5) / 3)
@@ -190,8 +191,8 @@ def test_zero_shot_hand_worked():
     assert o["mean_per_class_recall"] == pytest.approx((1 + 1 + 0.5) / 3)
 
 
-def test_zero_shot_constant_scores_score_zero():
-    m = zero_shot_metrics(torch.zeros(10, 7), torch.arange(10) % 7)
+def test_pessimistic_zero_shot_constant_scores_score_zero():
+    m = zero_shot_metrics(torch.zeros(10, 7), torch.arange(10) % 7, ties="pessimistic")
     assert m == {"acc1": 0.0, "acc5": 0.0, "mean_per_class_recall": 0.0}
 
 
@@ -251,3 +252,96 @@ def test_errors_name_the_problem():
         ZeroShotAccumulator(num_classes=2).update(torch.randn(2, 3), torch.tensor([0, 1]))
     with pytest.raises(InvalidInputError, match="no samples"):
         ZeroShotAccumulator(num_classes=2).compute()
+
+
+# --------------------------------------------------------------------------- CLIP_benchmark
+# The default rule ranks ties as CLIP_benchmark's own code does (torch.topk): on scores full of
+# exact ties its functions, run here, must give our numbers.
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n_images=st.integers(2, 25),
+    extra_captions=st.integers(0, 40),
+    levels=st.integers(0, 3),
+    block=st.integers(1, 30),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_default_ties_give_clip_benchmarks_retrieval_recalls(
+    n_images, extra_captions, levels, block, seed
+):
+    cb = pytest.importorskip("clip_benchmark.metrics.zeroshot_retrieval")
+    gen = torch.Generator().manual_seed(seed)
+    owner = torch.cat(
+        [torch.arange(n_images), torch.randint(0, n_images, (extra_captions,), generator=gen)]
+    )
+    # Few small integer values: most scores tie with others (levels 0 is a constant model).
+    img = torch.randint(0, levels + 1, (n_images, 3), generator=gen).float()
+    txt = torch.randint(0, levels + 1, (len(owner), 3), generator=gen).float()
+    ks = [k for k in (1, 2, 5, 10) if k <= n_images]
+    m = retrieval_metrics(img, txt, owner, ks=ks, block_size=block)
+    scores = txt @ img.T  # as CLIP_benchmark computes them
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(owner)), owner] = True
+    for k in ks:
+        t2i = cb.batchify(cb.recall_at_k, scores, positive, block, "cpu", k=k)
+        i2t = cb.batchify(cb.recall_at_k, scores.T, positive.T, block, "cpu", k=k)
+        assert m[f"image_retrieval_recall@{k}"] == pytest.approx((t2i > 0).float().mean().item())
+        assert m[f"text_retrieval_recall@{k}"] == pytest.approx((i2t > 0).float().mean().item())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    c=st.integers(5, 12),
+    levels=st.integers(0, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # CLIP_benchmark's own float(array)
+def test_default_ties_give_clip_benchmarks_zero_shot_numbers(n, c, levels, seed):
+    cb = pytest.importorskip("clip_benchmark.metrics.zeroshot_classification")
+    from sklearn.metrics import balanced_accuracy_score
+
+    gen = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, levels + 1, (n, c), generator=gen).float()
+    labels = torch.randint(0, c, (n,), generator=gen)
+    m = zero_shot_metrics(scores, labels)
+    acc1, acc5 = cb.accuracy(scores, labels, topk=(1, 5))
+    assert (m["acc1"], m["acc5"]) == (pytest.approx(acc1), pytest.approx(acc5))
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true"
+        warnings.simplefilter("ignore")
+        want = balanced_accuracy_score(labels.numpy(), scores.argmax(dim=1).numpy())
+    assert m["mean_per_class_recall"] == pytest.approx(want)
+
+
+def test_topk_accumulator_refuses_a_k_beyond_what_it_kept():
+    acc = ZeroShotAccumulator(num_classes=8, max_k=3)
+    acc.update(torch.randn(4, 8), torch.tensor([0, 1, 2, 3]))
+    assert set(acc.compute(ks=(1, 3))) == {"acc1", "acc3", "mean_per_class_recall"}
+    with pytest.raises(InvalidInputError, match="max_k >= 5"):
+        acc.compute(ks=(1, 5))
+
+
+def test_lightclip_eval_passes_ties_through(monkeypatch):
+    import argparse
+
+    from lightclip import eval_cli
+
+    parser = argparse.ArgumentParser()
+    eval_cli.add_eval_arguments(parser)
+    seen = {}
+
+    def fake_retrieval(model, data, **kw):
+        seen.update(kw)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(eval_cli, "load_eval_model", lambda *a: (None, "m"))
+    monkeypatch.setattr(eval_cli, "make_eval_data", lambda *a, **k: None)
+    monkeypatch.setattr(eval_cli, "evaluate_retrieval", fake_retrieval)
+    for argv, want in [([], "topk"), (["--ties", "pessimistic"], "pessimistic")]:
+        args = parser.parse_args(["--dataset", "x", "--task", "zeroshot_retrieval", *argv])
+        with pytest.raises(SystemExit):
+            eval_cli.run_eval(args)
+        assert seen["ties"] == want
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dataset", "x", "--ties", "random"])

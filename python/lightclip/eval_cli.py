@@ -24,6 +24,7 @@ import torch
 
 from .errors import InvalidInputError
 from .evaluate import EvalMetrics, dataset_task, evaluate_retrieval, evaluate_zero_shot
+from .metrics import TIES
 from .zero_shot import TEMPLATE_SETS
 
 TASKS = ("auto", "zeroshot_classification", "zeroshot_retrieval")
@@ -162,6 +163,14 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="torch intra-op threads (default: torch's; 1 is fastest on a crowded machine)",
     )
+    parser.add_argument(
+        "--ties",
+        choices=TIES,
+        default="topk",
+        help="how exactly equal scores rank: topk (CLIP_benchmark's torch.topk, whose metric "
+        "names the JSON uses), pessimistic (a tie counts against the right answer, so a "
+        "constant model scores zero) or optimistic",
+    )
     parser.add_argument("--output", help="write the JSON result here")
 
 
@@ -211,10 +220,13 @@ def run_eval(args: argparse.Namespace) -> int:
             class_names=class_names,
             templates=args.templates,
             device=args.device,
+            ties=args.ties,
             max_batches=args.max_batches,
         )
     else:
-        metrics = evaluate_retrieval(model, data, device=args.device, max_batches=args.max_batches)
+        metrics = evaluate_retrieval(
+            model, data, device=args.device, ties=args.ties, max_batches=args.max_batches
+        )
     record = result_record(
         dataset=args.dataset_name or args.dataset,
         model=name,

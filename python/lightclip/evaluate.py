@@ -146,7 +146,7 @@ def evaluate_zero_shot(
     tokenizer: Tokenizer | None = None,
     device: str | torch.device | None = None,
     ks: Sequence[int] = (1, 5),
-    ties: str = "pessimistic",
+    ties: str = "topk",
     max_batches: int | None = None,
 ) -> EvalMetrics:
     """Top-k accuracy and mean per-class recall of the prompt-ensemble classifier.
@@ -173,7 +173,7 @@ def evaluate_zero_shot(
         classifier = build_zero_shot_classifier(
             model, tokenizer, list(class_names), templates, device=device
         )
-        accumulator = ZeroShotAccumulator(num_classes=len(class_names), ties=ties)
+        accumulator = ZeroShotAccumulator(num_classes=len(class_names), ties=ties, max_k=max(ks))
         for index, batch in enumerate(data):
             if max_batches is not None and index >= max_batches:
                 break
@@ -251,7 +251,7 @@ def evaluate_retrieval(
     ks: Sequence[int] = (1, 5, 10),
     block_size: int = 1024,
     text_batch_size: int = 256,
-    ties: str = "pessimistic",
+    ties: str = "topk",
     max_batches: int | None = None,
 ) -> EvalMetrics:
     """Image->text and text->image recall@k and mean/median rank over every caption."""

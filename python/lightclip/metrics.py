@@ -2,13 +2,23 @@
 
 Ranks and ties
 --------------
-Every rank here is 1-based and **pessimistic**: a wrong item whose score *equals* the score of
-the right one counts as ranked ahead of it. So a model that gives every pair the same score
-ranks every positive last and gets R@1 = 0, rather than being rewarded by whichever order a
-sort happens to leave equal scores in (``torch.topk`` and CLIP_benchmark break ties by index,
-which can make a constant model look perfect). ``ties="optimistic"`` counts only strictly
-greater scores instead; the two agree whenever there are no exact ties, which is the usual case
-for real float embeddings.
+Every rank here is 1-based. Scores that tie exactly are ordered by one of three rules:
+
+* ``ties="topk"`` (the default) orders them as CLIP_benchmark does, whose metric names our
+  results use: recall@k is whether a right answer is among ``torch.topk(scores, k)`` of the
+  query, taken for each k as its ``recall_at_k`` does, so the same embeddings give
+  CLIP_benchmark's numbers even when scores tie. Zero-shot acc@k reads the first k of one
+  ``topk(max(ks))`` and mean per-class recall the ``argmax``, as its classification code does.
+  topk's order among equal scores is the kernel's, not the index order, so mean and median
+  rank under this rule are positions in one full ``topk`` order.
+* ``ties="pessimistic"``: a wrong item whose score *equals* the right one's counts as ranked
+  ahead of it. A model that gives every pair the same score then ranks every positive last
+  and gets R@1 = 0, rather than being rewarded by whichever order a sort leaves equal scores
+  in (topk can make a constant model look perfect).
+* ``ties="optimistic"`` counts only strictly greater scores.
+
+All three agree whenever there are no exact ties, the usual case for real float embeddings.
+Under the two counting rules:
 
 * image->text (``text_retrieval_*`` in CLIP_benchmark's naming: texts are retrieved): an image
   has several captions; its rank is that of its best-scored caption among all texts, i.e.
@@ -42,7 +52,7 @@ import torch
 
 from .errors import InvalidInputError
 
-TIES = ("pessimistic", "optimistic")
+TIES = ("topk", "pessimistic", "optimistic")
 
 
 def _check_ties(ties: str) -> None:
@@ -76,20 +86,14 @@ class RetrievalRanks:
     text_to_image: torch.Tensor
 
 
-def retrieval_ranks(
+def _validated_owner(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     text_to_image: torch.Tensor,
-    *,
-    block_size: int = 1024,
-    ties: str = "pessimistic",
-) -> RetrievalRanks:
-    """Ranks of the right answers for image->text and text->image retrieval.
-
-    ``image_features`` [N, E] and ``text_features`` [T, E] are scored by dot product (pass them
-    L2-normalised for cosine similarity). ``text_to_image`` [T] names the image each caption
-    belongs to; every image needs at least one caption.
-    """
+    block_size: int,
+    ties: str,
+) -> torch.Tensor:
+    """``text_to_image`` as a long tensor on the features' device, every argument checked."""
     _check_features("image_features", image_features)
     _check_features("text_features", text_features)
     _check_ties(ties)
@@ -118,6 +122,69 @@ def retrieval_ranks(
         lonely = int((captions_per_image == 0).nonzero()[0, 0])
         raise InvalidInputError(f"image {lonely} has no caption in text_to_image")
 
+    return owner
+
+
+def _topk_retrieval(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    owner: torch.Tensor,
+    ks: Sequence[int],
+    block_size: int,
+) -> tuple[RetrievalRanks, dict[str, float]]:
+    """Ranks in torch.topk's order, and recall@k as CLIP_benchmark's ``recall_at_k`` takes it:
+    a right answer among ``topk(scores, k)``, one topk per k (topk(5) need not be the first
+    five of topk(10) when scores tie)."""
+    n_images, n_texts = image_features.shape[0], text_features.shape[0]
+    image_ids = torch.arange(n_images, device=owner.device)
+    hits: dict[str, list[torch.Tensor]] = {}
+
+    def rank_and_hits(scores: torch.Tensor, positive: torch.Tensor, prefix: str) -> torch.Tensor:
+        order = scores.topk(scores.shape[1], dim=1).indices
+        for k in ks:
+            top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+            hits.setdefault(f"{prefix}_recall@{k}", []).append(positive.gather(1, top).any(1))
+        # argmax finds the first right answer in the order (every query has one)
+        return positive.gather(1, order).to(torch.uint8).argmax(dim=1) + 1
+
+    # CLIP_benchmark scores texts @ images.T once and reads it both ways; so does this.
+    image_ranks = []
+    for start in range(0, n_images, block_size):
+        images = image_features[start : start + block_size]
+        scores = (text_features @ images.t()).t()  # [b, T]
+        positive = owner[None, :] == image_ids[start : start + block_size, None]
+        image_ranks.append(rank_and_hits(scores, positive, "text_retrieval"))
+    text_ranks = []
+    for start in range(0, n_texts, block_size):
+        scores = text_features[start : start + block_size] @ image_features.t()  # [b, N]
+        positive = image_ids[None, :] == owner[start : start + block_size, None]
+        text_ranks.append(rank_and_hits(scores, positive, "image_retrieval"))
+    ranks = RetrievalRanks(
+        image_to_text=torch.cat(image_ranks), text_to_image=torch.cat(text_ranks)
+    )
+    recalls = {name: float(torch.cat(h).double().mean()) for name, h in hits.items()}
+    return ranks, recalls
+
+
+def retrieval_ranks(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    text_to_image: torch.Tensor,
+    *,
+    block_size: int = 1024,
+    ties: str = "topk",
+) -> RetrievalRanks:
+    """Ranks of the right answers for image->text and text->image retrieval.
+
+    ``image_features`` [N, E] and ``text_features`` [T, E] are scored by dot product (pass them
+    L2-normalised for cosine similarity). ``text_to_image`` [T] names the image each caption
+    belongs to; every image needs at least one caption.
+    """
+    owner = _validated_owner(image_features, text_features, text_to_image, block_size, ties)
+    if ties == "topk":
+        return _topk_retrieval(image_features, text_features, owner, (), block_size)[0]
+    n_images, n_texts = image_features.shape[0], text_features.shape[0]
+    captions_per_image = torch.bincount(owner, minlength=n_images)
     # Each image's caption indices, padded with -1: the own-caption scores of a block of images
     # are then one gather, with no [block, T] "is own caption" mask to build.
     order = torch.argsort(owner, stable=True)
@@ -172,18 +239,25 @@ def retrieval_metrics(
     *,
     ks: Sequence[int] = (1, 5, 10),
     block_size: int = 1024,
-    ties: str = "pessimistic",
+    ties: str = "topk",
 ) -> dict[str, float]:
     """CLIP_benchmark-named retrieval metrics (fractions in [0, 1], ranks 1-based).
 
     ``text_retrieval_*`` is image->text (an image's query retrieves its captions),
     ``image_retrieval_*`` is text->image, as CLIP_benchmark names them.
     """
-    ranks = retrieval_ranks(
-        image_features, text_features, text_to_image, block_size=block_size, ties=ties
-    )
+    if ties != "topk":
+        ranks = retrieval_ranks(
+            image_features, text_features, text_to_image, block_size=block_size, ties=ties
+        )
+        out = summarise_ranks(ranks.image_to_text, "text_retrieval", ks)
+        out.update(summarise_ranks(ranks.text_to_image, "image_retrieval", ks))
+        return out
+    owner = _validated_owner(image_features, text_features, text_to_image, block_size, ties)
+    ranks, recalls = _topk_retrieval(image_features, text_features, owner, ks, block_size)
     out = summarise_ranks(ranks.image_to_text, "text_retrieval", ks)
     out.update(summarise_ranks(ranks.text_to_image, "image_retrieval", ks))
+    out.update(recalls)
     return out
 
 
@@ -198,12 +272,18 @@ class ZeroShotAccumulator:
     """
 
     num_classes: int
-    ties: str = "pessimistic"
+    ties: str = "topk"
+    #: Under ``ties="topk"``, acc@k reads the first k of one ``topk(max_k)`` (CLIP_benchmark's
+    #: ``accuracy``), so ``compute`` takes k up to this.
+    max_k: int = 5
     _ahead_counts: list[torch.Tensor] = field(default_factory=list, repr=False)
+    _top1: list[torch.Tensor] = field(default_factory=list, repr=False)
     _labels: list[torch.Tensor] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         _check_ties(self.ties)
+        if self.max_k < 1:
+            raise InvalidInputError(f"max_k must be >= 1, got {self.max_k}")
         if self.num_classes < 1:
             raise InvalidInputError(f"num_classes must be >= 1, got {self.num_classes}")
 
@@ -226,10 +306,19 @@ class ZeroShotAccumulator:
             raise InvalidInputError(
                 f"labels[{i}] = {int(labels[i])} is not a class index (0..{self.num_classes - 1})"
             )
-        true_score = scores.gather(1, labels[:, None])
-        others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, labels[:, None], False)
-        ahead = (_ahead(scores, true_score, self.ties) & others).sum(dim=1)
+        if self.ties == "topk":
+            # The true class's position in topk(max_k), or max_k when it is not there.
+            top = scores.topk(min(self.max_k, self.num_classes), dim=1).indices
+            match = top == labels[:, None]
+            ahead = torch.where(match.any(1), match.to(torch.uint8).argmax(1), self.max_k)
+            top1 = scores.argmax(dim=1) == labels  # mean per-class recall reads the argmax
+        else:
+            true_score = scores.gather(1, labels[:, None])
+            others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, labels[:, None], False)
+            ahead = (_ahead(scores, true_score, self.ties) & others).sum(dim=1)
+            top1 = ahead == 0
         self._ahead_counts.append(ahead.cpu())
+        self._top1.append(top1.cpu())
         self._labels.append(labels.cpu())
 
     @property
@@ -239,10 +328,15 @@ class ZeroShotAccumulator:
     def compute(self, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
         if not self._labels:
             raise InvalidInputError("no samples were given to the zero-shot accumulator")
+        if self.ties == "topk" and max(ks) > self.max_k:
+            raise InvalidInputError(
+                f"ks: acc@{max(ks)} needs the accumulator built with max_k >= {max(ks)} "
+                f"(it has max_k={self.max_k})"
+            )
         ahead = torch.cat(self._ahead_counts)
         labels = torch.cat(self._labels)
         out = {f"acc{k}": float((ahead < k).double().mean()) for k in ks}
-        top1 = (ahead == 0).double()
+        top1 = torch.cat(self._top1).double()
         per_class_total = torch.bincount(labels, minlength=self.num_classes).double()
         per_class_hits = torch.bincount(labels, weights=top1, minlength=self.num_classes)
         present = per_class_total > 0
@@ -257,11 +351,11 @@ def zero_shot_metrics(
     labels: torch.Tensor,
     *,
     ks: Sequence[int] = (1, 5),
-    ties: str = "pessimistic",
+    ties: str = "topk",
 ) -> dict[str, float]:
     """``acc1``/``acc5`` (top-k accuracy) and ``mean_per_class_recall`` of scores [N, C]."""
     _check_features("scores", scores)
-    acc = ZeroShotAccumulator(num_classes=scores.shape[1], ties=ties)
+    acc = ZeroShotAccumulator(num_classes=scores.shape[1], ties=ties, max_k=max(ks))
     acc.update(scores, labels)
     return acc.compute(ks)
 
