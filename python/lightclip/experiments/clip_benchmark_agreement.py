@@ -94,12 +94,48 @@ def lightclip_retrieval(export_dir: Path, layout: Path, batch_size: int) -> dict
     return {k: float(v) for k, v in metrics.items()}
 
 
-def agreement_table(reference: dict[str, float], ours: dict[str, float]) -> str:
-    lines = ["| metric | CLIP_benchmark | lightclip eval | Δ |", "|---|---:|---:|---:|"]
+def lightclip_retrieval_pillow(export_dir: Path, layout: Path, batch_size: int) -> dict[str, float]:
+    """lightclip's evaluation on pictures decoded by Pillow (``EvalTransform``), not by the
+    Rust pipeline: what is left between the two columns above once the JPEG decoder is equal."""
+    from PIL import Image
+
+    from ..eval_cli import load_eval_model
+    from ..evaluate import evaluate_retrieval
+    from ..models.transforms import EvalTransform
+
+    model, _ = load_eval_model(None, str(export_dir), "cpu")
+    transform = EvalTransform(model.config.image_size)
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(layout / "test" / "0.tar") as tar:
+        for member in tar:
+            key, _, ext = member.name.partition(".")
+            file = tar.extractfile(member)
+            assert file is not None
+            samples.setdefault(key, {})[ext] = file.read()
+    batches, images, captions = [], [], []
+    for members in samples.values():
+        picture = next(members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members)
+        images.append(transform(Image.open(io.BytesIO(picture))))
+        captions.append(members["txt"].decode().splitlines())
+        if len(images) == batch_size:
+            batches.append({"image": torch.stack(images), "all_captions": captions})
+            images, captions = [], []
+    if images:
+        batches.append({"image": torch.stack(images), "all_captions": captions})
+    return {k: float(v) for k, v in evaluate_retrieval(model, batches, device="cpu").items()}
+
+
+def agreement_table(reference: dict[str, float], *columns: dict[str, float]) -> str:
+    names = ["lightclip eval", "Δ", "lightclip, Pillow-decoded", "Δ"][: 2 * len(columns)]
+    lines = ["| metric | CLIP_benchmark | " + " | ".join(names) + " |"]
+    lines.append("|---|" + "---:|" * (1 + len(names)))
     for key in reference:
-        if key in ours:
-            a, b = 100 * reference[key], 100 * ours[key]
-            lines.append(f"| {key} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+        a = 100 * reference[key]
+        cells = [f"{a:.2f}"]
+        for ours in columns:
+            b = 100 * ours[key]
+            cells += [f"{b:.2f}", f"{b - a:+.2f}"]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -119,9 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     layout = write_clip_benchmark_retrieval(args.data, out / "clip_benchmark_layout")
     reference = clip_benchmark_retrieval(export_dir, layout, args.batch_size)
     ours = lightclip_retrieval(export_dir, layout, args.batch_size)
-    table = agreement_table(reference, ours)
+    pillow = lightclip_retrieval_pillow(export_dir, layout, args.batch_size)
+    table = agreement_table(reference, ours, pillow)
     print(f"{name} from {args.checkpoint} on {args.data}\n\n{table}")
-    record: dict[str, Any] = {"clip_benchmark": reference, "lightclip": ours, "model": name}
+    record: dict[str, Any] = {
+        "clip_benchmark": reference,
+        "lightclip": ours,
+        "lightclip_pillow_decoded": pillow,
+        "model": name,
+    }
     (out / "agreement.json").write_text(json.dumps(record, indent=2) + "\n")
     (out / "agreement.md").write_text(table + "\n")
     return 0
