@@ -12,6 +12,10 @@ SHELL := bash
 # in a venv of its own, since tch compiles against the torch (and Python headers) it finds.
 PYTHON ?= python3
 VENV ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
+# The second CPython the wheel is checked on (`make test` builds a cp312 wheel with it): the
+# first of python3.12 on PATH and pyenv's newest 3.12 that runs (a pyenv shim for a version
+# that is installed but not selected does not). Empty: the 3.12 check skips, saying why.
+PYTHON312 ?= $(shell for p in python3.12 $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -1); do "$$p" -c '' 2>/dev/null && { command -v "$$p"; break; }; done)
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 OPEN_CLIP := open-clip-torch==3.3.0
@@ -20,20 +24,26 @@ OPEN_CLIP := open-clip-torch==3.3.0
 # known place, like CI's, reuses the slow libtorch wrapper build; nothing depends on it
 # existing. The pip/uv caches are the tools' own (~/.cache/uv).
 CACHE ?= $(HOME)/.cache/lightclip
-export CARGO_TARGET_DIR ?= $(CACHE)/target-$(shell printf '%s' "$(abspath $(VENV))" | cksum | cut -d' ' -f1)
+target_dir_for = $(CACHE)/target-$(shell printf '%s' "$(abspath $(1))" | cksum | cut -d' ' -f1)
+export CARGO_TARGET_DIR ?= $(call target_dir_for,$(VENV))
 # tch's build script finds torch by running `python` from the active virtualenv.
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: help setup build test test-rust test-python demo bench wheel lint fmt stubs clean
+.PHONY: help setup build test test-rust test-python demo bench wheel wheel-312 lint fmt stubs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.deps: pyproject.toml | wordnet
+# What building a wheel needs: the pinned torch (tch compiles against it) and maturin.
+$(VENV)/.wheel-deps: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q uv
+	$(UV) pip install --python $(PY) -r pyproject.toml 'maturin>=1.7,<2'
+	touch $@
+
+$(VENV)/.deps: $(VENV)/.wheel-deps pyproject.toml | wordnet
 	$(UV) pip install --python $(PY) -r pyproject.toml --extra dev
 	# open_clip is only a test reference (its tokenizer); its torchvision etc. are not needed.
 	$(UV) pip install --python $(PY) --no-deps $(OPEN_CLIP)
@@ -66,8 +76,10 @@ test: test-rust test-python ## run the whole test suite (Rust core, then Python)
 test-rust: $(VENV)/.deps ## cargo test of the pure core (no Python, no libtorch)
 	cargo test -p lightclip-core --release
 
-test-python: build wheel ## pytest, including the wheel installed into a clean venv
+test-python: build wheel wheel-312 ## pytest, including the wheels installed into clean venvs
 	LIGHTCLIP_WHEEL="$$(ls -t dist/lightclip-*-cp$$($(PY) -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')-*.whl | head -1)" \
+	LIGHTCLIP_WHEEL_312="$$(ls -t dist/lightclip-*-cp312-*.whl 2>/dev/null | head -1)" \
+	LIGHTCLIP_PYTHON_312="$(PYTHON312)" \
 	LIGHTCLIP_UV="$(abspath $(UV))" $(PY) -m pytest
 
 demo: build ## train on the bundled data, evaluate, print results
@@ -80,8 +92,17 @@ compare: build ## CLIP vs LightCLIP + ablation rows on Flickr8k, 3 seeds each (A
 bench: build ## run every benchmark (each prints its ratio against the reference)
 	$(PY) benchmarks/run_all.py
 
-wheel: $(VENV)/.deps ## build an installable wheel into dist/
+# One wheel per CPython version, tagged manylinux (see [tool.maturin] in pyproject.toml for why
+# not abi3 and why this tag).
+wheel: $(VENV)/.wheel-deps ## build an installable wheel into dist/ (PYTHON=python3.12: for 3.12)
 	$(VENV)/bin/maturin build --release -i $(PY) -o dist -q
+
+# The 3.12 wheel builds in its own venv and cargo target dir (the tch wrapper compiles against
+# that Python), so the two builds never invalidate each other.
+wheel-312: ## build the CPython 3.12 wheel into dist/ (skipped when no 3.12 is found)
+	$(if $(PYTHON312),$(MAKE) --no-print-directory wheel PYTHON=$(PYTHON312) \
+		CARGO_TARGET_DIR=$(call target_dir_for,.venv-python3.12),\
+		@echo "no runnable CPython 3.12 (set PYTHON312=...): the 3.12 wheel check will skip")
 
 lint: $(VENV)/.deps ## cargo fmt --check, clippy -D warnings, ruff
 	cargo fmt --all --check
@@ -97,5 +118,6 @@ fmt: $(VENV)/.deps ## format Rust and Python in place
 stubs: build ## check python/lightclip/_core.pyi against the compiled module
 	$(PY) -m mypy.stubtest lightclip._core --allowlist tests/stubtest_allowlist.txt
 
-clean: ## remove the build products and the virtualenv
+clean: ## remove the build products and the virtualenvs (the 3.12 wheel's too)
 	rm -rf "$(CARGO_TARGET_DIR)" $(VENV) dist python/lightclip/_core.*.so
+	rm -rf "$(call target_dir_for,.venv-python3.12)" .venv-python3.12
