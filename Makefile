@@ -93,7 +93,8 @@ bench: build ## run every benchmark (each prints its ratio against the reference
 	$(PY) benchmarks/run_all.py
 
 # One wheel per CPython version, tagged manylinux (see [tool.maturin] in pyproject.toml for why
-# not abi3 and why this tag).
+# not abi3 and why this tag). maturin's warning that lists torch's libraries as external is
+# expected: the installed torch package provides them.
 wheel: $(VENV)/.wheel-deps ## build an installable wheel into dist/ (PYTHON=python3.12: for 3.12)
 	$(VENV)/bin/maturin build --release -i $(PY) -o dist -q
 
