@@ -266,7 +266,7 @@ print("\\n".join(pairs["captions"]))"""),
 def word_patch_matches(model, batch):
     \"\"\"Per pair: the similarity [patches, words] and the patch each word was matched
     to (-1 when there are more words than patches: the matching is one-to-one).\"\"\"
-    out = model(batch["image"], batch["text"])
+    out = model.forward_train(batch["image"], batch["text"])
     similarity = lightclip.token_similarity(out["image_tokens"], out["word_tokens"])
     rows, cols = lightclip.match_tokens(1.0 - similarity, cols_valid=out["word_lengths"])
     results = []

@@ -174,9 +174,14 @@ def test_open_clip_model_from_our_export_answers_the_same(name, tmp_path):
         ours_out = model.forward_intermediates(images, ids, **kwargs)
         theirs_out = theirs.forward_intermediates(images, ids, **kwargs)
         ours_fwd, theirs_fwd = model(images, None), theirs(images, None)
+        ours_pair, theirs_pair = model(images, ids), theirs(images, ids)
         model.output_dict = theirs.output_dict = True
         ours_dict, theirs_dict = model(None, ids), theirs(None, ids)
     for got, want in zip(ours_logits, theirs_logits, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # open_clip's own loop: image_features, text_features, logit_scale = model(images, text)
+    assert isinstance(ours_pair, tuple) and len(ours_pair) == len(theirs_pair) == 3
+    for got, want in zip(ours_pair, theirs_pair, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert set(ours_out) == set(theirs_out)
     for key, want in theirs_out.items():
@@ -199,8 +204,8 @@ def test_open_clip_model_from_our_export_answers_the_same(name, tmp_path):
 def adamw_step(model: torch.nn.Module, images: torch.Tensor, ids: torch.Tensor) -> None:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.1)
-    out = model(images, ids)
-    logits = out["logit_scale"] * out["image_features"] @ out["text_features"].T
+    image_features, text_features, logit_scale = model(images, ids)
+    logits = logit_scale * image_features @ text_features.T
     labels = torch.arange(len(logits))
     loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
     loss.backward()

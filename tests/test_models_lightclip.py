@@ -96,7 +96,7 @@ def test_forward_outputs(model, data) -> None:
     torch.testing.assert_close(out["word_tokens"][1, :9], ref[1, :9])
     for key in ("mlm_logits_text", "mlm_logits_fused"):
         assert tuple(out[key].shape) == (B, cfg.context_length, cfg.vocab_size)
-    no_mlm = model(data["images"], data["text"])
+    no_mlm = model.forward_train(data["images"], data["text"])
     assert no_mlm["mlm_logits_text"] is None and no_mlm["mlm_logits_fused"] is None
 
 
@@ -261,7 +261,7 @@ def test_paper_sized_models_run_one_small_training_forward() -> None:
 
 def test_bad_training_inputs_name_the_argument(model, data) -> None:
     with pytest.raises(lightclip.InvalidInputError, match="text: expected"):
-        model(data["images"][:2], data["text"])
+        model.forward_train(data["images"][:2], data["text"])
     with pytest.raises(lightclip.InvalidInputError, match="masked_text: shape"):
         model(data["images"], data["text"], masked_text=data["masked_text"][:, :5])
     with pytest.raises(lightclip.InvalidInputError, match="mlm_labels: shape"):
@@ -283,7 +283,7 @@ def test_bad_training_inputs_name_the_argument(model, data) -> None:
     too_big = data["text"].clone()
     too_big[1, 2] = 49409
     with pytest.raises(lightclip.InvalidInputError, match="text: token ids"):
-        model(data["images"], too_big)
+        model.forward_train(data["images"], too_big)
     negative = data["masked_text"].clone()
     negative[3, 1] = -1
     with pytest.raises(lightclip.InvalidInputError, match="masked_text: token ids"):

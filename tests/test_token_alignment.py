@@ -196,7 +196,7 @@ def test_model_tokens_are_the_towers_own_projections_and_l_tok_matches_scipy(tow
     lengths = [3, 9, 1, 6]
     text = captions(model.config.context_length, lengths)
     images = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    out = model(images, text)
+    out = model.forward_train(images, text)
     assert out["word_lengths"].tolist() == lengths
     with torch.no_grad():
         stage4 = model.visual.forward_stages(images)[-1]
@@ -222,7 +222,7 @@ def test_l_tok_alone_trains_the_towers_joint_projections(tower: str) -> None:
     model = tiny_model(tower)
     text = captions(model.config.context_length, [4, 7])
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
-    out = model(images, text)
+    out = model.forward_train(images, text)
     TokenAlignmentLoss()(out["image_tokens"], out["word_tokens"], out["word_lengths"]).backward()
     head = model.visual.head
     projections = {"text.text_projection": model.text.text_projection}

@@ -67,7 +67,7 @@ def build_model(config: TrainConfig) -> torch.nn.Module:
     # Seeded here, apart from the global RNG: every rank builds the same initial weights.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return LightCLIP(preset.replace(**overrides))
+        return LightCLIP(preset.replace(**overrides), output_dict=True)
 
 
 def apply_model_options(model: Any, config: TrainConfig, rt: Runtime) -> None:

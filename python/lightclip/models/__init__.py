@@ -114,13 +114,15 @@ def create_model(
     *,
     device: str | torch.device | None = None,
     seed: int | None = None,
+    output_dict: bool = False,
     **overrides: Any,
 ) -> LightCLIP:
     """Build a model from a preset name, randomly initialised or with ``pretrained`` weights.
 
     ``overrides`` replace config fields, e.g. ``create_model("lightclip-mnv2", image_size=128)``
     or ``text_layers=12`` for the 12-layer baseline. ``seed`` makes the initialisation
-    reproducible without touching the global RNG.
+    reproducible without touching the global RNG. ``output_dict``: ``forward`` returns a dict
+    instead of open_clip's tuple (see :meth:`LightCLIP.forward`).
 
     ``pretrained``: a tag registered for ``name`` (``lightclip.register_pretrained``) or a
     path that ``lightclip.load_pretrained`` reads (our checkpoints and exports, open_clip's
@@ -153,11 +155,11 @@ def create_model(
         cfg = get_model_config(name, **overrides)
         source = None if pretrained is None else resolve_pretrained(name, pretrained)
     if seed is None:
-        model = LightCLIP(cfg)
+        model = LightCLIP(cfg, output_dict=output_dict)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = LightCLIP(cfg)
+            model = LightCLIP(cfg, output_dict=output_dict)
     if source is not None:
         # A local-dir: folder was written for exactly this model: all of it must fit.
         report = load_pretrained(model, source, strict=source == name)

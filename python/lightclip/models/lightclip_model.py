@@ -65,9 +65,9 @@ class LightCLIP(nn.Module):
 
     open_clip's model API: ``encode_image``, ``encode_text``, ``get_logits``,
     ``forward_intermediates``, ``lock_image_tower``, ``lock_text_tower``,
-    ``set_grad_checkpointing``, and ``forward``: with both inputs the training forward (a dict
-    holding open_clip's ``output_dict`` keys and what the LightCLIP losses read), with one
-    input open_clip's inference forward, a tuple or, with ``output_dict``, a dict.
+    ``set_grad_checkpointing``, and ``forward``: open_clip's tuple, or with ``output_dict`` a
+    dict, which with both inputs is the training forward (open_clip's keys and what the
+    LightCLIP losses read).
     """
 
     #: open_clip's contrastive bias (SigLIP models); CLIP models, these included, have none.
@@ -273,20 +273,25 @@ class LightCLIP(nn.Module):
         masked_text: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None] | OpenClipOutput:
-        """With both ``image`` and ``text``: the training forward (:meth:`forward_train`), whose
-        dict holds open_clip's ``output_dict`` keys. With one of them None: open_clip's
-        forward, ``(image_features, text_features, logit_scale)`` (normalised features, the
-        missing one None, ``exp(logit_scale)``), or that as a dict with ``output_dict``.
+        """open_clip's forward: ``(image_features, text_features, logit_scale)`` (normalised
+        features, a missing input's None, ``exp(logit_scale)``), or with ``output_dict`` a dict.
+        With both inputs and ``output_dict`` (as open_clip's trainer builds its models, and
+        ours does), or with ``masked_text`` / ``mlm_labels``, that dict is the training forward
+        (:meth:`forward_train`): open_clip's keys plus what the LightCLIP losses read.
 
             >>> import torch, lightclip
             >>> model = lightclip.create_model("clip-tiny-mnv2").eval()
             >>> image_features, text_features, logit_scale = model(torch.randn(2, 3, 64, 64), None)
             >>> tuple(image_features.shape), text_features
             ((2, 128), None)
+            >>> text = lightclip.get_tokenizer("clip-tiny-mnv2")(["a dog", "a cat"])
+            >>> [tuple(t.shape) for t in model(torch.randn(2, 3, 64, 64), text)[:2]]
+            [(2, 128), (2, 128)]
         """
-        if image is not None and text is not None:
+        training_inputs = masked_text is not None or mlm_labels is not None
+        if image is not None and text is not None and (self.output_dict or training_inputs):
             return self.forward_train(image, text, masked_text=masked_text, mlm_labels=mlm_labels)
-        if masked_text is not None or mlm_labels is not None:
+        if training_inputs:
             raise InvalidInputError(
                 "masked_text / mlm_labels belong to the training forward, which needs both "
                 "image and text"
