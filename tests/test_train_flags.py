@@ -190,7 +190,6 @@ def test_lock_options_without_the_lock_are_refused() -> None:
 
 
 def test_pretrained_weights_are_loaded_before_training(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("lightclip.pretrained")
     source = lightclip.train(_config(tmp_path, name="source", seed=7, steps=1), data=_data())
     source_state = _trained_state(source)
     # Both towers locked: what they hold after training is what was loaded.
@@ -211,6 +210,27 @@ def test_pretrained_weights_are_loaded_before_training(tmp_path: Path, capsys) -
     for key in towers:
         assert torch.equal(after[key], source_state[key]), key
     assert f"--pretrained {source.checkpoint}: " in capsys.readouterr().err  # the summary
+
+
+def test_pretrained_text_layers_choose_the_inherited_source_layers(tmp_path: Path) -> None:
+    source = lightclip.train(_config(tmp_path, name="source", seed=7, steps=1), data=_data())
+    source_state = _trained_state(source)
+    depth = 1 + max(int(k.split(".")[3]) for k in source_state if ".resblocks." in k)
+    config = _config(
+        tmp_path,
+        name="target",
+        steps=1,
+        pretrained=str(source.checkpoint),
+        pretrained_text_layers=",".join(["1"] * depth),  # every layer inherits source layer 1
+        lock_text=True,
+        lock_text_freeze_layer_norm=True,
+    )
+    after = _trained_state(lightclip.train(config, data=_data()))
+    layer = "text.transformer.resblocks"
+    for key, value in source_state.items():
+        if key.startswith(f"{layer}.1."):
+            for i in range(depth):
+                assert torch.equal(after[key.replace(".1.", f".{i}.", 1)], value), (key, i)
 
 
 # --- checkpoints: --delete-previous-checkpoint, --save-most-recent -----------------------------

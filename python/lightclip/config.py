@@ -120,6 +120,10 @@ class TrainConfig:
         "load these weights before training (lightclip.pretrained.load_pretrained: a lightclip "
         "checkpoint or export, an open_clip checkpoint or local-dir: folder, a timm state dict)"
     )
+    pretrained_text_layers: str | None = _opt(
+        "with --pretrained: which source text layers a shallower text tower inherits: "
+        "'uniform' (default when depths differ), 'first', 'every-other', or indices '0,2,4,...'"
+    )
     lock_image: bool = _opt("freeze the image tower (LiT)", False)
     lock_image_unlocked_groups: int = _opt(
         "with --lock-image: leave the last N image tower groups trainable", 0

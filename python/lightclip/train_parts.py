@@ -77,7 +77,9 @@ def apply_model_options(model: Any, config: TrainConfig, rt: Runtime) -> None:
     if config.pretrained:
         from .pretrained import load_pretrained
 
-        report = load_pretrained(model, config.pretrained)
+        report = load_pretrained(
+            model, config.pretrained, text_layers=config.pretrained_text_layers
+        )
         rt.print(f"--pretrained {config.pretrained}: {report.summary()}")
     if config.lock_image:
         model.lock_image_tower(
