@@ -34,7 +34,7 @@ export LIBTORCH_USE_PYTORCH := 1
 .PHONY: help setup build test test-rust test-python demo bench wheel wheel-312 lint fmt stubs clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
 
 # What building a wheel needs: the pinned torch (tch compiles against it) and maturin.
 $(VENV)/.wheel-deps: pyproject.toml
