@@ -209,7 +209,8 @@ VOCAB_SIZE_WITH_MASK: int
 
 @final
 class Tokenizer:
-    """open_clip's CLIP BPE tokenizer, bit-identical, in Rust (``lightclip.get_tokenizer()``)."""
+    """open_clip's CLIP BPE tokenizer in Rust (``lightclip.get_tokenizer()``): its ids, except
+    where ftfy repairs garbled encodings (see the README)."""
 
     def __new__(cls, path: str | os.PathLike[str], context_length: int = 77) -> Tokenizer: ...
     def __call__(

@@ -1,4 +1,5 @@
-"""CLIP's BPE tokenizer, bit-identical to open_clip's, running in Rust.
+"""CLIP's BPE tokenizer, running in Rust: open_clip's ids, except where open_clip's ftfy
+repairs garbled encodings ("cafÃ©") and the few code points the README lists.
 
     >>> import lightclip
     >>> tok = lightclip.get_tokenizer()
