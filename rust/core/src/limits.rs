@@ -28,6 +28,9 @@ pub const MAX_SYNTHETIC_SAMPLES: usize = 100_000_000;
 /// Default bound on the bytes of one encoded picture (a file or a shard member). 64 MiB is
 /// several times the largest photo a camera writes; a bigger file is counted as `too_large`.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// Scans of one JPEG decoded for evaluation. Encoders write one (baseline) or about ten
+/// (progressive); a file repeating scans by the thousand costs a pass over the picture each.
+pub const MAX_JPEG_SCANS: u32 = 1000;
 /// Default bound on the bytes of pictures held by the shard shuffle buffer.
 pub const DEFAULT_SHUFFLE_BUFFER_BYTES: u64 = 1 << 30;
 

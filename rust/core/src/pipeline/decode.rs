@@ -1,8 +1,9 @@
 //! Image decoding to 8-bit interleaved RGB, refusing decompression bombs.
 //!
-//! JPEG goes straight to zune-jpeg (the decoder the `image` crate itself wraps, minus a copy
-//! and a format probe); PNG and WebP go through `image`. The format comes from the magic bytes,
-//! never the file name. Before any pixel is decoded the header's dimensions are checked against
+//! JPEG goes to one of two decoders (`JpegDecoding`): zune-jpeg (the decoder the `image` crate
+//! itself wraps, minus a copy and a format probe) for training, libjpeg-turbo with Pillow's
+//! settings (`jpeg_libjpeg`) for evaluation, where the pixels must be the ones open_clip sees.
+//! PNG and WebP go through `image`. The format comes from the magic bytes, never the file name. Before any pixel is decoded the header's dimensions are checked against
 //! `max_pixels`, so a tiny file claiming 50000 x 50000 pixels costs nothing. JPEG decoding is
 //! strict: a truncated or corrupt entropy stream is an error, not a grey-filled image.
 
@@ -13,6 +14,8 @@ use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
+
+use super::jpeg_libjpeg::decode_jpeg_as_pillow;
 
 /// A decoded picture, RGB interleaved, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,14 +32,14 @@ pub struct DecodeError {
     pub reason: String,
 }
 
-fn corrupt(reason: impl Into<String>) -> DecodeError {
+pub(super) fn corrupt(reason: impl Into<String>) -> DecodeError {
     DecodeError {
         kind: "corrupt_image",
         reason: reason.into(),
     }
 }
 
-fn check_size(width: usize, height: usize, max_pixels: u64) -> Result<(), DecodeError> {
+pub(super) fn check_size(width: usize, height: usize, max_pixels: u64) -> Result<(), DecodeError> {
     if width == 0 || height == 0 {
         return Err(corrupt(format!("image has zero size {width}x{height}")));
     }
@@ -66,9 +69,30 @@ pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// Which decoder turns a JPEG into pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpegDecoding {
+    /// zune-jpeg: the faster one, for training, where random augmentation follows anyway.
+    Fast,
+    /// libjpeg-turbo with Pillow's settings: open_clip's and CLIP_benchmark's pixels, bit for
+    /// bit, for evaluation. CMYK and YCCK files (which Pillow converts itself) still go to
+    /// zune-jpeg.
+    AsPillow,
+}
+
 /// Decodes a JPEG, PNG or WebP to RGB (grey, CMYK and alpha inputs converted; alpha dropped).
-pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
+pub fn decode_rgb(
+    bytes: &[u8],
+    max_pixels: u64,
+    jpeg: JpegDecoding,
+) -> Result<RgbImage, DecodeError> {
     match sniff(bytes) {
+        Some(ImageFormat::Jpeg) if jpeg == JpegDecoding::AsPillow => {
+            match decode_jpeg_as_pillow(bytes, max_pixels)? {
+                Some(image) => Ok(image),
+                None => decode_jpeg(bytes, max_pixels),
+            }
+        }
         Some(ImageFormat::Jpeg) => decode_jpeg(bytes, max_pixels),
         Some(format) => decode_with_image(bytes, format, max_pixels),
         None if bytes.is_empty() => Err(corrupt("image file is empty")),
@@ -144,28 +168,33 @@ mod tests {
 
     #[test]
     fn png_round_trips_exactly() {
-        let img = decode_rgb(&png(5, 4), 1000).unwrap();
+        let img = decode_rgb(&png(5, 4), 1000, JpegDecoding::Fast).unwrap();
         assert_eq!((img.width, img.height), (5, 4));
         assert_eq!(&img.pixels[..6], &[0, 0, 9, 1, 0, 9]);
     }
 
     #[test]
     fn pixel_limit_refuses_before_decoding() {
-        let err = decode_rgb(&png(40, 30), 1199).unwrap_err();
+        let err = decode_rgb(&png(40, 30), 1199, JpegDecoding::Fast).unwrap_err();
         assert_eq!(err.kind, "too_large");
         assert!(err.reason.contains("40x30"), "{}", err.reason);
-        assert!(decode_rgb(&png(40, 30), 1200).is_ok());
+        assert!(decode_rgb(&png(40, 30), 1200, JpegDecoding::Fast).is_ok());
     }
 
     #[test]
     fn garbage_and_empty_are_named() {
-        assert_eq!(decode_rgb(b"", 10).unwrap_err().kind, "corrupt_image");
-        let e = decode_rgb(b"hello world, not an image", 10).unwrap_err();
+        assert_eq!(
+            decode_rgb(b"", 10, JpegDecoding::Fast).unwrap_err().kind,
+            "corrupt_image"
+        );
+        let e = decode_rgb(b"hello world, not an image", 10, JpegDecoding::Fast).unwrap_err();
         assert!(e.reason.contains("unrecognised"));
         let mut truncated = png(16, 16);
         truncated.truncate(truncated.len() / 2);
         assert_eq!(
-            decode_rgb(&truncated, 1 << 20).unwrap_err().kind,
+            decode_rgb(&truncated, 1 << 20, JpegDecoding::Fast)
+                .unwrap_err()
+                .kind,
             "corrupt_image"
         );
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::decode::{decode_rgb, RgbImage};
+use super::decode::{decode_rgb, JpegDecoding, RgbImage};
 use super::files::read_limited;
 use super::source::{Payload, RawSample, Skip, Source};
 use crate::augment::{eval_transform, train_transform, write_normalized, write_u8, AugmentConfig};
@@ -120,14 +120,20 @@ fn truncate_chars(text: &str, max: usize) -> &str {
 
 fn load_pixels(raw: &RawSample, source: &Source, cfg: &SampleConfig) -> Result<RgbImage, Skip> {
     let skip = |kind, reason: String| Skip::new(kind, raw.location.clone(), reason);
+    // Evaluation must see open_clip's pixels; training augments them at random anyway.
+    let jpeg = if cfg.train {
+        JpegDecoding::Fast
+    } else {
+        JpegDecoding::AsPillow
+    };
     match &raw.payload {
         Payload::Encoded(bytes) => {
-            decode_rgb(bytes, cfg.max_pixels).map_err(|e| skip(e.kind, e.reason))
+            decode_rgb(bytes, cfg.max_pixels, jpeg).map_err(|e| skip(e.kind, e.reason))
         }
         Payload::File(path) => {
             let bytes = read_limited(path, source.max_image_bytes())
                 .map_err(|refusal| skip(refusal.kind, refusal.reason))?;
-            decode_rgb(&bytes, cfg.max_pixels)
+            decode_rgb(&bytes, cfg.max_pixels, jpeg)
                 .map_err(|e| skip(e.kind, format!("{}: {}", path.display(), e.reason)))
         }
         Payload::Synthetic(index) => {
