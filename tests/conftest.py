@@ -6,8 +6,11 @@ that use it skip with a clear reason where it is absent.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -33,3 +36,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def open_clip_tokenizer_module() -> ModuleType:
+    """open_clip's ``tokenizer.py`` loaded on its own from the distribution's files, the
+    reference the tokenizer tests compare with (importing the open_clip package would also
+    import torchvision and its models)."""
+    try:
+        dist = importlib.metadata.distribution("open-clip-torch")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("open-clip-torch is not installed (make setup installs it)")
+    path = Path(str(dist.locate_file("open_clip/tokenizer.py")))
+    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

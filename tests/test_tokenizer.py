@@ -6,8 +6,6 @@ own from the distribution's files (importing the open_clip package would need to
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,17 +25,9 @@ from lightclip.tokenizer import default_vocab_path, get_tokenizer
 
 
 @pytest.fixture(scope="module")
-def reference():
-    """open_clip's tokenizer.py, loaded as a standalone module."""
-    try:
-        dist = importlib.metadata.distribution("open-clip-torch")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("open-clip-torch is not installed (make setup installs it)")
-    path = Path(str(dist.locate_file("open_clip/tokenizer.py")))
-    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_reference", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def reference(open_clip_tokenizer_module):
+    """open_clip's tokenizer.py, loaded as a standalone module (conftest.py)."""
+    return open_clip_tokenizer_module
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ any of these points or if the README stops naming them, so the README cannot go 
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from pathlib import Path
 
 import ftfy
@@ -35,18 +33,9 @@ ODD_CHARACTERS = {"U+FFE3": "\uffe3", "U+0345": "\u0345"}
 
 
 @pytest.fixture(scope="module")
-def open_clip_tokenizer():
-    """open_clip's SimpleTokenizer, loaded from its file (importing open_clip needs torchvision)."""
-    try:
-        dist = importlib.metadata.distribution("open-clip-torch")
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("open-clip-torch is not installed (make setup installs it)")
-    path = Path(str(dist.locate_file("open_clip/tokenizer.py")))
-    spec = importlib.util.spec_from_file_location("open_clip_tokenizer_exceptions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SimpleTokenizer()
+def open_clip_tokenizer(open_clip_tokenizer_module):
+    """open_clip's SimpleTokenizer (its tokenizer.py loaded on its own, conftest.py)."""
+    return open_clip_tokenizer_module.SimpleTokenizer()
 
 
 def readme_paragraph() -> str:
