@@ -23,23 +23,13 @@ from lightclip.openclip_export import (
     load_openclip,
     openclip_config,
 )
+from model_checks import assert_close_fp32, randomise_batch_norm
 
 open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("timm")
 
 if not hasattr(lightclip, "create_model"):
     pytest.skip("lightclip.create_model not available yet", allow_module_level=True)
-
-
-def randomise_batch_norm(model: torch.nn.Module, seed: int) -> None:
-    """Fresh BN layers are identities in eval mode; random statistics make them count."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            m.weight.data.copy_(1 + 0.1 * torch.randn(m.num_features, generator=gen))
-            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=gen))
 
 
 #: The text tower maps the same at any size; a narrow one keeps the 224-px cases fast.
@@ -58,16 +48,6 @@ def make_model(name: str) -> lightclip.models.LightCLIP:
 def token_ids(context_length: int) -> torch.Tensor:
     texts = ["a dog runs on the grass .", "two children play at the beach", "red"]
     return open_clip.tokenize(texts, context_length=context_length)
-
-
-def assert_close_fp32(got: torch.Tensor, want: torch.Tensor) -> None:
-    """Equal up to fp32 rounding, relative to the tensor's scale: the two models sum the same
-    products in a different order (fused vs separate q/k/v, other conv algorithms), so single
-    elements near zero can differ by more than a per-element rtol allows."""
-    assert got.shape == want.shape
-    scale = want.abs().max().item()
-    err = (got - want).abs().max().item()
-    assert err <= 1e-5 * scale + 1e-7, f"max error {err:.3g} at scale {scale:.3g}"
 
 
 def assert_same_embeddings(ours, theirs, image_size: int, context_length: int) -> None:

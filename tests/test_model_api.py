@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 import lightclip
 from lightclip.openclip_export import export_openclip, load_openclip
+from model_checks import randomise_batch_norm
 
 open_clip = pytest.importorskip("open_clip")
 pytest.importorskip("timm")
@@ -21,15 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CAPTIONS = ["a dog runs on the grass .", "two children play at the beach", "red"]
 TINY = ("clip-tiny-mnv2", "clip-tiny-r18")
-
-
-def randomise_batch_norm(model: torch.nn.Module, seed: int) -> None:
-    """Fresh BN layers are identities in eval mode; random statistics make them count."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
 
 
 def make_model(name: str, **overrides: object) -> lightclip.LightCLIP:

@@ -22,6 +22,7 @@ from lightclip.errors import InvalidInputError
 from lightclip.models import LightCLIP, create_model
 from lightclip.openclip_export import WEIGHTS_FILE, export_openclip
 from lightclip.pretrained import load_pretrained, select_text_layers
+from model_checks import assert_close_fp32, randomise_batch_norm
 
 open_clip = pytest.importorskip("open_clip")
 timm = pytest.importorskip("timm")
@@ -41,26 +42,6 @@ OPENCLIP_CFG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 12},
 }
 TEXTS = ["a dog runs on the grass .", "two children play at the beach", "red"]
-
-
-def randomise_batch_norm(model: torch.nn.Module, seed: int) -> None:
-    """Fresh BN layers are identities in eval mode; random statistics make them count."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
-            m.weight.data.copy_(1 + 0.1 * torch.randn(m.num_features, generator=gen))
-            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=gen))
-
-
-def assert_close(got: torch.Tensor, want: torch.Tensor) -> None:
-    """Equal up to fp32 rounding relative to the tensor's scale (the two libraries may sum in
-    another order)."""
-    assert got.shape == want.shape
-    scale = want.abs().max().item()
-    err = (got - want).abs().max().item()
-    assert err <= 1e-5 * scale + 1e-7, f"max error {err:.3g} at scale {scale:.3g}"
 
 
 def images(size: int = 64) -> torch.Tensor:
@@ -121,8 +102,10 @@ def test_open_clip_checkpoint_inherits_the_first_layers(openclip_model, openclip
 
     ids = open_clip.tokenize(TEXTS, context_length=model.config.context_length)
     with torch.no_grad():
-        assert_close(model.encode_text(ids), reference_text(openclip_model, ids, list(range(8))))
-        assert_close(model.encode_image(images()), openclip_model.encode_image(images()))
+        assert_close_fp32(
+            model.encode_text(ids), reference_text(openclip_model, ids, list(range(8)))
+        )
+        assert_close_fp32(model.encode_image(images()), openclip_model.encode_image(images()))
     source_rows = openclip_model.token_embedding.weight
     assert torch.equal(model.text.token_embedding.weight[: len(source_rows)], source_rows)
     assert torch.equal(model.text.token_embedding.weight[-1], mask_row)
@@ -156,9 +139,9 @@ def test_each_inherited_layer_computes_its_source_layer(
     with torch.no_grad():
         for ours, source in zip(model.text.transformer.resblocks, chosen, strict=True):
             theirs = openclip_model.transformer.resblocks[source]
-            assert_close(ours(x, mask), theirs(x, attn_mask=mask))
+            assert_close_fp32(ours(x, mask), theirs(x, attn_mask=mask))
         ids = open_clip.tokenize(TEXTS, context_length=32)
-        assert_close(model.encode_text(ids), reference_text(openclip_model, ids, chosen))
+        assert_close_fp32(model.encode_text(ids), reference_text(openclip_model, ids, chosen))
 
 
 def test_same_depth_and_context_is_open_clips_model(openclip_model, openclip_checkpoint):
@@ -167,7 +150,7 @@ def test_same_depth_and_context_is_open_clips_model(openclip_model, openclip_che
     assert report.text_layers == list(range(12)) and report.skipped == {}
     ids = open_clip.tokenize(TEXTS)
     with torch.no_grad():
-        assert_close(model.encode_text(ids), openclip_model.encode_text(ids))
+        assert_close_fp32(model.encode_text(ids), openclip_model.encode_text(ids))
 
 
 def test_open_clip_folder_and_local_dir_load_what_the_checkpoint_holds(
@@ -280,7 +263,7 @@ def test_timm_state_dict_fills_the_image_tower(timm_name: str, ours: str, tmp_pa
         want = reference.forward_features(images())
         stage4 = model.visual.forward_stages(images())[-1]
         got = model.visual.trunk.forward_head_features(stage4) if "mnv2" in ours else stage4
-        assert_close(got, want)
+        assert_close_fp32(got, want)
 
 
 # --------------------------------------------------------------------------- tags and configs
