@@ -138,6 +138,27 @@ def test_resume_keeps_the_rows_up_to_the_resume_point_on_disk_at_once(tmp_path) 
         assert [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_resume_drops_a_results_line_cut_short_by_a_kill(tmp_path) -> None:
+    # A run killed while appending to results.jsonl leaves half a line; resuming keeps the
+    # whole evaluations up to the resume point and drops the cut one and any after it.
+    import json
+
+    from lightclip.run_log import RunLog
+
+    config = _config(tmp_path)
+    run_dir = tmp_path / "run"
+    with RunLog(run_dir, config, enabled=True, total_steps=6) as log:
+        log.eval(2, {"val_loss": 2.0}, epoch=1)
+        log.eval(4, {"val_loss": 1.0}, epoch=2)
+        log.eval(6, {"val_loss": 0.5}, epoch=3)
+    results = run_dir / "results.jsonl"
+    whole = results.read_text()
+    results.write_text(whole + whole.splitlines()[-1][:9])  # the kill, mid-line
+    with RunLog(run_dir, config, enabled=True, total_steps=6, start_step=4):
+        rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [(r["step"], r["epoch"], r["val_loss"]) for r in rows] == [(2, 1, 2.0), (4, 2, 1.0)]
+
+
 # --- item 3: reusing --name is refused unless resuming or overwriting ---------------------------
 
 

@@ -19,8 +19,9 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .config import TrainConfig
 from .errors import InvalidInputError
@@ -74,7 +75,7 @@ class RunLog:
                 # Resuming: keep the earlier rows up to the resume point, same columns. They
                 # are rewritten atomically before anything is appended, so a run killed at
                 # any moment leaves either the old file or the cut one, never fewer rows.
-                _replace_atomically(path, fields, rows)
+                _replace_atomically(path, lambda f: _write_csv(f, fields, rows))
                 self._csv_fields = fields
                 self._csv_file = path.open("a", newline="")
                 self._csv = csv.DictWriter(self._csv_file, self._csv_fields, extrasaction="ignore")
@@ -194,39 +195,43 @@ def _short_line(metrics: dict[str, float]) -> str:
     return " ".join(parts)
 
 
-def _replace_atomically(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
-    """Writes the CSV to a temporary file beside ``path``, fsyncs it and renames it over."""
+def _replace_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
+    """Writes the new content (``write(file)``) to a temporary file beside ``path``, fsyncs
+    it and renames it over, so a run killed at any moment leaves the old file or the new."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_csv(f: TextIO, fields: list[str], rows: list[dict[str, str]]) -> None:
+    writer = csv.DictWriter(f, fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def _keep_results_until(path: Path, step: int) -> None:
     """A fresh run starts ``results.jsonl`` empty; a resumed one keeps the lines up to its
-    step (rewritten atomically, like the CSV)."""
+    step (rewritten atomically, like the CSV). A line that does not parse was cut short by a
+    run killed while writing it, and goes."""
     if step == 0 or not path.exists():
         path.unlink(missing_ok=True)
         return
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("".join(line + "\n" for line in kept))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(line + "\n")
+    _replace_atomically(path, lambda f: f.writelines(kept))
 
 
 def _read_csv_until(path: Path, step: int) -> tuple[list[str], list[dict[str, str]]]:
