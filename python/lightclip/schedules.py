@@ -27,6 +27,20 @@ def default_warmup(total_steps: int) -> int:
     return int(round(WARMUP_FRACTION * total_steps))
 
 
+def _check(step: int, warmup_steps: int, total_steps: int) -> None:
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be in [0, total_steps], got {warmup_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+
+
+def _warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
+    """The warm-up's rate at ``step`` (see :func:`lr_at`)."""
+    return base_lr * (step + 1) / warmup_steps
+
+
 def lr_at(
     step: int, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0
 ) -> float:
@@ -38,28 +52,14 @@ def lr_at(
     post-warm-up step down to ``min_lr`` at ``total_steps``. Steps past the end keep
     ``min_lr``.
     """
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
-    if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"warmup_steps must be in [0, total_steps], got {warmup_steps}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    _check(step, warmup_steps, total_steps)
     if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return _warmup_lr(step, base_lr, warmup_steps)
     decay_steps = total_steps - warmup_steps
     if decay_steps <= 0:
         return base_lr
     t = min(step - warmup_steps, decay_steps) / decay_steps
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * t)) * (base_lr - min_lr)
-
-
-def _check(step: int, warmup_steps: int, total_steps: int) -> None:
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
-    if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"warmup_steps must be in [0, total_steps], got {warmup_steps}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
 
 
 def const_lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -69,7 +69,7 @@ def const_lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: in
     [0.5, 1.0, 1.0, 1.0, 1.0]
     """
     _check(step, warmup_steps, total_steps)
-    return base_lr * (step + 1) / warmup_steps if step < warmup_steps else base_lr
+    return _warmup_lr(step, base_lr, warmup_steps) if step < warmup_steps else base_lr
 
 
 def const_cooldown_lr_at(
@@ -95,7 +95,7 @@ def const_cooldown_lr_at(
     if cooldown_steps < 1:
         raise ValueError(f"cooldown_steps must be at least 1, got {cooldown_steps}")
     if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return _warmup_lr(step, base_lr, warmup_steps)
     start = total_steps - cooldown_steps
     if step < start:
         return base_lr
