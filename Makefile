@@ -31,7 +31,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 export LIBTORCH_USE_PYTORCH := 1
 
-.PHONY: help setup build test test-rust test-python demo bench wheel wheel-312 lint fmt stubs clean
+.PHONY: help setup build test test-rust test-python demo bench wheel wheel-312 lint fmt stubs notebooks clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-12s %s\n", $$1, $$2}'
@@ -108,13 +108,18 @@ wheel-312: ## build the CPython 3.12 wheel into dist/ (skipped when no 3.12 is f
 lint: $(VENV)/.deps ## cargo fmt --check, clippy -D warnings, ruff
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --release -- -D warnings
-	$(VENV)/bin/ruff check python tests benchmarks
+	$(VENV)/bin/ruff check python tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check python tests benchmarks
 
 fmt: $(VENV)/.deps ## format Rust and Python in place
 	cargo fmt --all
 	$(VENV)/bin/ruff format python tests benchmarks
-	$(VENV)/bin/ruff check --fix python tests benchmarks
+	$(VENV)/bin/ruff check --fix python tests benchmarks notebooks
+
+# notebooks/NAME.py is what a person edits; the .ipynb beside it is written from it. --update
+# keeps the cell ids (and any outputs) of the cells already in the .ipynb.
+notebooks: $(VENV)/.deps ## write notebooks/*.ipynb from their jupytext sources notebooks/*.py
+	$(VENV)/bin/jupytext --to ipynb --update notebooks/*.py
 
 stubs: build ## check python/lightclip/_core.pyi against the compiled module
 	$(PY) -m mypy.stubtest lightclip._core --allowlist tests/stubtest_allowlist.txt

@@ -1,4 +1,9 @@
-"""The notebooks in notebooks/ run top to bottom, and are committed without outputs.
+"""The notebooks in notebooks/ run top to bottom, are committed without outputs, and agree
+with their source.
+
+A person edits notebooks/NAME.py (jupytext percent format, checked by ruff); `make notebooks`
+writes notebooks/NAME.ipynb from it, keeping the cell ids of the cells already there. The
+pairing test fails when the two disagree.
 
 Each notebook is executed in a fresh kernel of this interpreter (ipykernel's ``python3``
 kernel resolves to ``sys.executable``, i.e. the project's virtualenv) with
@@ -9,6 +14,7 @@ that raises fails the test with the cell's source and traceback.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +26,7 @@ pytest.importorskip("matplotlib")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("*.py"))
 # One notebook on this 2-core machine takes well under a minute when it is not shared.
 CELL_TIMEOUT_S = 900
 
@@ -33,6 +40,41 @@ def test_the_four_notebooks_exist() -> None:
         "04_data_pipeline.ipynb",
     ):
         assert expected in names
+
+
+def test_every_notebook_has_a_source() -> None:
+    assert [p.stem for p in NOTEBOOKS] == [p.stem for p in SOURCES]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_matches_its_source(path: Path, tmp_path: Path) -> None:
+    # Not skipped without jupytext (a dev dependency): this is the only check of the pairing.
+    import jupytext
+    from jupytext.cli import jupytext as jupytext_cli
+
+    book = nbformat.read(path, as_version=4)
+    source = jupytext.read(path.with_suffix(".py"))
+    have = [(c.cell_type, c.source) for c in book.cells]
+    want = [(c.cell_type, c.source) for c in source.cells]
+    for i, (h, w) in enumerate(zip(have, want, strict=False)):
+        assert h == w, f"{path.name} cell {i} differs from {path.stem}.py; run `make notebooks`"
+    assert len(have) == len(want), (
+        f"{path.name} has {len(have)} cells, {path.stem}.py {len(want)}; run `make notebooks`"
+    )
+    ids = [c.id for c in book.cells]
+    assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+
+    # What `make notebooks` does, on a copy (with the repository's jupytext settings): it must
+    # change nothing, cell ids and notebook metadata included.
+    shutil.copy(NOTEBOOK_DIR.parent / "pyproject.toml", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    copy = tmp_path / "notebooks" / path.name
+    shutil.copy(path, copy)
+    shutil.copy(path.with_suffix(".py"), copy.with_suffix(".py"))
+    assert jupytext_cli(["--to", "ipynb", "--update", "--quiet", str(copy.with_suffix(".py"))]) == 0
+    resynced = nbformat.read(copy, as_version=4)
+    assert [c.id for c in resynced.cells] == ids, f"{path.name}: re-syncing changed cell ids"
+    assert resynced == book, f"{path.name} differs from what `make notebooks` writes"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
