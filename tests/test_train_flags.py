@@ -431,6 +431,24 @@ def test_resampled_stream_runs_across_draws_and_resumes_exactly(tmp_path: Path) 
     assert head + [k for b in second for k in b["key"]] == whole
 
 
+def test_resampled_position_from_another_job_is_refused(tmp_path: Path) -> None:
+    # The checks DataPipeline makes on a saved position: another world size, a negative or
+    # malformed position is one clear error, not a stream drawn from the wrong place.
+    data = ResampledShards(_shards(tmp_path), num_samples=8, batch_size=2, image_size=16)
+    good = {"epoch": 1, "draw": 2, "yielded": 3, "inner": None, "world_size": 1}
+    data.load_state_dict(good)
+    assert data.state_dict() == good
+    for bad, match in [
+        ({**good, "world_size": 2}, "world_size=2"),
+        ({**good, "draw": -1}, "negative position"),
+        ({**good, "inner": 5}, "not a ResampledShards state_dict"),
+        ({"epoch": 0}, "not a ResampledShards state_dict"),
+    ]:
+        with pytest.raises(InvalidInputError, match=match):
+            data.load_state_dict(bad)
+    assert data.state_dict() == good  # a refused state changes nothing
+
+
 def test_dataset_resampled_trains_epochs_of_train_num_samples(tmp_path: Path) -> None:
     source = _shards(tmp_path)
     config = _config(

@@ -115,6 +115,33 @@ def _dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def checked_epoch(epoch: int) -> int:
+    """``epoch`` for a ``set_epoch`` call: an int >= 0."""
+    if epoch < 0:
+        raise InvalidInputError(f"invalid `epoch`: must be >= 0, got {epoch}")
+    return int(epoch)
+
+
+def saved_position(
+    state: dict[str, Any], keys: Sequence[str], world_size: int, kind: str
+) -> list[int]:
+    """The non-negative ints ``state[key]`` of a ``kind`` state_dict (a pipeline's position),
+    checked to come from a job of the same ``world_size``: each rank's position means
+    something only with the same split of the data."""
+    try:
+        values = [int(state[key]) for key in keys]
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidInputError(f"state: not a {kind} state_dict ({e!r})") from None
+    if state.get("world_size", world_size) != world_size:
+        raise InvalidInputError(
+            f"state: saved with world_size={state['world_size']}, this pipeline has "
+            f"world_size={world_size}; the position does not carry over"
+        )
+    if min(values) < 0:
+        raise InvalidInputError(f"state: negative position {state!r}")
+    return values
+
+
 class DataPipeline:
     """Batches of ``{"image", "text", "masked_text", "mlm_labels", "word_lengths"}`` tensors
     (plus ``"label"`` for folders, synthetic data and labelled shards, ``"captions"`` with
@@ -291,9 +318,7 @@ class DataPipeline:
 
     def set_epoch(self, epoch: int) -> None:
         """Moves to the start of ``epoch`` (reshuffles; like DistributedSampler.set_epoch)."""
-        if epoch < 0:
-            raise InvalidInputError(f"invalid `epoch`: must be >= 0, got {epoch}")
-        self._epoch, self._consumed = int(epoch), 0
+        self._epoch, self._consumed = checked_epoch(epoch), 0
 
     def state_dict(self) -> dict[str, int]:
         """The position after the last batch yielded: restore it to continue from there."""
@@ -305,18 +330,9 @@ class DataPipeline:
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        try:
-            epoch, consumed = int(state["epoch"]), int(state["consumed"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidInputError(f"state: not a DataPipeline state_dict ({e!r})") from None
-        if state.get("world_size", self.world_size) != self.world_size:
-            raise InvalidInputError(
-                f"state: saved with world_size={state['world_size']}, this pipeline has "
-                f"world_size={self.world_size}; the position does not carry over"
-            )
-        if epoch < 0 or consumed < 0:
-            raise InvalidInputError(f"state: negative position {state!r}")
-        self._epoch, self._consumed = epoch, consumed
+        self._epoch, self._consumed = saved_position(
+            state, ("epoch", "consumed"), self.world_size, "DataPipeline"
+        )
 
     # ---------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[dict[str, Any]]:

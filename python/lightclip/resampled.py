@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .data import DataPipeline
+from .data import DataPipeline, checked_epoch, saved_position
 from .errors import DataError, InvalidInputError
 
 
@@ -72,9 +72,7 @@ class ResampledShards:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise InvalidInputError(f"invalid `epoch`: must be >= 0, got {epoch}")
-        self._epoch, self._draw, self._yielded, self._inner = int(epoch), 0, 0, None
+        self._epoch, self._draw, self._yielded, self._inner = checked_epoch(epoch), 0, 0, None
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -86,16 +84,12 @@ class ResampledShards:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        try:
-            epoch, draw, yielded = int(state["epoch"]), int(state["draw"]), int(state["yielded"])
-            inner = state["inner"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidInputError(f"state: not a ResampledShards state_dict ({e!r})") from None
-        if state.get("world_size", self.world_size) != self.world_size:
-            raise InvalidInputError(
-                f"state: saved with world_size={state['world_size']}, this pipeline has "
-                f"world_size={self.world_size}; the position does not carry over"
-            )
+        epoch, draw, yielded = saved_position(
+            state, ("epoch", "draw", "yielded"), self.world_size, "ResampledShards"
+        )
+        inner = state.get("inner")
+        if inner is not None and not isinstance(inner, dict):
+            raise InvalidInputError(f"state: not a ResampledShards state_dict (inner={inner!r})")
         self._epoch, self._draw, self._yielded = epoch, draw, yielded
         self._inner = dict(inner) if inner is not None else None
 
