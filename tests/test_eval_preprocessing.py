@@ -176,7 +176,9 @@ def pipeline_decoded(tmp_path: Path, data: bytes, train: bool = False) -> np.nda
     return batch["image"][0].permute(1, 2, 0).numpy()
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L"])
+#: Pillow's JPEG modes: YCbCr, grey, and four-channel (Adobe) CMYK, which libjpeg hands over
+#: as CMYK and Pillow converts to RGB itself.
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
 def test_evaluation_decodes_jpeg_as_pillow_and_training_as_before(tmp_path, mode):
     data = jpeg_of(picture(5, 48, 48), mode, quality=70)
     pillow = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))

@@ -75,8 +75,7 @@ pub enum JpegDecoding {
     /// zune-jpeg: the faster one, for training, where random augmentation follows anyway.
     Fast,
     /// libjpeg-turbo with Pillow's settings: open_clip's and CLIP_benchmark's pixels, bit for
-    /// bit, for evaluation. CMYK and YCCK files (which Pillow converts itself) still go to
-    /// zune-jpeg.
+    /// bit, for evaluation.
     AsPillow,
 }
 
@@ -88,10 +87,7 @@ pub fn decode_rgb(
 ) -> Result<RgbImage, DecodeError> {
     match sniff(bytes) {
         Some(ImageFormat::Jpeg) if jpeg == JpegDecoding::AsPillow => {
-            match decode_jpeg_as_pillow(bytes, max_pixels)? {
-                Some(image) => Ok(image),
-                None => decode_jpeg(bytes, max_pixels),
-            }
+            decode_jpeg_as_pillow(bytes, max_pixels)
         }
         Some(ImageFormat::Jpeg) => decode_jpeg(bytes, max_pixels),
         Some(format) => decode_with_image(bytes, format, max_pixels),

@@ -19,8 +19,7 @@
 /* Status codes; mirrored in jpeg_libjpeg.rs. */
 #define LIGHTCLIP_JPEG_OK 0
 #define LIGHTCLIP_JPEG_CORRUPT 1
-#define LIGHTCLIP_JPEG_REFUSED 2     /* the output callback said no (size limit, memory) */
-#define LIGHTCLIP_JPEG_NOT_YCC_RGB 3 /* CMYK or YCCK: libjpeg cannot give RGB */
+#define LIGHTCLIP_JPEG_REFUSED 2 /* the output callback said no (size limit, memory) */
 
 /* Gives a buffer of width * height * 3 bytes for the picture, or NULL to refuse it. */
 typedef unsigned char *(*lightclip_output_fn)(void *context, unsigned int width,
@@ -66,6 +65,19 @@ static void check_scan_count(j_common_ptr cinfo) {
     }
 }
 
+/* Pillow reads every four-channel JPEG as inverted CMYK (Adobe's convention, which is what
+ * writers follow), then takes each of R, G, B as (255 - ink) * (255 - K) / 255, rounded. */
+static void inverted_cmyk_to_rgb(const JSAMPLE *cmyk, JSAMPLE *rgb, JDIMENSION width) {
+    JDIMENSION x;
+    for (x = 0; x < width; x++, cmyk += 4, rgb += 3) {
+        unsigned int white = cmyk[3]; /* inverted K: 255 - K */
+        int c;
+        for (c = 0; c < 3; c++) {
+            rgb[c] = (JSAMPLE)((cmyk[c] * white + 127) / 255);
+        }
+    }
+}
+
 int lightclip_jpeg_decode_rgb(const unsigned char *data, unsigned long size,
                               unsigned int max_scans, lightclip_output_fn output, void *context,
                               char message[JMSG_LENGTH_MAX]) {
@@ -74,6 +86,7 @@ int lightclip_jpeg_decode_rgb(const unsigned char *data, unsigned long size,
     struct scan_limit limit;
     unsigned char *pixels;
     size_t stride;
+    int four_channels;
 
     message[0] = '\0';
     cinfo.err = jpeg_std_error(&err.manager);
@@ -90,13 +103,11 @@ int lightclip_jpeg_decode_rgb(const unsigned char *data, unsigned long size,
     cinfo.progress = &limit.manager;
     jpeg_mem_src(&cinfo, data, size);
     jpeg_read_header(&cinfo, TRUE);
-    if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
-        jpeg_destroy_decompress(&cinfo);
-        return LIGHTCLIP_JPEG_NOT_YCC_RGB;
-    }
     /* Pillow's decoder outside draft mode: libjpeg's defaults, written out because they are
-     * the point (accurate integer IDCT, fancy chroma upsampling, full size), RGB out. */
-    cinfo.out_color_space = JCS_RGB;
+     * the point (accurate integer IDCT, fancy chroma upsampling, full size); RGB out, or CMYK
+     * for four-channel files, which libjpeg cannot turn into RGB and Pillow converts itself. */
+    four_channels = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+    cinfo.out_color_space = four_channels ? JCS_CMYK : JCS_RGB;
     cinfo.dct_method = JDCT_ISLOW;
     cinfo.do_fancy_upsampling = TRUE;
     cinfo.scale_num = 1;
@@ -108,16 +119,27 @@ int lightclip_jpeg_decode_rgb(const unsigned char *data, unsigned long size,
     }
     jpeg_start_decompress(&cinfo);
     if (cinfo.output_width != cinfo.image_width || cinfo.output_height != cinfo.image_height ||
-        cinfo.output_components != 3) {
+        cinfo.output_components != (four_channels ? 4 : 3)) {
         snprintf(message, JMSG_LENGTH_MAX, "decoder gave %ux%u with %d components",
                  cinfo.output_width, cinfo.output_height, cinfo.output_components);
         jpeg_destroy_decompress(&cinfo);
         return LIGHTCLIP_JPEG_CORRUPT;
     }
     stride = (size_t)cinfo.output_width * 3;
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JSAMPROW row = pixels + (size_t)cinfo.output_scanline * stride;
-        jpeg_read_scanlines(&cinfo, &row, 1);
+    if (four_channels) {
+        /* Freed with cinfo, on every path out. */
+        JSAMPARRAY cmyk = (*cinfo.mem->alloc_sarray)((j_common_ptr)&cinfo, JPOOL_IMAGE,
+                                                     cinfo.output_width * 4, 1);
+        while (cinfo.output_scanline < cinfo.output_height) {
+            JSAMPROW row = pixels + (size_t)cinfo.output_scanline * stride;
+            jpeg_read_scanlines(&cinfo, cmyk, 1);
+            inverted_cmyk_to_rgb(cmyk[0], row, cinfo.output_width);
+        }
+    } else {
+        while (cinfo.output_scanline < cinfo.output_height) {
+            JSAMPROW row = pixels + (size_t)cinfo.output_scanline * stride;
+            jpeg_read_scanlines(&cinfo, &row, 1);
+        }
     }
     /* Not jpeg_finish_decompress: what follows the last scanline (the end marker, trailing
      * bytes) cannot change the picture, so a file whose pixels are all there is accepted. */

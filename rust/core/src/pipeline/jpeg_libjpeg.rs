@@ -20,7 +20,6 @@ use crate::limits::MAX_JPEG_SCANS;
 const OK: c_int = 0;
 const CORRUPT: c_int = 1;
 const REFUSED: c_int = 2;
-const NOT_YCC_RGB: c_int = 3;
 /// libjpeg's JMSG_LENGTH_MAX: the longest message `format_message` writes.
 const MESSAGE_LENGTH: usize = 200;
 
@@ -82,16 +81,12 @@ extern "C" fn reserve_output(context: *mut c_void, width: c_uint, height: c_uint
     }
 }
 
-/// Decodes a JPEG to RGB with the pixels Pillow's `Image.open(...).convert("RGB")` gives.
+/// Decodes a JPEG to RGB with the pixels Pillow's `Image.open(...).convert("RGB")` gives
+/// (grey, YCbCr, RGB, CMYK and YCCK files alike).
 ///
-/// `Ok(None)`: a CMYK or YCCK file, which libjpeg cannot turn into RGB itself; the caller
-/// decodes it another way. A corrupt or truncated file is a `corrupt_image` error, a picture
-/// above `max_pixels` a `too_large` one, refused before its pixels are decoded, and so is a
+/// A corrupt or truncated file is a `corrupt_image` error, a picture above `max_pixels` a `too_large` one, refused before its pixels are decoded, and so is a
 /// file of more than `limits::MAX_JPEG_SCANS` scans.
-pub fn decode_jpeg_as_pillow(
-    bytes: &[u8],
-    max_pixels: u64,
-) -> Result<Option<RgbImage>, DecodeError> {
+pub fn decode_jpeg_as_pillow(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError> {
     decode_with_scan_limit(bytes, max_pixels, MAX_JPEG_SCANS)
 }
 
@@ -99,7 +94,7 @@ fn decode_with_scan_limit(
     bytes: &[u8],
     max_pixels: u64,
     max_scans: u32,
-) -> Result<Option<RgbImage>, DecodeError> {
+) -> Result<RgbImage, DecodeError> {
     let size = c_ulong::try_from(bytes.len())
         .map_err(|_| corrupt(format!("JPEG of {} bytes is too long", bytes.len())))?;
     let mut output = Output {
@@ -128,13 +123,12 @@ fn decode_with_scan_limit(
         OK => {
             // SAFETY: see above: all width * height * 3 reserved bytes are now written.
             unsafe { output.pixels.set_len(output.width * output.height * 3) };
-            Ok(Some(RgbImage {
+            Ok(RgbImage {
                 width: output.width,
                 height: output.height,
                 pixels: output.pixels,
-            }))
+            })
         }
-        NOT_YCC_RGB => Ok(None),
         REFUSED => Err(output
             .refusal
             .unwrap_or_else(|| corrupt("JPEG output refused"))),
@@ -165,9 +159,7 @@ mod tests {
 
     #[test]
     fn decodes_close_to_the_encoded_picture() {
-        let img = decode_jpeg_as_pillow(&jpeg(33, 17), 1 << 20)
-            .unwrap()
-            .unwrap();
+        let img = decode_jpeg_as_pillow(&jpeg(33, 17), 1 << 20).unwrap();
         assert_eq!(
             (img.width, img.height, img.pixels.len()),
             (33, 17, 33 * 17 * 3)
