@@ -169,6 +169,30 @@ def test_resume_with_locked_towers_continues_exactly(tmp_path: Path) -> None:
         )
 
 
+def test_resume_with_other_locks_of_as_many_trainable_tensors_is_refused(tmp_path: Path) -> None:
+    # Saved with only the image head trainable, resumed with only the text projection: the
+    # optimizer holds as many tensors in each group, so torch would map the image head's
+    # moments onto the text projection by position alone.
+    saved = dict(lock_image=True, lock_image_unlocked_groups=1, lock_text=True, lr=1e-2)
+    lightclip.train(_config(tmp_path, steps=2, **saved), data=_data())
+    other = dict(lock_image=True, lock_text=True, lock_text_unlocked_layers=1, lr=1e-2)
+    image_head, text_projection = build_model(_config(tmp_path)), build_model(_config(tmp_path))
+    image_head.lock_image_tower(unlocked_groups=1)
+    image_head.lock_text_tower()
+    text_projection.lock_image_tower()
+    text_projection.lock_text_tower(unlocked_layers=1)
+    trainable = [
+        [n for n, p in m.named_parameters() if p.requires_grad]
+        for m in (image_head, text_projection)
+    ]
+    assert trainable == [
+        ["logit_scale", "visual.head.proj.weight"],
+        ["logit_scale", "text.text_projection"],
+    ]  # one tensor with weight decay and one without in both: torch cannot tell them apart
+    with pytest.raises(ckpt.CheckpointError, match="visual.head.proj.weight"):
+        lightclip.train(_config(tmp_path, steps=4, resume="latest", **other), data=_data())
+
+
 def test_grad_checkpointing_gives_the_same_loss_curve(tmp_path: Path) -> None:
     def losses(name: str, **flags) -> list[float]:
         config = _config(tmp_path, name=name, recipe="lightclip", steps=3, lr=1e-2, **flags)

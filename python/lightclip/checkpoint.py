@@ -207,6 +207,40 @@ def check_compatible(
             )
 
 
+def trainable_names(model: torch.nn.Module) -> list[str]:
+    """The parameters the optimizer holds (``requires_grad``), in its order: a checkpoint
+    records them so a resume can tell its optimizer state belongs to the same ones."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, payload: dict[str, Any], model: torch.nn.Module, source: str
+) -> None:
+    """Restores the optimizer state of ``payload`` after checking it was saved for the same
+    trainable parameters. torch maps the state by position only, so frozen towers that
+    differ (other --lock-image / --lock-text flags) with the same count of trainable tensors
+    would otherwise hand one parameter another's moments, silently or as a shape error at the
+    first step."""
+    saved = payload.get("trainable")
+    now = trainable_names(model)
+    if saved is not None and list(saved) != now:
+        trained_there = [n for n in saved if n not in set(now)]
+        trained_here = [n for n in now if n not in set(saved)]
+        raise CheckpointError(
+            f"{source} trained other parameters than this run does: trained there only "
+            f"{trained_there[:3]} ({len(trained_there)}), here only {trained_here[:3]} "
+            f"({len(trained_here)}); resume with the --lock-image / --lock-text flags it was "
+            "saved with"
+        )
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+    except ValueError as e:  # a checkpoint without the list: other parameter groups
+        raise CheckpointError(
+            f"{source}: its optimizer state does not fit this run's trainable parameters "
+            f"({e}); resume with the --lock-image / --lock-text flags it was saved with"
+        ) from None
+
+
 def _strip_ddp_prefix(state: dict[str, Any]) -> dict[str, Any]:
     """State dicts saved from a DDP-wrapped model carry ``module.``; accept both."""
     if state and all(k.startswith("module.") for k in state):
@@ -376,12 +410,14 @@ __all__ = [
     "load_checkpoint",
     "load_export",
     "load_model_payload",
+    "load_optimizer_state",
     "model_from_checkpoint",
     "model_state",
     "read_torch_file",
     "resolve_resume",
     "rng_state",
     "save_checkpoint",
+    "trainable_names",
     "set_rng_state",
 ]
 

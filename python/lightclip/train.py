@@ -200,14 +200,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         payload = ckpt.load_checkpoint(resume_path, map_location=rt.device)
         ckpt.check_compatible(payload, model, config.model, f"--resume {resume_path}")
         model.load_state_dict(ckpt.model_state(payload))
-        try:
-            optimizer.load_state_dict(payload["optimizer"])
-        except ValueError as e:  # other parameter groups: other trainable parameters
-            raise ckpt.CheckpointError(
-                f"--resume {resume_path}: its optimizer state does not fit this run's "
-                f"trainable parameters ({e}); resume with the --lock-image / --lock-text "
-                "flags it was saved with"
-            ) from None
+        ckpt.load_optimizer_state(optimizer, payload, model, f"--resume {resume_path}")
         if scaler is not None and payload.get("scaler"):
             scaler.load_state_dict(payload["scaler"])
         step, epoch = payload["step"], payload["epoch"]
@@ -244,6 +237,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                     "model_config": model_cfg.to_dict(),
                     "state_dict": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "trainable": ckpt.trainable_names(model),
                     "scaler": scaler.state_dict() if scaler is not None else None,
                     "rng": rngs,
                     "data": data_states,
