@@ -181,15 +181,15 @@ SPACING = st.lists(st.sampled_from([" ", "  ", "\t", " \n "]), min_size=25, max_
 @settings(max_examples=150, deadline=None)
 @given(CAPTIONS, SPACING, st.integers(0, 2**63), st.sampled_from(["sr", "ri", "rs", "rd", None]))
 def test_spacing_changes_nothing_but_the_spacing(wordnet, caption, gaps, seed, op):
-    # A single-spaced caption is written in whole runs of its text (and RS/SR have shortcuts
-    # for it), any other spacing word by word: both must give the same edit.
+    # Words are what EDA edits: other spacing of the same words gives the same edit, written
+    # with single spaces.
     words = caption.split(" ")
     spaced = "".join(w + g for w, g in zip(words, gaps[: len(words)], strict=True)).strip(" ") + " "
     assert eda_augment([spaced], seed, op=op) == eda_augment([caption], seed, op=op)
 
 
 def test_many_captions_from_any_iterable_match_slice_by_slice(wordnet):
-    # More captions than one round of the binding (4096), given as a generator.
+    # Many captions from a generator: caption i keeps sample start_index + i's stream.
     texts = [f"the {i % 7} dogs run across the green grass near house {i}" for i in range(9000)]
     whole = eda_augment((t for t in texts), 3)
     assert len(whole) == len(texts)

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 use rayon::prelude::*;
 
-use lightclip_core::text::{Eda, EdaConfig, EdaMode, EdaOp, EpochStreams, WordNet};
+use lightclip_core::text::{Eda, EdaConfig, EdaMode, EdaOp, WordNet};
 
 use crate::captions::{borrowed_caption, caption_items, PARALLEL_MIN};
 use crate::errors::{core_err, InvalidDtypeError};
@@ -57,10 +57,7 @@ fn resolve_wordnet(
 
 /// EDA on a list of captions; caption i uses the stream of sample `start_index + i` in
 /// `epoch` under `seed`. `op` ("sr", "ri", "rs", "rd") forces one operation on every caption.
-///
-/// Built for throughput, since a training run augments every caption it reads: the captions
-/// are read in place (no copy), each worker writes its block's results into one buffer, and a
-/// caption EDA leaves alone comes back as the very same `str` object.
+/// A caption EDA leaves alone comes back as the very same `str` object.
 #[pyfunction]
 #[pyo3(signature = (texts, seed, epoch = 0, start_index = 0, probability = 1.0, synonym_replacement = 0.1, random_insertion = 0.1, random_swap = 0.1, random_deletion = 0.1, mode = "declip", op = None, wordnet = None))]
 #[allow(clippy::too_many_arguments)]
@@ -89,88 +86,34 @@ pub fn eda_augment<'py>(
     };
     let op = op.map(EdaOp::parse).transpose().map_err(core_err)?;
     let eda = Eda::with_wordnet(config, resolve_wordnet(py, wordnet)?).map_err(core_err)?;
-    let streams = EpochStreams::new(seed, epoch);
-    let edit = |first: usize, captions: &[Cow<'_, str>]| {
-        edit_blocks(&eda, op, streams, start_index + first as u64, captions)
-    };
 
-    // Captions go through in rounds: each round's str objects are read, edited and answered
-    // while they are still in cache, rather than touched once per pass over the whole list.
-    let mut items = caption_items(texts, "texts")?;
-    let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(texts.len().unwrap_or(1));
-    let mut round: Vec<Bound<'py, PyAny>> = Vec::with_capacity(ROUND);
-    loop {
-        round.clear();
-        for item in items.by_ref().take(ROUND) {
-            round.push(item?);
+    let items: Vec<Bound<'py, PyAny>> = caption_items(texts, "texts")?.collect::<PyResult<_>>()?;
+    let captions: Vec<Cow<'_, str>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| borrowed_caption(item, i, "texts"))
+        .collect::<PyResult<_>>()?;
+    let edit = |(i, text): (usize, &Cow<'_, str>)| {
+        eda.edit_sample(op, text, seed, epoch, start_index + i as u64)
+    };
+    let edits: Vec<Option<String>> = py.allow_threads(|| {
+        if captions.len() < PARALLEL_MIN {
+            captions.iter().enumerate().map(edit).collect()
+        } else {
+            threads::install(|| captions.par_iter().enumerate().map(edit).collect())
         }
-        if round.is_empty() {
-            break;
-        }
-        let first = out.len();
-        let captions: Vec<Cow<'_, str>> = round
-            .iter()
-            .enumerate()
-            .map(|(j, item)| borrowed_caption(item, first + j, "texts"))
-            .collect::<PyResult<_>>()?;
-        let blocks = py.allow_threads(|| edit(first, &captions));
-        let edits = blocks.iter().flat_map(|(buffer, ends)| {
-            let starts = std::iter::once(0).chain(ends.iter().copied());
-            starts.zip(ends).map(|(a, &b)| &buffer[a..b])
+    });
+    let out = items
+        .iter()
+        .zip(&captions)
+        .zip(edits)
+        .map(|((item, caption), edit)| match edit {
+            Some(edit) => PyString::new(py, &edit).into_any(),
+            // Unchanged: the caller's own str (bytes captions come back decoded).
+            None if item.is_instance_of::<PyString>() => item.clone(),
+            None => PyString::new(py, caption).into_any(),
         });
-        for ((item, caption), edit) in round.iter().zip(&captions).zip(edits) {
-            out.push(match edit {
-                // Unchanged: the caller's own str (bytes captions come back decoded).
-                "" if item.is_instance_of::<PyString>() => item.clone(),
-                "" => PyString::new(py, caption).into_any(),
-                edit => PyString::new(py, edit).into_any(),
-            });
-        }
-    }
     PyList::new(py, out)
-}
-
-/// Captions per round of [`eda_augment`]: their str objects (about 100 bytes each) stay in
-/// cache between reading and answering, and each round has blocks enough for every thread.
-const ROUND: usize = 4096;
-
-/// A block's edits in one buffer: caption j's edit ends at `ends[j]` and starts where the
-/// previous one ended; an empty edit means "left as is" (EDA never empties a caption).
-type EditBlock = (String, Vec<usize>);
-
-/// EDA of `captions` (sample indices from `first_index`) in blocks, on the calling thread
-/// when the pool has one thread or the captions are few, else on the pool.
-fn edit_blocks(
-    eda: &Eda,
-    op: Option<EdaOp>,
-    streams: EpochStreams,
-    first_index: u64,
-    captions: &[Cow<'_, str>],
-) -> Vec<EditBlock> {
-    let run_block = |first: usize, block: &[Cow<'_, str>]| -> EditBlock {
-        let mut buffer = String::with_capacity(block.iter().map(|t| t.len() + 8).sum());
-        let ends = block
-            .iter()
-            .enumerate()
-            .map(|(j, text)| {
-                let index = first_index + (first + j) as u64;
-                eda.edit_sample_into(op, text, streams, index, &mut buffer);
-                buffer.len()
-            })
-            .collect();
-        (buffer, ends)
-    };
-    let parallel = threads::pool().is_some_and(|pool| pool.current_num_threads() > 1);
-    if !parallel || captions.len() < PARALLEL_MIN {
-        return vec![run_block(0, captions)];
-    }
-    threads::install(|| {
-        captions
-            .par_chunks(PARALLEL_MIN)
-            .enumerate()
-            .map(|(b, block)| run_block(b * PARALLEL_MIN, block))
-            .collect()
-    })
 }
 
 /// WordNet synonyms EDA would use for a word (lower-cased; base forms for inflections).
@@ -186,8 +129,8 @@ pub fn wordnet_synonyms(
     };
     Ok(wn
         .synonyms(&word.to_lowercase())
-        .into_iter()
-        .map(str::to_owned)
+        .iter()
+        .map(|s| s.to_string())
         .collect())
 }
 

@@ -5,13 +5,10 @@
 //! when set), else `$WNHOME/dict`, `/usr/share/wordnet` or `/usr/local/share/wordnet`, or at a
 //! path given.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use rustc_hash::FxHashMap;
-
-use super::spelling_table::SpellingTable;
 use crate::{CoreError, Result};
 
 const POS: [&str; 4] = ["noun", "verb", "adj", "adv"];
@@ -43,36 +40,19 @@ const RULES: [&[(&str, &str)]; 4] = [
 ];
 
 /// Irregular form → [(part of speech, base forms)].
-type Exceptions = FxHashMap<Box<str>, Vec<(u8, Vec<Box<str>>)>>;
+type Exceptions = HashMap<String, Vec<(usize, Vec<String>)>>;
 
-/// A word's synonyms as a range of the dictionary's synonym list ([`WordNet::ids`]): small
-/// and `Copy`, so a caller can remember it per word (EDA does, per thread).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Synonyms {
-    start: u32,
-    count: u32,
-}
-
-impl Synonyms {
-    pub fn is_empty(self) -> bool {
-        self.count == 0
-    }
-
-    pub fn len(self) -> usize {
-        self.count as usize
-    }
+/// A lemma's parts of speech (bit p for `POS[p]`) and its synonyms.
+struct Lemma {
+    pos: u8,
+    synonyms: Vec<Arc<str>>,
 }
 
 /// Lemma → synonyms, with morphological base forms for inflected words.
 pub struct WordNet {
-    /// Tells dictionaries apart for memos kept beside them (unique in the process).
-    id: u64,
-    /// Every lemma's synonyms, one lemma after the other, one record each (lower case,
-    /// letters and single spaces only); a synonym's id is its record's number, so the k-th
-    /// synonym of a word is one read away.
-    synonyms: SpellingTable,
-    /// Lemma (lower case, `_` kept as in the files) → (parts of speech bitmask, its synonyms).
-    lemmas: FxHashMap<Box<str>, (u8, Synonyms)>,
+    /// Lemma (lower case, `_` kept as in the files) → its synonyms' spellings (lower case,
+    /// letters and single spaces only), each spelling shared by every lemma that lists it.
+    lemmas: HashMap<String, Lemma>,
     /// Irregular form → (part of speech, its base forms) for every part of speech that lists
     /// it: one map, so the common case (not an irregular form) is one lookup, not four.
     exceptions: Exceptions,
@@ -155,11 +135,11 @@ impl WordNet {
             let path = dir.join(name);
             std::fs::read_to_string(&path).map_err(|e| CoreError::Io { path, source: e })
         };
-        let mut spellings: Vec<Box<str>> = vec![];
-        let mut word_ids: FxHashMap<String, u32> = FxHashMap::default();
-        // lemma → (pos mask, synsets it belongs to); synsets as lists of word ids.
-        let mut lemma_synsets: FxHashMap<Box<str>, (u8, Vec<u32>)> = FxHashMap::default();
-        let mut synsets: Vec<Vec<u32>> = vec![];
+        // Each distinct spelling once, shared by the synonym lists that hold it.
+        let mut spellings: HashMap<String, Arc<str>> = HashMap::new();
+        // lemma → (pos mask, the synsets it belongs to); a synset is a list of spellings.
+        let mut lemma_synsets: HashMap<String, (u8, Vec<usize>)> = HashMap::new();
+        let mut synsets: Vec<Vec<Arc<str>>> = vec![];
         for (p, pos) in POS.iter().enumerate() {
             let name = format!("data.{pos}");
             let text = read(&name)?;
@@ -183,83 +163,56 @@ impl WordNet {
                 };
                 let count = usize::from_str_radix(count, 16).map_err(|_| bad())?;
                 let mut members = vec![];
-                let sid = synsets.len() as u32;
-                for (lemma, _lex_id) in rest
-                    .split(' ')
-                    .collect::<Vec<_>>()
-                    .chunks(2)
-                    .take(count)
-                    .map(|c| (c[0], c.get(1)))
-                {
+                // Words and lex ids alternate: "dog 0 domestic_dog 0 ...".
+                for lemma in rest.split(' ').step_by(2).take(count) {
                     // Adjectives may carry a syntactic marker: "beautiful(a)".
                     let lemma = lemma.split('(').next().unwrap_or(lemma).to_lowercase();
                     let spelled = synonym_spelling(&lemma);
-                    // The length byte must be ASCII; WordNet's longest lemma has 71 letters.
-                    if !spelled.is_empty() && spelled.len() < 128 {
-                        let next = spellings.len() as u32;
-                        let id = *word_ids.entry(spelled.clone()).or_insert(next);
-                        if id == next {
-                            spellings.push(spelled.into());
-                        }
-                        members.push(id);
+                    if !spelled.is_empty() {
+                        let shared = spellings.entry(spelled.clone()).or_insert(spelled.into());
+                        members.push(Arc::clone(shared));
                     }
-                    let entry = lemma_synsets.entry(lemma.into()).or_default();
+                    let entry = lemma_synsets.entry(lemma).or_default();
                     entry.0 |= 1 << p;
-                    entry.1.push(sid);
+                    entry.1.push(synsets.len());
                 }
                 synsets.push(members);
             }
         }
-        let mut synonyms = SpellingTable::default();
+        if synsets.is_empty() {
+            return Err(CoreError::invalid(
+                "wordnet",
+                format!("{} holds no synsets", dir.display()),
+            ));
+        }
         let lemmas = lemma_synsets
             .into_iter()
-            .map(|(lemma, (mask, sids))| {
-                let own = word_ids.get(&synonym_spelling(&lemma)).copied();
-                let mut syn: Vec<u32> = sids
+            .map(|(lemma, (pos, ids))| {
+                let own = synonym_spelling(&lemma);
+                let mut synonyms: Vec<Arc<str>> = ids
                     .iter()
-                    .flat_map(|&s| synsets[s as usize].iter().copied())
-                    .filter(|&w| Some(w) != own)
+                    .flat_map(|&s| synsets[s].iter())
+                    .filter(|w| ***w != *own)
+                    .cloned()
                     .collect();
-                syn.sort_unstable();
-                syn.dedup();
-                let range = Synonyms {
-                    start: synonyms.len() as u32,
-                    count: syn.len() as u32,
-                };
-                for w in syn {
-                    synonyms.push(&spellings[w as usize]);
-                }
-                (lemma, (mask, range))
+                synonyms.sort_unstable();
+                synonyms.dedup();
+                (lemma, Lemma { pos, synonyms })
             })
             .collect();
-        let mut exceptions = Exceptions::default();
+        let mut exceptions = Exceptions::new();
         for (p, pos) in POS.iter().enumerate() {
             for line in read(&format!("{pos}.exc"))?.lines() {
                 let mut it = line.split_whitespace();
                 if let Some(form) = it.next() {
                     let entry = exceptions.entry(form.into()).or_default();
                     // A repeated line replaces the earlier one, as a per-POS map would.
-                    entry.retain(|(q, _)| usize::from(*q) != p);
-                    entry.push((p as u8, it.map(Into::into).collect()));
+                    entry.retain(|(q, _)| *q != p);
+                    entry.push((p, it.map(Into::into).collect()));
                 }
             }
         }
-        if spellings.is_empty() {
-            return Err(CoreError::invalid(
-                "wordnet",
-                format!("{} holds no synsets", dir.display()),
-            ));
-        }
-        if synonyms.bytes() > u32::MAX as usize {
-            return Err(CoreError::invalid(
-                "wordnet",
-                format!("{} holds more than 4 GiB of synonyms", dir.display()),
-            ));
-        }
-        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         Ok(WordNet {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            synonyms,
             lemmas,
             exceptions,
             dir: dir.to_path_buf(),
@@ -271,76 +224,35 @@ impl WordNet {
         &self.dir
     }
 
-    /// A number no other dictionary loaded in this process has.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The ids of synonyms this dictionary returned, in its order.
-    pub fn ids(&self, synonyms: Synonyms) -> impl Iterator<Item = u32> {
-        synonyms.start..synonyms.start + synonyms.count
-    }
-
-    /// Synonym `k` of `synonyms` (`k < synonyms.len()`, checked).
-    pub fn nth_id(&self, synonyms: Synonyms, k: usize) -> u32 {
-        assert!(k < synonyms.len(), "synonym {k} of {}", synonyms.len());
-        synonyms.start + k as u32
-    }
-
     /// Synonyms of a lower-case word: those of the word itself when it is a lemma with
-    /// synonyms, else those of its base forms (irregular forms first, then suffix rules).
-    pub fn synonyms_of(&self, word: &str) -> Synonyms {
+    /// synonyms, else those of its first base form that has some (irregular forms first, then
+    /// `morphy`'s suffix rules, part of speech by part of speech). Empty when none has any.
+    pub fn synonyms(&self, word: &str) -> &[Arc<str>] {
         let with_synonyms = |lemma: &str, pos: Option<usize>| {
             self.lemmas
                 .get(lemma)
-                .filter(|(mask, syn)| pos.is_none_or(|p| mask & (1 << p) != 0) && !syn.is_empty())
-                .map(|&(_, syn)| syn)
+                .filter(|l| pos.is_none_or(|p| l.pos & (1 << p) != 0) && !l.synonyms.is_empty())
+                .map(|l| &l.synonyms[..])
         };
-        if let Some(syn) = with_synonyms(word, None) {
-            return syn;
+        if let Some(found) = with_synonyms(word, None) {
+            return found;
         }
         let irregular = self.exceptions.get(word).map_or(&[][..], Vec::as_slice);
-        // Base forms are built in a stack buffer: captions' words are short.
-        let mut buf = [0u8; 64];
         for (p, rules) in RULES.iter().enumerate() {
-            for (_, bases) in irregular.iter().filter(|(q, _)| usize::from(*q) == p) {
-                if let Some(syn) = bases.iter().find_map(|b| with_synonyms(b, None)) {
-                    return syn;
+            for (_, bases) in irregular.iter().filter(|(q, _)| *q == p) {
+                if let Some(found) = bases.iter().find_map(|b| with_synonyms(b, None)) {
+                    return found;
                 }
             }
             for (from, to) in rules.iter() {
-                let Some(stem) = word.strip_suffix(from) else {
-                    continue;
-                };
-                let len = stem.len() + to.len();
-                let found = if len <= buf.len() {
-                    buf[..stem.len()].copy_from_slice(stem.as_bytes());
-                    buf[stem.len()..len].copy_from_slice(to.as_bytes());
-                    // A stem of a str plus an ASCII suffix is valid UTF-8.
-                    std::str::from_utf8(&buf[..len])
-                        .ok()
-                        .and_then(|base| with_synonyms(base, Some(p)))
-                } else {
-                    with_synonyms(&format!("{stem}{to}"), Some(p))
-                };
-                if let Some(syn) = found {
-                    return syn;
+                if let Some(stem) = word.strip_suffix(from) {
+                    if let Some(found) = with_synonyms(&format!("{stem}{to}"), Some(p)) {
+                        return found;
+                    }
                 }
             }
         }
-        Synonyms::default()
-    }
-
-    /// The spelling of a synonym id.
-    pub fn word(&self, id: u32) -> &str {
-        self.synonyms.get(id)
-    }
-
-    /// Synonyms of a lower-case word, as strings (see [`WordNet::synonyms_of`]).
-    pub fn synonyms(&self, word: &str) -> Vec<&str> {
-        self.ids(self.synonyms_of(word))
-            .map(|id| self.word(id))
-            .collect()
+        &[]
     }
 }
 
@@ -354,23 +266,16 @@ mod tests {
             eprintln!("skipped: WordNet not installed");
             return;
         };
-        assert!(wn.synonyms("dog").contains(&"domestic dog"));
-        assert!(
-            wn.synonyms("dogs").contains(&"domestic dog"),
-            "plural via the 's' rule"
-        );
+        let has = |word: &str, synonym: &str| wn.synonyms(word).iter().any(|s| **s == *synonym);
+        assert!(has("dog", "domestic dog"));
+        assert!(has("dogs", "domestic dog"), "plural via the 's' rule");
         assert_eq!(
             wn.synonyms("geese"),
             wn.synonyms("goose"),
             "irregular plural via noun.exc"
         );
         assert!(!wn.synonyms("geese").is_empty());
-        assert!(!wn.synonyms("dog").contains(&"dog"));
-        let dogs = wn.synonyms_of("dogs");
-        let words: Vec<&str> = (0..dogs.len())
-            .map(|k| wn.word(wn.nth_id(dogs, k)))
-            .collect();
-        assert_eq!(words, wn.synonyms("dog"), "k-th synonym by index");
+        assert!(!has("dog", "dog"), "a word is not its own synonym");
         assert!(wn.synonyms("qzxv").is_empty());
     }
 }
