@@ -13,6 +13,27 @@ from typing import Any
 import torch
 
 
+def eval_pipeline_options(
+    model: torch.nn.Module,
+    *,
+    image_size: int | None,
+    batch_size: int,
+    threads: int | None,
+    seed: int,
+) -> dict[str, Any]:
+    """DataPipeline's arguments for evaluating ``model``: its resolution (unless
+    ``image_size``) and context length, the evaluation transform, no augmentation."""
+    config = model.config
+    return dict(
+        batch_size=batch_size,
+        image_size=image_size or config.image_size,
+        train=False,
+        seed=seed,
+        threads=threads,
+        context_length=config.context_length,
+    )
+
+
 def evaluate_held_out(
     model: torch.nn.Module,
     source: str,
@@ -34,16 +55,10 @@ def evaluate_held_out(
     from .data import DataPipeline
     from .evaluate import evaluate_retrieval, evaluate_zero_shot
 
-    config = model.config
-    kwargs: dict[str, Any] = dict(
-        batch_size=batch_size,
-        image_size=image_size or config.image_size,
-        train=False,
-        seed=seed,
-        threads=threads,
-        context_length=config.context_length,
-        **(csv_options or {}),
+    kwargs = eval_pipeline_options(
+        model, image_size=image_size, batch_size=batch_size, threads=threads, seed=seed
     )
+    kwargs.update(csv_options or {})
     if num_samples is not None and source.startswith("synthetic"):
         kwargs["num_samples"] = num_samples
     retrieval = evaluate_retrieval(
@@ -81,23 +96,18 @@ def evaluate_zero_shot_source(
     from .errors import InvalidInputError
     from .evaluate import evaluate_zero_shot
 
-    config = model.config
     data = DataPipeline(
         source,
-        batch_size=batch_size,
-        image_size=image_size or config.image_size,
-        train=False,
-        seed=seed,
-        threads=threads,
-        context_length=config.context_length,
+        **eval_pipeline_options(
+            model, image_size=image_size, batch_size=batch_size, threads=threads, seed=seed
+        ),
     )
     if not data.class_names:
         raise InvalidInputError(
             f"--zeroshot-data {source}: not a labelled data set (an image folder with one "
             "sub-folder per class, shards with classnames.txt, or synthetic:heldout)"
         )
-    templates = getattr(data, "templates", None) or "generic"
-    scores = evaluate_zero_shot(model, data, templates=templates)
+    scores = evaluate_zero_shot(model, data)  # the source's own templates, else generic
     metrics = {}
     for key, value in scores.items():
         name = f"top{key[3:]}" if key.startswith("acc") else key.replace("_", "-")
@@ -105,4 +115,4 @@ def evaluate_zero_shot_source(
     return metrics
 
 
-__all__ = ["evaluate_held_out", "evaluate_zero_shot_source"]
+__all__ = ["eval_pipeline_options", "evaluate_held_out", "evaluate_zero_shot_source"]
