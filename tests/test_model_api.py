@@ -330,3 +330,23 @@ def test_get_tokenizer_uses_the_models_context_length(tmp_path):
         lightclip.get_tokenizer(f"local-dir:{tmp_path / 'missing'}")
     with pytest.raises(lightclip.InvalidInputError, match="context length given twice"):
         lightclip.get_tokenizer(32, context_length=16)
+
+
+# --------------------------------------------------------------------------- preprocess input
+
+
+def test_preprocess_of_an_unreadable_file_is_a_clear_error(tmp_path):
+    # Pillow reads the whole picture or raises; the error names the file, as lightclip's
+    # errors do, instead of Pillow's OSError escaping from preprocess.
+    from PIL import Image
+
+    _, _, preprocess = lightclip.create_model_and_transforms("clip-tiny-mnv2")
+    picture = tmp_path / "whole.png"
+    pixels = torch.randint(0, 256, (40, 50, 3), dtype=torch.uint8, generator=torch.Generator())
+    Image.fromarray(pixels.numpy()).save(picture)
+    assert tuple(preprocess(picture).shape) == (3, 64, 64)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(picture.read_bytes()[:200])
+    for path, reason in [(cut, "truncated"), (tmp_path / "absent.png", "No such file")]:
+        with pytest.raises(lightclip.errors.InvalidInputError, match=f"{path.name}.*{reason}"):
+            preprocess(path)

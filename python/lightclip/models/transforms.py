@@ -104,6 +104,9 @@ class EvalTransform:
             raise InvalidInputError(
                 f"image: {os.fspath(path)!r} is not a picture Pillow reads"
             ) from e
+        except Exception as e:  # noqa: BLE001 - Pillow's decoders fail in many types, one meaning
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            raise InvalidInputError(f"image: cannot read {os.fspath(path)!r}: {reason}") from e
 
     def _from_array(self, array: np.ndarray) -> torch.Tensor:
         if array.ndim != 3 or array.shape[2] != 3:
