@@ -5,6 +5,7 @@ the files open_clip would leave, the rows of a CSV written here."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -541,6 +542,13 @@ def test_report_to_wandb_logs_train_and_val_rows(tmp_path, monkeypatch) -> None:
     assert rows[-1][1][1] == sorted(
         ["val/zeroshot-val-top1", "val/zeroshot-val-top5", "val/zeroshot-val-mean-per-class-recall"]
     )
+    assert init["id"] == "run" and init["resume"] is None
+    # Resumed, it continues that wandb run (open_clip: id=--name, resume when resuming).
+    calls.clear()
+    lightclip.train(dataclasses.replace(config, epochs=2, resume="latest"), data=_data())
+    (kind, init), *rows, _ = calls
+    assert kind == "init" and init["id"] == "run" and init["resume"] == "allow"
+    assert [step for _, (step, _keys) in rows][0] == 3
 
 
 def test_report_to_wandb_offline(tmp_path, monkeypatch) -> None:

@@ -86,9 +86,13 @@ class RunLog:
         if "wandb" in config.reporters:
             import wandb
 
+            # The run folder's name is the wandb id, as open_clip uses --name: a resumed run
+            # continues its wandb run instead of starting a second one half-way.
             self.wandb = wandb.init(
                 project=config.wandb_project_name,
                 name=run_dir.name,
+                id=run_dir.name,
+                resume="allow" if start_step > 0 else None,
                 dir=str(run_dir),
                 config=config.to_dict(),
             )
