@@ -21,6 +21,7 @@ import lightclip
 
 ALPHA = 0.2
 PHASES = {"uniform": 0.5, "negative": 0.9}
+SCHEDULE = lightclip.LabelSchedule(alpha=ALPHA)
 
 
 def torch_direct(z: torch.Tensor, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,7 +54,7 @@ def torch_tuned(z: torch.Tensor, phase: str) -> tuple[torch.Tensor, torch.Tensor
 
 
 def rust(z: torch.Tensor, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return lightclip.soft_labels(z, PHASES[phase], alpha=ALPHA)
+    return lightclip.soft_labels(z, PHASES[phase], schedule=SCHEDULE)
 
 
 def sync(device: torch.device) -> None:

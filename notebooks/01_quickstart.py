@@ -30,9 +30,9 @@ print(f"lightclip {lightclip.__version__}, torch {torch.__version__}, fast mode:
 # %%
 print("models:", ", ".join(lightclip.list_models()))
 print("Rust core threads:", lightclip.get_num_threads())
-# One call into the Rust core: cosine similarity of every image token with every word token.
-s = lightclip.token_similarity(torch.randn(2, 16, 8), torch.randn(2, 5, 8))
-print("token_similarity ->", tuple(s.shape))
+# One call into the Rust core: the exact matching of each of a batch of cost matrices.
+rows, cols = lightclip.match_tokens(torch.rand(2, 16, 5))
+print("match_tokens ->", tuple(rows.shape))
 
 # %% [markdown]
 # ## 2. The bundled dataset

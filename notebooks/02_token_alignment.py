@@ -84,7 +84,7 @@ def word_patch_matches(model, batch):
     """Per pair: the similarity [patches, words] and the patch each word was matched
     to (-1 when there are more words than patches: the matching is one-to-one)."""
     out = model.forward_train(batch["image"], batch["text"])
-    similarity = lightclip.token_similarity(out["image_tokens"], out["word_tokens"])
+    similarity = out["image_tokens"] @ out["word_tokens"].mT  # unit vectors: cosine
     rows, cols = lightclip.match_tokens(1.0 - similarity, cols_valid=out["word_lengths"])
     results = []
     for b in range(similarity.shape[0]):

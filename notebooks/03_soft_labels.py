@@ -79,7 +79,7 @@ axes[0, 0].set_title("logits (image x text)")
 axes[1, 0].imshow(logits.softmax(dim=1).numpy(), cmap="viridis")
 axes[1, 0].set_title("softmax of the logits, per image")
 for col, (p, name) in enumerate(phases, start=1):
-    i2t, t2i = schedule(logits, p)
+    i2t, t2i = lightclip.soft_labels(logits, p, schedule=schedule)
     assert torch.allclose(i2t.sum(dim=1), torch.ones(len(i2t)), atol=1e-5)
     for row, (target, direction) in enumerate(((i2t, "image->text"), (t2i, "text->image"))):
         # The diagonal (the positive, 1 - alpha or 1) would swamp the colour scale: draw the
@@ -101,7 +101,7 @@ plt.show()
 # they are not simply the transpose of the image→text ones.
 
 # %%
-i2t, _ = schedule(logits, 0.9)
+i2t, _ = lightclip.soft_labels(logits, 0.9, schedule=schedule)
 off_diagonal = i2t.clone().fill_diagonal_(0)
 row = int(off_diagonal.max(dim=1).values.argmax())
 col = int(off_diagonal[row].argmax())

@@ -21,6 +21,6 @@ def test_rust_raises_the_python_classes_themselves() -> None:
     # The extension imports the classes by name; a raised error must be that very class, not
     # a look-alike defined in Rust.
     with pytest.raises(lightclip.InvalidInputError) as info:
-        lightclip.token_similarity(torch.zeros(1, 2, 3), torch.zeros(2, 2, 3))
+        lightclip.soft_labels(torch.zeros(2, 3), 0.5)
     assert type(info.value) is lightclip.errors.InvalidInputError
-    assert "invalid `b`" in str(info.value)
+    assert "invalid `logits`" in str(info.value)

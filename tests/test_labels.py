@@ -7,7 +7,9 @@ tests; bad input must be a ValueError/TypeError naming the argument.
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 
 import lightclip
 from gil_probe import assert_releases_gil
-from lightclip.labels import LabelWeights, soft_label_rows
+from lightclip.labels import LabelSchedule, soft_label_rows
 
 R1, R2, ALPHA = 0.33, 0.66, 0.2
 
@@ -82,7 +84,7 @@ def test_hard_and_uniform_labels_have_the_documented_values() -> None:
     z = random_logits(5)
     hard, hard_t = lightclip.soft_labels(z, 0.0)
     assert torch.equal(hard, torch.eye(5, dtype=z.dtype)) and torch.equal(hard_t, hard)
-    uni, uni_t = lightclip.soft_labels(z, 0.4, alpha=0.3)
+    uni, uni_t = lightclip.soft_labels(z, 0.4, schedule=LabelSchedule(alpha=0.3))
     assert torch.allclose(uni.diagonal(), torch.full((5,), 0.7, dtype=z.dtype))
     off = uni[~torch.eye(5, dtype=torch.bool)]
     assert torch.allclose(off, torch.full_like(off, 0.3 / 4))
@@ -112,7 +114,7 @@ def test_negative_weights_follow_the_similarity_direction() -> None:
 )
 def test_rows_sum_to_one_and_match_the_reference(n, progress, alpha, ramp, seed) -> None:
     z = random_logits(n, seed=seed, scale=50.0)
-    i2t, t2i = lightclip.soft_labels(z, progress, alpha=alpha, ramp=ramp)
+    i2t, t2i = lightclip.soft_labels(z, progress, schedule=LabelSchedule(alpha=alpha, ramp=ramp))
     ref_i2t, ref_t2i = reference_targets(z, progress, alpha=alpha, ramp=ramp)
     for got, ref in ((i2t, ref_i2t), (t2i, ref_t2i)):
         assert (got >= 0).all()
@@ -133,7 +135,7 @@ def test_weights_match_the_documented_schedule(r1, gap, alpha, width, progress) 
     for ramp in (False, True):
         schedule = lightclip.LabelSchedule(r1, r2, alpha, ramp=ramp, ramp_width=width)
         got = schedule.weights(progress)
-        assert isinstance(got, LabelWeights)
+        assert isinstance(got, tuple) and len(got) == 3
         expected = reference_weights(progress, r1, r2, alpha, ramp, width)
         assert got == pytest.approx(expected, abs=1e-12)
         assert sum(got) == pytest.approx(1.0, abs=1e-12)
@@ -163,19 +165,20 @@ def test_ramp_end_points_equal_the_hard_phases(width) -> None:
     if width > R2 - R1:  # overlapping windows skip the pure uniform phase
         outside = [0.0, R1 - width / 2, R2 + width / 2, 1.0]
     for p in outside:
-        ramped = lightclip.soft_labels(z, p, ramp=True, ramp_width=width)
+        ramped = lightclip.soft_labels(z, p, schedule=LabelSchedule(ramp=True, ramp_width=width))
         hard = lightclip.soft_labels(z, p)
         for a, b in zip(ramped, hard, strict=True):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0, msg=f"p={p}")
     # Inside a window the ramp lies strictly between its neighbouring phases.
-    mid = lightclip.soft_labels(z, R1, ramp=True, ramp_width=width)[0]
+    mid = lightclip.soft_labels(z, R1, schedule=LabelSchedule(ramp=True, ramp_width=width))[0]
     assert 1 - ALPHA < mid[0, 0].item() < 1.0
 
 
 def test_single_pair_batch_is_identity_in_every_phase() -> None:
     for p in (0.0, 0.5, 1.0):
         for ramp in (False, True):
-            i2t, t2i = lightclip.soft_labels(torch.tensor([[3.5]]), p, ramp=ramp)
+            schedule = LabelSchedule(ramp=ramp)
+            i2t, t2i = lightclip.soft_labels(torch.tensor([[3.5]]), p, schedule=schedule)
             assert torch.equal(i2t, torch.ones(1, 1)) and torch.equal(t2i, torch.ones(1, 1))
 
 
@@ -246,7 +249,9 @@ def test_row_blocks_equal_the_rows_of_the_full_targets(progress) -> None:
     for start, rows in ((0, 4), (4, 4), (8, 4), (3, 5)):
         block = soft_label_rows(z[start : start + rows], progress, start)
         torch.testing.assert_close(block, i2t[start : start + rows], atol=1e-12, rtol=0)
-        block_t = lightclip.LabelSchedule().rows(z.T[start : start + rows], progress, start)
+        block_t = soft_label_rows(
+            z.T[start : start + rows], progress, start, schedule=LabelSchedule()
+        )
         torch.testing.assert_close(block_t, t2i[start : start + rows], atol=1e-12, rtol=0)
 
 
@@ -279,27 +284,50 @@ def test_integer_logits_are_a_type_error() -> None:
         lightclip.soft_labels(torch.zeros(3, 3, dtype=torch.int64), 0.5)
 
 
+@pytest.mark.parametrize("progress", [-0.01, 1.5, math.nan, math.inf])
+def test_progress_outside_the_unit_interval_is_a_value_error(progress) -> None:
+    with pytest.raises(ValueError, match="invalid `progress`: must lie in"):
+        lightclip.soft_labels(torch.zeros(3, 3), progress)
+    with pytest.raises(ValueError, match="invalid `progress`"):
+        soft_label_rows(torch.zeros(2, 3), progress)
+    for method in (LabelSchedule().phase, LabelSchedule().weights):
+        with pytest.raises(ValueError, match="invalid `progress`"):
+            method(progress)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"progress": -0.01}, "invalid `progress`: must lie in"),
-        ({"progress": 1.5}, "invalid `progress`"),
-        ({"progress": math.nan}, "invalid `progress`"),
         ({"alpha": 1.0}, r"invalid `alpha`: must lie in \[0, 1\)"),
         ({"alpha": -0.1}, "invalid `alpha`"),
+        ({"alpha": math.nan}, "invalid `alpha`: must be a finite number"),
         ({"r1": 0.7, "r2": 0.6}, r"invalid `r1`: must not exceed `r2` \(0.6\)"),
         ({"r2": 1.2}, "invalid `r2`"),
         ({"ramp": True, "ramp_width": 0.0}, "invalid `ramp_width`"),
+        ({"ramp_width": 1.5}, "invalid `ramp_width`"),  # checked with the ramp off too
     ],
 )
-def test_bad_schedule_arguments_are_value_errors(kwargs, message) -> None:
-    args = {"progress": 0.5} | kwargs
-    progress = args.pop("progress")
-    with pytest.raises(ValueError, match=message):
-        lightclip.soft_labels(torch.zeros(3, 3), progress, **args)
-    if "progress" not in kwargs:
-        with pytest.raises(ValueError, match=message):
-            lightclip.LabelSchedule(**args)
+def test_bad_schedules_are_refused_when_made(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        LabelSchedule(**kwargs)
+    assert isinstance(info.value, lightclip.InvalidInputError)
+
+
+def test_schedule_argument_must_be_a_label_schedule() -> None:
+    with pytest.raises(TypeError, match="'schedule'.*LabelSchedule"):
+        lightclip.soft_labels(torch.zeros(3, 3), 0.5, schedule={"alpha": 0.3})  # type: ignore[arg-type]
+
+
+def test_schedule_is_a_frozen_value_that_survives_pickling() -> None:
+    s = LabelSchedule(0.2, 0.7, 0.3, ramp=True, ramp_width=0.25)
+    assert (s.r1, s.r2, s.alpha, s.ramp, s.ramp_width) == (0.2, 0.7, 0.3, True, 0.25)
+    assert repr(s) == "LabelSchedule(r1=0.2, r2=0.7, alpha=0.3, ramp=True, ramp_width=0.25)"
+    assert s == LabelSchedule(0.2, 0.7, 0.3, True, 0.25) and s != LabelSchedule()
+    for clone in (pickle.loads(pickle.dumps(s)), copy.deepcopy(s)):
+        assert clone == s and clone.weights(0.6) == s.weights(0.6)
+    with pytest.raises(AttributeError):
+        s.alpha = 0.1  # type: ignore[misc]
+    assert lightclip.LabelSchedule is LabelSchedule
 
 
 @pytest.mark.parametrize("bad", [math.inf, math.nan])

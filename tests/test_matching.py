@@ -238,8 +238,10 @@ def test_bad_input_is_a_value_error_naming_it(cost, kwargs, message) -> None:
 
 
 def test_wrong_types_are_type_errors_naming_the_argument() -> None:
-    with pytest.raises(TypeError, match="`cost` must be a floating-point"):
+    with pytest.raises(TypeError, match="`cost` must be a floating-point") as info:
         lightclip.match_tokens(torch.zeros(1, 2, 2, dtype=torch.int64))
+    assert isinstance(info.value, lightclip.InvalidDtypeError)
+    assert isinstance(info.value, lightclip.LightclipError)
     with pytest.raises(TypeError, match="`cost` must be a torch.Tensor or a numpy.ndarray"):
         lightclip.match_tokens([[[0.0, 1.0]]])
     with pytest.raises(TypeError, match="`cols_valid` must hold integers"):

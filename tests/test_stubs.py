@@ -33,9 +33,9 @@ def test_a_drifted_stub_is_caught(tmp_path: Path) -> None:
     package = tmp_path / "lightclip"
     package.mkdir()
     (package / "__init__.pyi").write_text("")
-    drifted = STUB.read_text().replace("eps: float = 1e-8", "epsilon: float = 1e-8")
+    drifted = STUB.read_text().replace("positive_offset: int = 0", "offset: int = 0")
     assert drifted != STUB.read_text()
     (package / "_core.pyi").write_text(drifted)
     result = run_stubtest(mypypath=tmp_path)
     assert result.returncode != 0
-    assert "epsilon" in result.stdout
+    assert "offset" in result.stdout

@@ -146,7 +146,7 @@ def test_nan_tokens_are_refused_not_matched() -> None:
 def test_matches_are_those_of_match_tokens() -> None:
     # The loss uses exactly the pairs match_tokens returns on 1 - cosine.
     image, words, lengths = batch(9, b=3)
-    s = lightclip.token_similarity(image, words).detach()
+    s = F.cosine_similarity(image.unsqueeze(-2), words.unsqueeze(-3), dim=-1).detach()
     rows, cols = lightclip.match_tokens(1 - s, cols_valid=lengths)
     picked = np.array(
         [s[b, rows[b][rows[b] >= 0], cols[b][rows[b] >= 0]].mean().item() for b in range(3)]

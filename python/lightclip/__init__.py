@@ -1,9 +1,9 @@
 """lightclip: train lightweight CLIP models with the LightCLIP recipe, on a Rust core.
 
 >>> import lightclip, torch
->>> s = lightclip.token_similarity(torch.randn(2, 49, 64), torch.randn(2, 12, 64))
->>> tuple(s.shape)
-(2, 49, 12)
+>>> rows, cols = lightclip.match_tokens(torch.tensor([[[0.0, 1.0], [1.0, 0.0]]]))  # Hungarian
+>>> rows.tolist(), cols.tolist()
+([[0, 1]], [[0, 1]])
 """
 
 # torch first: the extension links libtorch, and importing torch is what loads it into the
@@ -11,7 +11,7 @@
 import torch  # noqa: F401  (imported for its side effect)
 
 from . import _core
-from ._core import get_num_threads, match_tokens, set_num_threads, token_similarity
+from ._core import get_num_threads, match_tokens, set_num_threads
 from .config import TrainConfig
 from .data import DataPipeline, PipelineDataset
 from .errors import DataError, InvalidDtypeError, InvalidInputError, LightclipError
@@ -53,7 +53,6 @@ __all__ = [
     "get_num_threads",
     "match_tokens",
     "set_num_threads",
-    "token_similarity",
     "EOT_TOKEN",
     "MASK_TOKEN",
     "SOT_TOKEN",

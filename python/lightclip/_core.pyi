@@ -25,16 +25,6 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """How many threads lightclip's Rust code uses for its parallel work."""
 
-# --- similarity.rs ---------------------------------------------------------------------------
-
-def token_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Cosine similarity of every token of ``a`` with every token of ``b``, per batch item.
-
-    ``a`` ``[B, N, D]`` and ``b`` ``[B, M, D]`` (or 2-D ``[N, D]``, ``[M, D]``), any float
-    dtype, one device. Returns ``[B, N, M]`` (or ``[N, M]``) on that device; autograd flows
-    through it. The GIL is released while it computes.
-    """
-
 # --- matching.rs -----------------------------------------------------------------------------
 
 @overload
@@ -65,24 +55,54 @@ def match_tokens(
 
 # --- labels.rs -------------------------------------------------------------------------------
 
+@final
+class LabelSchedule:
+    """The progressive label schedule's configuration, checked once, here.
+
+    Hard targets before ``r1``, uniform smoothing from ``r1``, negative-aware from ``r2``
+    (``ramp=True``: linear blends across windows of width ``ramp_width`` centred on them).
+    ``0 <= r1 <= r2 <= 1``, ``0 <= alpha < 1`` and ``0 < ramp_width <= 1`` must hold, else
+    ``ValueError`` naming the argument. Frozen; equal when all five values are; picklable.
+    """
+
+    def __new__(
+        cls,
+        r1: float = 0.33,
+        r2: float = 0.66,
+        alpha: float = 0.2,
+        ramp: bool = False,
+        ramp_width: float = 0.1,
+    ) -> LabelSchedule: ...
+    @property
+    def r1(self) -> float: ...
+    @property
+    def r2(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def ramp(self) -> bool: ...
+    @property
+    def ramp_width(self) -> float: ...
+    def phase(self, progress: float) -> str:
+        """The hard-switch phase at ``progress``: ``"hard"``, ``"uniform"`` or ``"negative"``."""
+
+    def weights(self, progress: float) -> tuple[float, float, float]:
+        """Weights ``(identity, uniform, negatives)`` of the target at ``progress``; sum 1."""
+
+    def __reduce__(self) -> tuple[type[LabelSchedule], tuple[float, float, float, bool, float]]: ...
+
 def soft_labels(
-    logits: torch.Tensor,
-    progress: float,
-    *,
-    r1: float = 0.33,
-    r2: float = 0.66,
-    alpha: float = 0.2,
-    ramp: bool = False,
-    ramp_width: float = 0.1,
+    logits: torch.Tensor, progress: float, *, schedule: LabelSchedule | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Progressive contrastive targets ``(targets_i2t, targets_t2i)`` for square ``logits``.
 
     ``logits[i, j]`` = scaled similarity of image i and text j, ``[N, N]``, any float dtype,
-    any device. Both results are ``[N, N]``, detached, in the logits' dtype and device:
-    ``targets_i2t[i]`` is the distribution over texts for image i, ``targets_t2i[j]`` the
-    distribution over images for text j; every row sums to 1. Half inputs are computed in
-    float32. Bad shapes, ``progress`` outside [0, 1], ``alpha`` outside [0, 1), ``r1 > r2``
-    raise ``ValueError``. The GIL is released while it computes.
+    any device; ``schedule`` defaults to ``LabelSchedule()``. Both results are ``[N, N]``,
+    detached, in the logits' dtype and device: ``targets_i2t[i]`` is the distribution over
+    texts for image i, ``targets_t2i[j]`` the distribution over images for text j; every row
+    sums to 1. Half inputs are computed in float32. Bad shapes, ``progress`` outside [0, 1] or
+    non-finite logits in the negative-aware phase raise ``ValueError``. The GIL is released
+    while it computes.
     """
 
 def soft_label_rows(
@@ -90,37 +110,11 @@ def soft_label_rows(
     progress: float,
     positive_offset: int = 0,
     *,
-    r1: float = 0.33,
-    r2: float = 0.66,
-    alpha: float = 0.2,
-    ramp: bool = False,
-    ramp_width: float = 0.1,
+    schedule: LabelSchedule | None = None,
 ) -> torch.Tensor:
     """Targets for each row of a ``[n, M]`` block whose row i has its positive at column
     ``positive_offset + i`` (one rank's rows under ``local_loss``); same rules as
     ``soft_labels``."""
-
-def label_mix(
-    progress: float,
-    *,
-    r1: float = 0.33,
-    r2: float = 0.66,
-    alpha: float = 0.2,
-    ramp: bool = False,
-    ramp_width: float = 0.1,
-) -> tuple[float, float, float]:
-    """Weights ``(identity, uniform, negatives)`` of the target at ``progress``; sum 1."""
-
-def label_phase(
-    progress: float,
-    *,
-    r1: float = 0.33,
-    r2: float = 0.66,
-    alpha: float = 0.2,
-    ramp: bool = False,
-    ramp_width: float = 0.1,
-) -> str:
-    """The hard-switch phase at ``progress``: ``"hard"``, ``"uniform"`` or ``"negative"``."""
 
 # --- pipeline.rs -----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ the built-in a caller would expect, so ``except ValueError`` keeps working::
 
     >>> import lightclip, torch
     >>> try:
-    ...     lightclip.token_similarity(torch.zeros(2, 3), torch.zeros(2, 4))
+    ...     lightclip.soft_labels(torch.zeros(2, 3), progress=0.5)  # not square
     ... except ValueError as e:
     ...     print(type(e).__name__)
     InvalidInputError

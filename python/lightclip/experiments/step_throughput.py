@@ -7,8 +7,7 @@ backward, optimizer) and where the time went:
 * data wait: the loop blocked on the Rust pipeline (its decode/augment/tokenize/mask threads
   otherwise run ahead in the background, so this is the part that costs the step);
 * matching: ``lightclip.match_tokens`` (Rust Hungarian solver) inside the token loss;
-* labels: ``lightclip.soft_labels`` (Rust label schedule on tch) inside the contrastive loss;
-* similarity: ``lightclip.token_similarity`` (Rust/tch) forward inside the token loss.
+* labels: ``lightclip.soft_labels`` (Rust label schedule on tch) inside the contrastive loss.
 
 The Rust calls are timed by wrapping the functions the losses call; the first steps are
 warm-up and not counted::
@@ -41,8 +40,7 @@ from ..train import train
 
 _TIMED = {
     "matching": ("lightclip.losses.token_alignment", "match_tokens"),
-    "similarity": ("lightclip.losses.token_alignment", "token_similarity"),
-    "labels": ("lightclip.labels", "soft_labels"),
+    "labels": ("lightclip.losses.soft_clip", "soft_labels"),
 }
 
 
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = (
         f"{'recipe':<10} {'px':>4} {'samples/s':>10} {'s/step':>7} {'data ms':>8} "
-        f"{'match ms':>9} {'labels ms':>10} {'sim ms':>7} {'rust share':>11}"
+        f"{'match ms':>9} {'labels ms':>10} {'rust share':>11}"
     )
     print(head)
     print("-" * len(head))
@@ -162,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{recipe:<10} {size:>4} {r['samples_per_s']:>10.1f} {r['step_s']:>7.2f} "
                 f"{r['data_time_ms']:>8.1f} {r['matching_ms']:>9.2f} {r['labels_ms']:>10.2f} "
-                f"{r['similarity_ms']:>7.2f} {r['rust_share']:>11.2%}",
+                f"{r['rust_share']:>11.2%}",
                 flush=True,
             )
     return 0

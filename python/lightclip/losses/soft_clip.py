@@ -2,8 +2,8 @@
 
 ``L_ins = ½ [CE_rows(z, Y_i2t) + CE_rows(zᵀ, Y_t2i)]`` with ``z = scale · f gᵀ`` and soft
 cross-entropy ``CE_rows(z, Y) = mean_i −Σ_j Y_ij log softmax(z_i)_j``. The targets come from
-:func:`lightclip.soft_labels` (Rust, detached) according to the :class:`LabelSchedule` and the
-training progress. With hard targets this is exactly open_clip's ``ClipLoss``.
+:func:`lightclip.soft_labels` (Rust, detached) for the :class:`~lightclip.LabelSchedule` at
+the training progress. With hard targets this is exactly open_clip's ``ClipLoss``.
 
     >>> import torch, torch.nn.functional as F, lightclip
     >>> from lightclip.losses import SoftClipLoss
@@ -28,7 +28,7 @@ from torch import nn
 
 from ..distributed import DistributedContext, current_context, gather_features
 from ..errors import InvalidInputError
-from ..labels import LabelSchedule
+from ..labels import LabelSchedule, soft_label_rows, soft_labels
 
 __all__ = ["SoftClipLoss", "soft_cross_entropy"]
 
@@ -102,7 +102,7 @@ class SoftClipLoss(nn.Module):
                 image_features, text_features, all_images, all_texts, logit_scale, progress, ctx
             )
         logits = _at_least_float32(logit_scale * all_images @ all_texts.T)
-        targets_i2t, targets_t2i = self.schedule(logits, progress)
+        targets_i2t, targets_t2i = soft_labels(logits, progress, schedule=self.schedule)
         return 0.5 * (
             soft_cross_entropy(logits, targets_i2t) + soft_cross_entropy(logits.T, targets_t2i)
         )
@@ -122,8 +122,8 @@ class SoftClipLoss(nn.Module):
         offset = ctx.rank * image_features.shape[0]
         logits_per_image = _at_least_float32(logit_scale * image_features @ all_texts.T)
         logits_per_text = _at_least_float32(logit_scale * text_features @ all_images.T)
-        targets_i2t = self.schedule.rows(logits_per_image, progress, offset)
-        targets_t2i = self.schedule.rows(logits_per_text, progress, offset)
+        targets_i2t = soft_label_rows(logits_per_image, progress, offset, schedule=self.schedule)
+        targets_t2i = soft_label_rows(logits_per_text, progress, offset, schedule=self.schedule)
         return 0.5 * (
             soft_cross_entropy(logits_per_image, targets_i2t)
             + soft_cross_entropy(logits_per_text, targets_t2i)

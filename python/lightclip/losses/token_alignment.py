@@ -22,9 +22,10 @@ measures such a collapse.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .._core import match_tokens, token_similarity
+from .._core import match_tokens
 from ..errors import InvalidInputError
 
 __all__ = ["TokenAlignmentLoss", "token_alignment_loss"]
@@ -58,8 +59,8 @@ def token_alignment_loss(
 ) -> torch.Tensor:
     """L_tok for a batch of positive pairs; see :class:`TokenAlignmentLoss`."""
     _check(image_tokens, word_tokens, word_lengths)
-    # Cosine similarity (normalises inside, so pre-normalised tokens give the same values).
-    similarity = token_similarity(image_tokens, word_tokens)  # [B, N, L]
+    # Cosine similarity [B, N, L] (normalised here: pre-normalised tokens give the same values).
+    similarity = F.normalize(image_tokens, dim=-1) @ F.normalize(word_tokens, dim=-1).mT
     with torch.no_grad():
         rows, cols = match_tokens(1.0 - similarity.detach(), cols_valid=word_lengths)
     matched = rows >= 0  # [B, K]; -1 pads items with fewer words than K

@@ -9,7 +9,6 @@ pub mod limits;
 pub mod matching;
 pub mod pipeline;
 pub mod schedule;
-pub mod similarity;
 pub mod text;
 
 pub use error::{CoreError, Location, Result};

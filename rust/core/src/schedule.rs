@@ -10,7 +10,8 @@
 //! where `U` spreads one unit of mass evenly over the N−1 negatives of a row and `W` is the
 //! softmax of the (detached) logits over the negatives. The three weights sum to 1, so every row
 //! of Y sums to 1. This module only decides the weights; the binding (`rust/py/src/labels.rs`)
-//! builds the matrices with libtorch on the logits' device.
+//! wraps [`LabelSchedule`] as `lightclip.LabelSchedule` and builds the matrices with libtorch on
+//! the logits' device.
 //!
 //! Hard switches (the default): `p < r1` hard (I), `r1 ≤ p < r2` uniform smoothing
 //! ((1−α) I + α U), `p ≥ r2` negative-aware ((1−α) I + α W).

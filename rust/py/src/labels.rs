@@ -1,8 +1,9 @@
-//! `soft_labels` and friends: the progressive contrastive targets of LightCLIP, built with
-//! libtorch ops on the logits' own device.
+//! `LabelSchedule` and the progressive contrastive targets of LightCLIP, built with libtorch
+//! ops on the logits' own device.
 //!
-//! The schedule maths (which mixture of I, U and W applies at progress p) lives in
-//! `lightclip_core::schedule`; this file only turns the mixture into N×N matrices.
+//! The Python class wraps the core's schedule (`lightclip_core::schedule`), so a configuration
+//! is validated once, when it is made; `soft_labels` / `soft_label_rows` take it and turn its
+//! mixture of I, U and W at progress p into N×N matrices.
 //!
 //! Everything here runs under no-grad on a detached copy of the logits, so the targets never
 //! carry gradient. Half-precision logits (float16, bfloat16) are computed in float32 and cast
@@ -12,6 +13,7 @@
 //! float64 stays float64.
 
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 use pyo3_tch::PyTensor;
 use tch::{Kind, Tensor};
 
@@ -20,6 +22,82 @@ use lightclip_core::CoreError;
 
 use crate::errors::{torch_err, BindingError};
 use crate::tensor::require_float;
+
+/// The label schedule's configuration, checked on construction (`lightclip.LabelSchedule`).
+#[pyclass(name = "LabelSchedule", module = "lightclip._core", frozen, eq)]
+#[derive(Clone, PartialEq)]
+pub struct PyLabelSchedule(LabelSchedule);
+
+#[pymethods]
+impl PyLabelSchedule {
+    #[new]
+    // Literal defaults (the core's DEFAULT_*), so that Python's signature shows the numbers.
+    #[pyo3(signature = (r1 = 0.33, r2 = 0.66, alpha = 0.2, ramp = false, ramp_width = 0.1))]
+    fn new(r1: f64, r2: f64, alpha: f64, ramp: bool, ramp_width: f64) -> PyResult<Self> {
+        let schedule = LabelSchedule::new(r1, r2, alpha, ramp, ramp_width);
+        Ok(PyLabelSchedule(schedule.map_err(BindingError::from)?))
+    }
+
+    #[getter]
+    fn r1(&self) -> f64 {
+        self.0.r1()
+    }
+    #[getter]
+    fn r2(&self) -> f64 {
+        self.0.r2()
+    }
+    #[getter]
+    fn alpha(&self) -> f64 {
+        self.0.alpha()
+    }
+    #[getter]
+    fn ramp(&self) -> bool {
+        self.0.ramp()
+    }
+    #[getter]
+    fn ramp_width(&self) -> f64 {
+        self.0.ramp_width()
+    }
+
+    /// The hard-switch phase at `progress`: `"hard"`, `"uniform"` or `"negative"`.
+    fn phase(&self, progress: f64) -> PyResult<&'static str> {
+        let phase = self.0.phase_at(progress).map_err(BindingError::from)?;
+        Ok(phase.name())
+    }
+
+    /// Weights `(identity, uniform, negatives)` of the target at `progress`; they sum to 1.
+    fn weights(&self, progress: f64) -> PyResult<(f64, f64, f64)> {
+        let mix = self.0.mix_at(progress).map_err(BindingError::from)?;
+        Ok((mix.identity, mix.uniform, mix.negatives))
+    }
+
+    fn __repr__(&self) -> String {
+        let s = &self.0;
+        let ramp = if s.ramp() { "True" } else { "False" };
+        format!(
+            "LabelSchedule(r1={:?}, r2={:?}, alpha={:?}, ramp={ramp}, ramp_width={:?})",
+            s.r1(),
+            s.r2(),
+            s.alpha(),
+            s.ramp_width()
+        )
+    }
+
+    /// Pickling and `copy.deepcopy` rebuild the schedule from its five values.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> (Bound<'py, PyType>, (f64, f64, f64, bool, f64)) {
+        let s = slf.get().0;
+        (
+            slf.get_type(),
+            (s.r1(), s.r2(), s.alpha(), s.ramp(), s.ramp_width()),
+        )
+    }
+}
+
+/// The schedule a label function was given, or the default one.
+fn schedule_or_default(schedule: Option<&Bound<'_, PyLabelSchedule>>) -> LabelSchedule {
+    schedule.map(|s| s.get().0).unwrap_or_default()
+}
 
 /// What can go wrong once the GIL is released: libtorch refusing an op, or bad logit values.
 enum LabelError {
@@ -135,31 +213,16 @@ fn check_matrix(logits: &Tensor) -> Result<(i64, i64), CoreError> {
     Ok((size[0], size[1]))
 }
 
-fn schedule(
-    r1: f64,
-    r2: f64,
-    alpha: f64,
-    ramp: bool,
-    ramp_width: f64,
-) -> Result<LabelSchedule, BindingError> {
-    Ok(LabelSchedule::new(r1, r2, alpha, ramp, ramp_width)?)
-}
-
 /// Image→text and text→image targets for square logits `z` (`z[i, j]` = image i · text j).
 #[pyfunction]
-#[pyo3(signature = (logits, progress, *, r1 = 0.33, r2 = 0.66, alpha = 0.2, ramp = false, ramp_width = 0.1))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (logits, progress, *, schedule = None))]
 pub fn soft_labels(
     py: Python<'_>,
     logits: PyTensor,
     progress: f64,
-    r1: f64,
-    r2: f64,
-    alpha: f64,
-    ramp: bool,
-    ramp_width: f64,
+    schedule: Option<&Bound<'_, PyLabelSchedule>>,
 ) -> PyResult<(PyTensor, PyTensor)> {
-    let (mix, n, m) = checked_inputs(&logits, progress, (r1, r2, alpha, ramp, ramp_width))?;
+    let (mix, n, m) = checked_inputs(&logits, progress, schedule)?;
     if n != m {
         return Err(BindingError::from(CoreError::invalid(
             "logits",
@@ -182,13 +245,13 @@ pub fn soft_labels(
     Ok((PyTensor(i2t), PyTensor(t2i)))
 }
 
-/// The checks both label entry points share: the schedule at `progress`, a float 2-D `logits`.
+/// The checks both label functions share: the mixture at `progress`, a float 2-D `logits`.
 fn checked_inputs(
     logits: &PyTensor,
     progress: f64,
-    (r1, r2, alpha, ramp, ramp_width): (f64, f64, f64, bool, f64),
+    schedule: Option<&Bound<'_, PyLabelSchedule>>,
 ) -> PyResult<(LabelMix, i64, i64)> {
-    let mix = schedule(r1, r2, alpha, ramp, ramp_width)?
+    let mix = schedule_or_default(schedule)
         .mix_at(progress)
         .map_err(BindingError::from)?;
     require_float(logits, "logits")?;
@@ -199,20 +262,15 @@ fn checked_inputs(
 /// Targets for a `[n, M]` block of rows whose row i has its positive at column
 /// `positive_offset + i` (a rank's slice of the global logits under `local_loss`).
 #[pyfunction]
-#[pyo3(signature = (logits, progress, positive_offset = 0, *, r1 = 0.33, r2 = 0.66, alpha = 0.2, ramp = false, ramp_width = 0.1))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (logits, progress, positive_offset = 0, *, schedule = None))]
 pub fn soft_label_rows(
     py: Python<'_>,
     logits: PyTensor,
     progress: f64,
     positive_offset: i64,
-    r1: f64,
-    r2: f64,
-    alpha: f64,
-    ramp: bool,
-    ramp_width: f64,
+    schedule: Option<&Bound<'_, PyLabelSchedule>>,
 ) -> PyResult<PyTensor> {
-    let (mix, n, m) = checked_inputs(&logits, progress, (r1, r2, alpha, ramp, ramp_width))?;
+    let (mix, n, m) = checked_inputs(&logits, progress, schedule)?;
     if positive_offset < 0 || positive_offset + n > m {
         return Err(BindingError::from(CoreError::invalid(
             "positive_offset",
@@ -235,43 +293,8 @@ pub fn soft_label_rows(
     Ok(PyTensor(targets))
 }
 
-/// Weights `(identity, uniform, negatives)` of the target at `progress`; they sum to 1.
-#[pyfunction]
-#[pyo3(signature = (progress, *, r1 = 0.33, r2 = 0.66, alpha = 0.2, ramp = false, ramp_width = 0.1))]
-pub fn label_mix(
-    progress: f64,
-    r1: f64,
-    r2: f64,
-    alpha: f64,
-    ramp: bool,
-    ramp_width: f64,
-) -> PyResult<(f64, f64, f64)> {
-    let mix = schedule(r1, r2, alpha, ramp, ramp_width)?
-        .mix_at(progress)
-        .map_err(BindingError::from)?;
-    Ok((mix.identity, mix.uniform, mix.negatives))
-}
-
-/// The hard-switch phase at `progress`: `"hard"`, `"uniform"` or `"negative"`.
-#[pyfunction]
-#[pyo3(signature = (progress, *, r1 = 0.33, r2 = 0.66, alpha = 0.2, ramp = false, ramp_width = 0.1))]
-pub fn label_phase(
-    progress: f64,
-    r1: f64,
-    r2: f64,
-    alpha: f64,
-    ramp: bool,
-    ramp_width: f64,
-) -> PyResult<&'static str> {
-    let phase = schedule(r1, r2, alpha, ramp, ramp_width)?
-        .phase_at(progress)
-        .map_err(BindingError::from)?;
-    Ok(phase.name())
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLabelSchedule>()?;
     m.add_function(wrap_pyfunction!(soft_labels, m)?)?;
-    m.add_function(wrap_pyfunction!(soft_label_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(label_mix, m)?)?;
-    m.add_function(wrap_pyfunction!(label_phase, m)?)
+    m.add_function(wrap_pyfunction!(soft_label_rows, m)?)
 }

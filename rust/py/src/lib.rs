@@ -11,7 +11,6 @@ mod errors;
 mod labels;
 mod matching;
 mod pipeline;
-mod similarity;
 mod tensor;
 mod text;
 mod threads;
@@ -20,7 +19,6 @@ mod threads;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     threads::register(m)?;
-    similarity::register(m)?;
     matching::register(m)?;
     labels::register(m)?;
     text::register(m)?;

@@ -6,7 +6,7 @@
 use pyo3::PyResult;
 use tch::{Kind, Tensor};
 
-use crate::errors::{InvalidDtypeError, InvalidInputError};
+use crate::errors::InvalidDtypeError;
 
 pub fn is_float_kind(kind: Kind) -> bool {
     matches!(
@@ -26,32 +26,4 @@ pub fn require_float(tensor: &Tensor, argument: &str) -> PyResult<()> {
              float64), got {kind:?}"
         )))
     }
-}
-
-/// Two tensors that are combined must agree on dtype and device.
-pub fn require_same_kind_and_device(a: &Tensor, b: &Tensor, names: (&str, &str)) -> PyResult<()> {
-    if a.kind() != b.kind() {
-        return Err(InvalidDtypeError::new_err(format!(
-            "`{}` is {:?} but `{}` is {:?}; pass both in one dtype",
-            names.0,
-            a.kind(),
-            names.1,
-            b.kind()
-        )));
-    }
-    if a.device() != b.device() {
-        return Err(InvalidInputError::new_err(format!(
-            "`{}` is on {:?} but `{}` is on {:?}; move both to one device",
-            names.0,
-            a.device(),
-            names.1,
-            b.device()
-        )));
-    }
-    Ok(())
-}
-
-/// A tensor's shape as the core's shape checks take it.
-pub fn shape(tensor: &Tensor) -> Vec<i64> {
-    tensor.size()
 }
