@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 import lightclip
 from lightclip import models as models_module
-from lightclip import pretrained as pretrained_module
+from lightclip import pretrained_tags
 from lightclip.checkpoint import CheckpointError, save_checkpoint
 from lightclip.errors import InvalidInputError
 from lightclip.models import LightCLIP, create_model
@@ -271,7 +271,7 @@ def test_timm_state_dict_fills_the_image_tower(timm_name: str, ours: str, tmp_pa
 
 @pytest.fixture
 def clean_registries(monkeypatch):
-    monkeypatch.setattr(pretrained_module, "_REGISTERED", {})
+    monkeypatch.setattr(pretrained_tags, "_REGISTERED", {})
     monkeypatch.setattr(models_module, "_CONFIG_PATHS", [models_module.CONFIG_DIR])
     models_module._registry.cache_clear()
     yield

@@ -27,8 +27,9 @@ or a whole open_clip folder: ``huggingface-cli download laion/CLIP-ViT-B-32-laio
 --local-dir vit-b-32`` and ``--pretrained local-dir:vit-b-32``. The image tower (a ViT there)
 does not fit ours and stays as initialised (the report lists its keys as unexpected); from
 Python, ``load_pretrained(model, path, text_layers="every-other")`` picks other layers.
-Local weights get open_clip-style tags with :func:`register_pretrained`, which
-``create_model(name, pretrained=tag)`` and :func:`list_pretrained` know; nothing is downloaded.
+Local weights get open_clip-style tags with :func:`register_pretrained` (kept in
+:mod:`lightclip.pretrained_tags`), which ``create_model(name, pretrained=tag)`` and
+:func:`list_pretrained` know; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .checkpoint import CheckpointError
 from .errors import InvalidInputError
+from .pretrained_tags import list_pretrained, register_pretrained, resolve_pretrained
 from .weight_sources import LOCAL_DIR, WeightSource, read_weights
 
 if TYPE_CHECKING:
@@ -358,62 +359,6 @@ def _inherit_text_layers(
             "inherited the layers spread evenly (text_layers='uniform', the default then)"
         )
     return chosen
-
-
-# --------------------------------------------------------------------------- local tags
-
-_REGISTERED: dict[tuple[str, str], str] = {}
-
-
-def register_pretrained(model_name: str, tag: str, path: str | os.PathLike[str]) -> None:
-    """Makes ``create_model(model_name, pretrained=tag)`` load ``path`` (any source
-    :func:`load_pretrained` reads), as open_clip's built-in tags do with downloads.
-
-        >>> import tempfile, lightclip
-        >>> from lightclip.openclip_export import export_openclip
-        >>> out = export_openclip(lightclip.create_model("clip-tiny-r18"), tempfile.mkdtemp())
-        >>> register_pretrained("clip-tiny-r18", "my-run", out)
-        >>> ("clip-tiny-r18", "my-run") in list_pretrained()
-        True
-    """
-    from .models import get_model_config
-
-    get_model_config(model_name)  # an unknown name is an error listing the known ones
-    if not isinstance(tag, str) or not tag.strip():
-        raise InvalidInputError(f"register_pretrained: tag must be a non-empty string, got {tag!r}")
-    text = os.fspath(path)
-    location = Path(text.removeprefix(LOCAL_DIR))
-    if not location.exists():
-        raise CheckpointError(f"register_pretrained: {location} not found")
-    # Absolute, so the tag still finds the weights after a change of working directory.
-    prefix = LOCAL_DIR if text.startswith(LOCAL_DIR) else ""
-    _REGISTERED[(model_name, tag)] = prefix + str(location.resolve())
-
-
-def list_pretrained(as_str: bool = False) -> list[tuple[str, str]] | list[str]:
-    """The registered ``(model_name, tag)`` pairs (``"name:tag"`` strings with ``as_str``),
-    as open_clip's ``list_pretrained``; lightclip ships no downloadable weights."""
-    pairs = sorted(_REGISTERED)
-    return [f"{m}:{t}" for m, t in pairs] if as_str else pairs
-
-
-def resolve_pretrained(model_name: str, pretrained: str | os.PathLike[str]) -> str:
-    """The weights ``pretrained`` means for ``model_name``: a tag registered for it, else an
-    existing file, folder or ``local-dir:<folder>``. Anything else is an error naming what is
-    registered."""
-    text = os.fspath(pretrained)
-    if (model_name, text) in _REGISTERED:
-        return _REGISTERED[(model_name, text)]
-    if Path(text.removeprefix(LOCAL_DIR)).exists():
-        return text
-    tags = [t for m, t in sorted(_REGISTERED) if m == model_name]
-    everything = ", ".join(f"{m}:{t}" for m, t in sorted(_REGISTERED)) or "nothing"
-    raise InvalidInputError(
-        f"pretrained={text!r} for model {model_name!r} is neither a tag registered for it "
-        f"(its tags: {', '.join(tags) or 'none'}) nor an existing file or folder. lightclip "
-        "downloads nothing: register local weights with lightclip.register_pretrained("
-        f"model_name, tag, path). Registered: {everything}"
-    )
 
 
 __all__ = [
