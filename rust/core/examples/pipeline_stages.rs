@@ -4,7 +4,8 @@ use std::time::Instant;
 
 use lightclip_core::augment::{eval_transform, train_transform, write_normalized, AugmentConfig};
 use lightclip_core::pipeline::decode::{decode_rgb, JpegDecoding};
-use lightclip_core::text::{sample_rng, Tokenizer};
+use lightclip_core::rng::{sample_rng, streams};
+use lightclip_core::text::Tokenizer;
 use std::io::Read;
 
 fn main() {
@@ -78,7 +79,7 @@ fn main() {
                 im.height,
                 size,
                 &cfg,
-                &mut sample_rng(0, 0, i as u64, 3),
+                &mut sample_rng(0, 0, i as u64, streams::IMAGE),
             );
             write_normalized(&p, f, &mut out);
         }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod limits;
 pub mod matching;
 pub mod pipeline;
+pub mod rng;
 pub mod schedule;
 pub mod text;
 

@@ -10,7 +10,8 @@ use rayon::prelude::*;
 use tch::{Device, Kind, Tensor};
 
 use lightclip_core::limits;
-use lightclip_core::text::{self, mask_tokens, sample_rng, streams, word_length, MlmConfig};
+use lightclip_core::rng::{sample_rng, streams};
+use lightclip_core::text::{self, mask_tokens, word_length, MlmConfig};
 
 use crate::captions::{caption_text, captions, PARALLEL_MIN};
 use crate::errors::{core_err, torch_err, BindingError, InvalidDtypeError, InvalidInputError};

@@ -8,8 +8,9 @@
 
 use rayon::prelude::*;
 
+use super::raw::{RawItem, RawSample, Skip};
 use super::sample::{process_sample, ImageDtype, ImageSlot, SampleConfig, SampleInfo, Slot};
-use super::source::{RawItem, RawSample, Skip, Source};
+use super::source::Source;
 use super::state::{ErrorPolicy, Stats};
 use crate::error::Result;
 use crate::limits::reserved;

@@ -15,46 +15,8 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
+use super::decoded::{check_size, corrupt, DecodeError, RgbImage};
 use super::jpeg_libjpeg::decode_jpeg_as_pillow;
-
-/// A decoded picture, RGB interleaved, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RgbImage {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<u8>,
-}
-
-/// Why a picture could not be used; `kind` is the counter it goes to in the stats.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecodeError {
-    pub kind: &'static str,
-    pub reason: String,
-}
-
-pub(super) fn corrupt(reason: impl Into<String>) -> DecodeError {
-    DecodeError {
-        kind: "corrupt_image",
-        reason: reason.into(),
-    }
-}
-
-pub(super) fn check_size(width: usize, height: usize, max_pixels: u64) -> Result<(), DecodeError> {
-    if width == 0 || height == 0 {
-        return Err(corrupt(format!("image has zero size {width}x{height}")));
-    }
-    let pixels = width as u64 * height as u64;
-    if pixels > max_pixels {
-        return Err(DecodeError {
-            kind: "too_large",
-            reason: format!(
-                "image is {width}x{height} = {pixels} pixels, above the limit of {max_pixels} \
-                 (possible decompression bomb; raise `max_pixels` to accept it)"
-            ),
-        });
-    }
-    Ok(())
-}
 
 /// The format of `bytes` from its magic number, if it is one we decode.
 pub fn sniff(bytes: &[u8]) -> Option<ImageFormat> {

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::source::{Payload, RawItem, RawSample};
+use super::raw::{Payload, RawItem, RawSample};
 use crate::error::{CoreError, Location, Result};
 
 const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];

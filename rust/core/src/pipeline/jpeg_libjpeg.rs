@@ -14,7 +14,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 // Links libjpeg-turbo's static library, whose symbols only the C file names.
 use mozjpeg_sys as _;
 
-use super::decode::{check_size, corrupt, DecodeError, RgbImage};
+use super::decoded::{check_size, corrupt, DecodeError, RgbImage};
 use crate::limits::MAX_JPEG_SCANS;
 
 const OK: c_int = 0;

@@ -15,8 +15,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::ThreadPool;
 
 use super::batch::{next_batch, Batch, BatchContext, Positioned};
+use super::raw::EpochPlan;
 use super::sample::{ImageDtype, SampleConfig};
-use super::source::{EpochPlan, Source};
+use super::source::Source;
 use super::state::{ErrorPolicy, Stats};
 use crate::error::{CoreError, Location, Result};
 use crate::limits::{

@@ -1,7 +1,7 @@
 //! One sample from raw bytes to batch rows: decode, augment, pick and edit a caption,
 //! tokenize, mask.
 //!
-//! Every random choice draws from `text::sample_rng(seed, epoch, sample_id, stream)` with one
+//! Every random choice draws from `rng::sample_rng(seed, epoch, sample_id, stream)` with one
 //! stream per concern, so a sample comes out the same whichever thread handles it and however
 //! the batch is cut. The rows are written straight into the batch buffers (no per-sample
 //! image allocation survives the call).
@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::decode::{decode_rgb, JpegDecoding, RgbImage};
+use super::decode::{decode_rgb, JpegDecoding};
+use super::decoded::RgbImage;
 use super::files::read_limited;
-use super::source::{Payload, RawSample, Skip, Source};
+use super::raw::{Payload, RawSample, Skip};
+use super::source::Source;
 use crate::augment::{eval_transform, train_transform, write_normalized, write_u8, AugmentConfig};
-use crate::text::{
-    mask_tokens, sample_rng, streams, word_length, Eda, MlmConfig, Tokenizer, IGNORE_INDEX,
-};
+use crate::rng::{sample_rng, streams};
+use crate::text::{mask_tokens, word_length, Eda, MlmConfig, Tokenizer, IGNORE_INDEX};
 
 /// Characters of a caption kept before tokenization: 77 tokens never need more, and the cap
 /// bounds the BPE work a pathological caption can cause.

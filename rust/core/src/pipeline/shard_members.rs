@@ -8,8 +8,8 @@
 //! labelled sample without a caption gets "a photo of a <class>." (as image folders do), or
 //! "" when no names are known.
 
+use super::raw::{Payload, RawItem, RawSample, Skip};
 use super::shard_layout::{split_lines, ShardLayout};
-use super::source::{Payload, RawItem, RawSample, Skip};
 use crate::error::Location;
 
 /// The members of one sample seen so far.

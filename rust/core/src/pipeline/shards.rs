@@ -21,12 +21,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::files::open_regular;
+use super::raw::{EpochPlan, RawItem, Skip};
 use super::shard_layout::ShardLayout;
 use super::shard_members::{finish_group, Group};
 use super::shuffle::ShuffleBuffer;
-use super::source::{EpochPlan, RawItem, Skip, BUFFER_STREAM};
 use crate::error::{CoreError, Location, Result};
-use crate::text::sample_rng;
+use crate::rng::{sample_rng, streams};
 
 /// Caption and label members larger than this are refused without reading them (pictures
 /// have their own, configurable limit). Captions are cut to 2000 characters anyway.
@@ -127,7 +127,7 @@ impl ShardSource {
             reader,
         };
         if plan.shuffle && plan.shuffle_buffer > 1 {
-            let rng = sample_rng(plan.seed, plan.epoch, plan.rank, BUFFER_STREAM);
+            let rng = sample_rng(plan.seed, plan.epoch, plan.rank, streams::SHUFFLE_BUFFER);
             Box::new(ShuffleBuffer::new(
                 items,
                 plan.shuffle_buffer,

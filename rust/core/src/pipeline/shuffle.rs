@@ -8,7 +8,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
 
-use super::source::{RawItem, RawSample, Skip};
+use super::raw::{RawItem, RawSample, Skip};
 
 /// Holds up to `capacity` samples (and `max_bytes`) and releases a random one for each that
 /// comes in. Skips pass straight through (they carry no data to mix).
@@ -73,8 +73,8 @@ impl<I: Iterator<Item = RawItem>> Iterator for ShuffleBuffer<I> {
 mod tests {
     use super::*;
     use crate::error::Location;
-    use crate::pipeline::source::Payload;
-    use crate::text::sample_rng;
+    use crate::pipeline::raw::Payload;
+    use crate::rng::sample_rng;
 
     #[test]
     fn shuffle_buffer_is_a_permutation() {

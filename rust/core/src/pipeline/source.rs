@@ -1,132 +1,22 @@
-//! What a source yields and in which order: raw samples for one (seed, epoch, rank, world size).
+//! Which source a spec names, and its raw samples for one (seed, epoch, rank, world size).
 //!
 //! A source spec is parsed into one of four kinds (tar shards, a CSV/TSV table, an image
-//! folder, the procedural dataset). Every kind produces the same `RawItem` stream; the order
+//! folder, the procedural dataset). Every kind produces the same `RawItem` stream (the types are in `raw`); the order
 //! depends only on the [`EpochPlan`], never on threads, so the n-th item of an epoch is always
 //! the same sample. Indexed sources (table, folder, synthetic) permute their index list; shards
 //! are permuted as files and then mixed by a seeded shuffle buffer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use rand::seq::SliceRandom;
-
 use super::folder::FolderSource;
+use super::raw::{EpochPlan, RawItem};
 use super::shard_layout::ShardLayout;
 use super::shards::ShardSource;
 use super::synthetic::{Split, SyntheticConfig, SyntheticSource};
 use super::table::TableSource;
-use crate::error::{CoreError, Location, Result};
+use crate::error::{CoreError, Result};
 use crate::limits::{DEFAULT_MAX_IMAGE_BYTES, MAX_SHARD_NAMES};
-use crate::text::sample_rng;
-
-/// Where a sample's picture comes from.
-#[derive(Debug, Clone)]
-pub enum Payload {
-    /// Encoded bytes already in memory (a tar member).
-    Encoded(Vec<u8>),
-    /// A file to read on the worker thread (table and folder sources).
-    File(PathBuf),
-    /// Scene `index` of the procedural dataset.
-    Synthetic(u64),
-}
-
-/// One sample before decoding: picture, caption candidates, optional class label.
-#[derive(Debug, Clone)]
-pub struct RawSample {
-    pub key: String,
-    pub location: Location,
-    pub payload: Payload,
-    /// Every caption of the sample (one is drawn per epoch); empty for folders.
-    pub captions: Vec<String>,
-    pub label: Option<i64>,
-}
-
-impl RawSample {
-    /// The bytes it holds in memory (its encoded picture and captions), for the bounds on
-    /// what waits to be decoded.
-    pub fn approx_bytes(&self) -> u64 {
-        let payload = match &self.payload {
-            Payload::Encoded(bytes) => bytes.len(),
-            Payload::File(path) => path.as_os_str().len(),
-            Payload::Synthetic(_) => 0,
-        };
-        let text: usize = self.captions.iter().map(String::len).sum();
-        (payload + text + self.key.len()) as u64
-    }
-}
-
-/// A sample (or a whole stretch of a source) that is dropped, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Skip {
-    pub kind: &'static str,
-    pub location: Location,
-    pub reason: String,
-}
-
-impl Skip {
-    pub fn new(kind: &'static str, location: Location, reason: impl Into<String>) -> Skip {
-        Skip {
-            kind,
-            location,
-            reason: reason.into(),
-        }
-    }
-
-    pub fn into_error(self) -> CoreError {
-        CoreError::data(self.location, format!("{} ({})", self.reason, self.kind))
-    }
-}
-
-pub type RawItem = std::result::Result<RawSample, Skip>;
-
-/// Everything that decides the order of one epoch on one rank.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpochPlan {
-    pub seed: u64,
-    pub epoch: u64,
-    pub rank: u64,
-    pub world_size: u64,
-    pub shuffle: bool,
-    /// Samples held by the shard shuffle buffer (ignored by indexed sources).
-    pub shuffle_buffer: usize,
-    /// Bytes of samples the shard shuffle buffer may hold (at least one sample is held).
-    pub shuffle_buffer_bytes: u64,
-}
-
-/// Stream ids of the order decisions (the per-sample ids live in `text::streams`).
-pub(crate) const ORDER_STREAM: u64 = 101;
-pub(crate) const BUFFER_STREAM: u64 = 102;
-
-impl EpochPlan {
-    /// The permutation of `0..n` shared by every rank of this epoch (identity if unshuffled).
-    pub fn permutation(&self, n: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..n).collect();
-        if self.shuffle {
-            order.shuffle(&mut sample_rng(
-                self.seed,
-                self.epoch,
-                u64::MAX,
-                ORDER_STREAM,
-            ));
-        }
-        order
-    }
-
-    /// This rank's share of `0..n`: positions rank, rank + world, ... of the permutation.
-    /// With several ranks every share has the same length (the last `n % world` indices of
-    /// the permutation are left out this epoch), so DDP ranks run the same number of steps.
-    pub fn rank_share(&self, n: usize) -> Vec<usize> {
-        let world = self.world_size as usize;
-        let used = if world > 1 { n / world * world } else { n };
-        self.permutation(n)
-            .into_iter()
-            .take(used)
-            .skip(self.rank as usize)
-            .step_by(self.world_size as usize)
-            .collect()
-    }
-}
 
 /// A parsed data source.
 pub enum Source {
@@ -196,7 +86,13 @@ impl Source {
         }
         let lower = spec.to_ascii_lowercase();
         if lower.ends_with(".csv") || lower.ends_with(".tsv") {
-            return Ok(Source::Table(TableSource::open(path, options)?));
+            return Ok(Source::Table(TableSource::open(
+                path,
+                &options.csv_image_key,
+                &options.csv_caption_key,
+                options.csv_separator,
+                options.max_image_bytes,
+            )?));
         }
         Ok(Source::Shards(ShardSource::new(
             shard_names(spec)?,
@@ -398,46 +294,5 @@ mod tests {
             vec!["a-0.tar", "a-1.tar", "b.tar", "a-1.tar"]
         );
         assert!(shard_names("x-{1..2.tar").is_err());
-    }
-
-    #[test]
-    fn rank_shares_partition_every_index_once() {
-        for world in 1..5u64 {
-            let mut seen = vec![0; 23];
-            for rank in 0..world {
-                let plan = EpochPlan {
-                    seed: 4,
-                    epoch: 2,
-                    rank,
-                    world_size: world,
-                    shuffle: true,
-                    shuffle_buffer: 0,
-                    shuffle_buffer_bytes: 1,
-                };
-                for i in plan.rank_share(23) {
-                    seen[i] += 1;
-                }
-            }
-            // Equal shares: 23 % world indices sit out, every other index is read once.
-            assert_eq!(
-                seen.iter().filter(|&&c| c == 1).count(),
-                23 / world as usize * world as usize
-            );
-            assert!(seen.iter().all(|&c| c <= 1), "{seen:?}");
-        }
-        let p = |epoch| {
-            EpochPlan {
-                seed: 4,
-                epoch,
-                rank: 0,
-                world_size: 1,
-                shuffle: true,
-                shuffle_buffer: 0,
-                shuffle_buffer_bytes: 1,
-            }
-            .permutation(50)
-        };
-        assert_ne!(p(0), p(1));
-        assert_eq!(p(3), p(3));
     }
 }

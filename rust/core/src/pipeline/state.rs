@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use super::source::Skip;
+use super::raw::Skip;
 use crate::error::{CoreError, Result};
 
 /// What happens to a bad sample.

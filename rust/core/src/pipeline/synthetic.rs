@@ -11,10 +11,10 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::source::{Payload, RawItem, RawSample};
+use super::raw::{Payload, RawItem, RawSample};
 use crate::error::{CoreError, Location, Result};
 use crate::limits::MAX_SYNTHETIC_SAMPLES;
-use crate::text::sample_rng;
+use crate::rng::{sample_rng, splitmix64, streams};
 
 pub const COLOURS: [(&str, [f32; 3]); 6] = [
     ("red", [0.86, 0.16, 0.16]),
@@ -26,7 +26,6 @@ pub const COLOURS: [(&str, [f32; 3]); 6] = [
 ];
 pub const SHAPES: [&str; 6] = ["circle", "square", "triangle", "diamond", "cross", "star"];
 const SIZES: [(&str, f32); 2] = [("small", 0.085), ("large", 0.145)];
-const SCENE_STREAM: u64 = 201;
 
 /// Colour i never appears as shape (i + 2) % 6 in training: every colour and every shape is
 /// still seen in training, in other combinations.
@@ -146,7 +145,7 @@ impl SyntheticSource {
             Split::Train => 0,
             Split::Heldout => 1,
         };
-        let mut rng = sample_rng(self.config.data_seed, split_id, index, SCENE_STREAM);
+        let mut rng = sample_rng(self.config.data_seed, split_id, index, streams::SCENE);
         let classes = self.classes();
         let train_combos: Vec<(usize, usize)> = (0..6)
             .flat_map(|c| (0..6).map(move |s| (c, s)))
@@ -283,7 +282,7 @@ fn signed_distance(shape: usize, x: f32, y: f32) -> f32 {
 
 /// Cheap deterministic per-pixel noise in [-1, 1] (texture for the background).
 fn hash_noise(x: usize, y: usize, salt: u64) -> f32 {
-    let h = crate::text::splitmix64(((y as u64) << 32 | x as u64) ^ salt);
+    let h = splitmix64(((y as u64) << 32 | x as u64) ^ salt);
     (h >> 40) as f32 / (1u64 << 23) as f32 - 1.0
 }
 

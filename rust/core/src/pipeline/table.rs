@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::files::{open_regular, Refusal};
-use super::source::{Payload, RawItem, RawSample, Skip, SourceOptions};
+use super::raw::{Payload, RawItem, RawSample, Skip};
 use crate::error::{CoreError, Location, Result};
 
 pub struct TableSource {
@@ -17,7 +17,15 @@ pub struct TableSource {
 }
 
 impl TableSource {
-    pub fn open(path: &Path, options: &SourceOptions) -> Result<TableSource> {
+    /// Reads the table at `path`: pictures from column `image_key`, captions from
+    /// `caption_key`, fields split by `separator` (default: tab for `.tsv`, else comma).
+    pub fn open(
+        path: &Path,
+        image_key: &str,
+        caption_key: &str,
+        separator: Option<u8>,
+        max_image_bytes: u64,
+    ) -> Result<TableSource> {
         let table = path.display().to_string();
         let whole = |refusal: Refusal| {
             let location = Location {
@@ -38,7 +46,7 @@ impl TableSource {
             .try_reserve_exact(len as usize)
             .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
         std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(io)?;
-        let separator = options.csv_separator.unwrap_or_else(|| {
+        let separator = separator.unwrap_or_else(|| {
             if table.to_ascii_lowercase().ends_with(".tsv") {
                 b'\t'
             } else {
@@ -73,8 +81,8 @@ impl TableSource {
                     )
                 })
         };
-        let image_col = column(&options.csv_image_key, "csv_image_key")?;
-        let caption_col = column(&options.csv_caption_key, "csv_caption_key")?;
+        let image_col = column(image_key, "csv_image_key")?;
+        let caption_col = column(caption_key, "csv_caption_key")?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut rows = Vec::new();
         for (i, record) in reader.byte_records().enumerate() {
@@ -103,7 +111,7 @@ impl TableSource {
         Ok(TableSource {
             table,
             rows,
-            max_image_bytes: options.max_image_bytes,
+            max_image_bytes,
         })
     }
 

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-use super::rng::{sample_rng, streams};
 use super::stopwords::is_stop_word;
 use super::wordnet::WordNet;
+use crate::rng::{sample_rng, streams};
 use crate::{CoreError, Result};
 
 /// One EDA operation.

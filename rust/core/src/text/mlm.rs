@@ -117,7 +117,7 @@ pub fn mask_tokens(ids: &[i64], cfg: &MlmConfig, rng: &mut impl Rng) -> (Vec<i64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::text::rng::sample_rng;
+    use crate::rng::{sample_rng, streams};
 
     fn caption(words: usize, context: usize) -> Vec<i64> {
         let mut ids = vec![0i64; context];
@@ -149,7 +149,7 @@ mod tests {
         let (mut selected, mut as_mask, mut random, mut kept, mut words) = (0, 0, 0, 0, 0);
         for i in 0..4000 {
             let ids = caption(12, 32);
-            let (m, l) = mask_tokens(&ids, &cfg, &mut sample_rng(3, 0, i, 2));
+            let (m, l) = mask_tokens(&ids, &cfg, &mut sample_rng(3, 0, i, streams::MLM));
             words += 12;
             assert_eq!((m[0], l[0]), (SOT, IGNORE_INDEX));
             assert_eq!((m[13], l[13]), (EOT, IGNORE_INDEX));

@@ -234,7 +234,7 @@ pub(crate) mod tests {
             for _ in 0..20 {
                 let word: Vec<u8> = (0..len)
                     .map(|_| {
-                        state = crate::text::splitmix64(state);
+                        state = crate::rng::splitmix64(state);
                         b"aabbeinorst"[(state % 11) as usize]
                     })
                     .collect();

@@ -1,4 +1,4 @@
-//! Per-sample random streams.
+//! Per-sample random streams, and the id of every stream.
 //!
 //! Every random choice about a sample (its EDA edit, its MLM mask, its image crop...) draws from
 //! a generator seeded by `(seed, epoch, sample index, stream)` alone, so results do not depend
@@ -7,7 +7,8 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// Stream ids: one per consumer, so two consumers of one sample never share draws.
+/// Stream ids: one per consumer, so two consumers never share draws. Every id lives here, and
+/// the values are part of what a seed means: changing one changes the runs of that seed.
 pub mod streams {
     /// EDA text augmentation.
     pub const EDA: u64 = 1;
@@ -17,6 +18,16 @@ pub mod streams {
     pub const IMAGE: u64 = 3;
     /// Choice of one caption among several (used by the data pipeline).
     pub const CAPTION: u64 = 4;
+    /// An epoch's permutation of an indexed source (drawn once per epoch, not per sample).
+    pub const ORDER: u64 = 101;
+    /// A rank's shard shuffle buffer (drawn once per epoch and rank).
+    pub const SHUFFLE_BUFFER: u64 = 102;
+    /// A scene of the procedural dataset (drawn per scene, from the data seed).
+    pub const SCENE: u64 = 201;
+
+    /// Every id above, for the check that they stay distinct.
+    #[cfg(test)]
+    pub(crate) const ALL: [u64; 7] = [EDA, MLM, IMAGE, CAPTION, ORDER, SHUFFLE_BUFFER, SCENE];
 }
 
 /// SplitMix64's output function: a bijective avalanche mix of a 64-bit word.
@@ -82,6 +93,16 @@ mod tests {
             .sum();
         let mean = sum / n as f64;
         assert!((mean - 0.5).abs() < 0.01, "mean {mean}");
+    }
+
+    #[test]
+    fn stream_ids_are_distinct_and_keep_their_values() {
+        // The values every earlier run drew with: a resumed or repeated run needs the same.
+        assert_eq!(streams::ALL, [1, 2, 3, 4, 101, 102, 201]);
+        let mut ids = streams::ALL.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), streams::ALL.len(), "{:?}", streams::ALL);
     }
 
     #[test]
