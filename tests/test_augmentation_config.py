@@ -8,8 +8,8 @@ import torch
 
 from lightclip.augmentation import parse_aug_cfg, pipeline_kwargs
 from lightclip.config import TrainConfig, parse_args
+from lightclip.data import build_pipeline
 from lightclip.errors import InvalidInputError
-from lightclip.train_parts import build_pipeline
 from test_pipeline_sources import image_bytes, unnormalize, write_tar
 
 NO_RANDOMNESS = [

@@ -88,7 +88,7 @@ def test_diagnostics_of_a_forward_need_no_grad_and_match_brute_force() -> None:
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_training_history_and_csv_carry_the_diagnostics(tmp_path: Path) -> None:
-    from lightclip.train_parts import build_model
+    from lightclip.models import build_model
 
     config = quiet_config(tmp_path, steps=2)
     result = lightclip.train(config, data=FakePipeline(num_samples=8, batch_size=4))

@@ -190,7 +190,7 @@ def test_export_is_exactly_the_plain_clip_with_the_same_embeddings(name: str) ->
 
 def test_token_space_builds_exactly_its_modules_and_export_drops_them(tmp_path) -> None:
     from lightclip.checkpoint import model_from_checkpoint
-    from lightclip.train_parts import build_model
+    from lightclip.models import build_model
 
     joint = lightclip.create_model("lightclip-tiny-mnv2", seed=0)
     heads = lightclip.create_model("lightclip-tiny-mnv2", seed=0, token_space="heads")

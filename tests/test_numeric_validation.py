@@ -17,6 +17,7 @@ from lightclip.checkpoint import LATEST, load_checkpoint, model_state
 from lightclip.cli import main
 from lightclip.config import TrainConfig
 from lightclip.errors import InvalidInputError, LightclipError, NonFiniteLossError
+from lightclip.losses import LightCLIPLoss
 from quiet_run import quiet_config
 from train_fakes import FakePipeline
 
@@ -100,17 +101,17 @@ _config = partial(
 def _poison_loss_at(monkeypatch, bad_step: int, part: str = "ins") -> None:
     """Step `bad_step`'s `part` loss (the forward of that step) becomes NaN; the backward then
     makes the weights NaN, as a real blow-up does."""
-    real = train_module.loss_parts
+    real = LightCLIPLoss.parts
     calls = []
 
-    def loss_parts(*args, **kwargs):
-        parts = real(*args, **kwargs)
+    def parts(self, *args, **kwargs):
+        parts = real(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == bad_step:
             parts[part] = parts[part] * torch.tensor(NAN)
         return parts
 
-    monkeypatch.setattr(train_module, "loss_parts", loss_parts)
+    monkeypatch.setattr(LightCLIPLoss, "parts", parts)
 
 
 def _assert_stopped_with_step_2_kept(result_dir) -> None:

@@ -22,10 +22,11 @@ from PIL import Image
 import lightclip
 from lightclip import checkpoint as ckpt
 from lightclip.config import parse_args
+from lightclip.data import build_pipeline
 from lightclip.errors import InvalidInputError
+from lightclip.models import build_model
 from lightclip.resampled import ResampledShards
 from lightclip.schedules import lr_schedule
-from lightclip.train_parts import build_model, build_pipeline
 from quiet_run import quiet_config
 from train_fakes import FakePipeline
 

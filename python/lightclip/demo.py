@@ -22,8 +22,8 @@ import time
 
 from .checkpoint import model_from_checkpoint
 from .config import TrainConfig
+from .openclip_export import export_inference_model
 from .train import train
-from .train_parts import export_inference_model
 from .validation import evaluate_held_out
 
 DEMO_MODEL = "lightclip-tiny-mnv2"
@@ -134,7 +134,7 @@ def run_demo(
         if result.checkpoint is None:
             raise RuntimeError("the demo run saved no checkpoint")
         trained = model_from_checkpoint(result.checkpoint)
-        export_path = export_inference_model(trained, config, result.run_dir)
+        export_path = export_inference_model(trained, result.run_dir)
 
     # Evaluate what a user would ship: the exported model, read back from disk.
     model = model_from_checkpoint(export_path).eval()

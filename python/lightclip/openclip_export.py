@@ -251,6 +251,23 @@ def export_openclip(model: Any, out_dir: str | Path, *, strict: bool = True) -> 
     return out
 
 
+#: The folder in a training run's directory that holds its exported inference model.
+INFERENCE_MODEL_DIR = "inference_model"
+
+
+def export_inference_model(model: Any, run_dir: str | Path) -> Path:
+    """A trained LightCLIP's inference model (training-only heads dropped) as
+    ``run_dir/inference_model/``: safetensors weights with JSON configs, an open_clip
+    ``local-dir`` folder where open_clip can express the towers (:func:`export_openclip`).
+
+    Its model is the plain-CLIP version of the towers (``clip-tiny-mnv2`` for
+    ``lightclip-tiny-mnv2``), whose ``create_model`` has exactly these tensors; its
+    ``lightclip_config.json`` rebuilds it exactly, resolution included
+    (``model_from_checkpoint(folder)``).
+    """
+    return export_openclip(model.export(), Path(run_dir) / INFERENCE_MODEL_DIR, strict=False)
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -332,7 +349,9 @@ def load_openclip(export_dir: str | Path, **kwargs: Any):
 
 
 __all__ = [
+    "INFERENCE_MODEL_DIR",
     "ExportError",
+    "export_inference_model",
     "export_openclip",
     "lightclip_state_dict",
     "load_openclip",

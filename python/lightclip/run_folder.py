@@ -18,12 +18,13 @@ as large as a checkpoint); the next start of the same run deletes such files.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import torch.distributed as dist
 
 from .config import TrainConfig
-from .errors import RunExistsError
+from .errors import InvalidInputError, RunExistsError
 from .runtime import Runtime
 
 # What a run writes into its folder, by name (see train.py, run_log.py and the export).
@@ -32,6 +33,21 @@ _METRICS = "metrics.csv"
 _OWN_FILES = ("config.json", _METRICS)
 _OWN_FOLDERS = (_CHECKPOINTS, "tensorboard")
 _EXPORT_PREFIX = "inference_model"
+
+
+def run_name(config: TrainConfig) -> str:
+    """``--name``, else ``<timestamp>-<model>-<recipe>``; the config is left as it is."""
+    if config.name:
+        return config.name
+    if config.resume == "latest":
+        raise InvalidInputError("--resume latest needs --name (which run to resume)")
+    # Every rank must agree on the folder, so the name comes from rank 0's clock.
+    stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        holder = [stamp]
+        dist.broadcast_object_list(holder, src=0)
+        stamp = holder[0]
+    return f"{stamp}-{config.model}-{config.recipe}"
 
 
 def prepare_run_folder(run_dir: Path, config: TrainConfig, rt: Runtime) -> None:
@@ -109,4 +125,10 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     return stale
 
 
-__all__ = ["earlier_results", "prepare_run_folder", "refuse_or_clear", "remove_stale_temp_files"]
+__all__ = [
+    "earlier_results",
+    "prepare_run_folder",
+    "refuse_or_clear",
+    "remove_stale_temp_files",
+    "run_name",
+]

@@ -18,6 +18,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
+
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 WARMUP_FRACTION = 0.05  # SPEC §2 Optimisation: warm-up over the first 5% of the steps
 
@@ -142,6 +148,36 @@ def lr_schedule(
     raise ValueError(f"unknown lr schedule {name!r}; known: cosine, const, const-cooldown")
 
 
+def training_lr_schedule(
+    config: TrainConfig, *, warmup: int, total_steps: int, steps_per_epoch: int | None
+) -> Callable[[int], float]:
+    """``step -> lr`` for ``--lr-scheduler``; const-cooldown's ``--epochs-cooldown`` counts
+    optimizer steps per epoch, as open_clip's does."""
+    cooldown_steps = None
+    if config.lr_scheduler == "const-cooldown":
+        epochs = config.epochs_cooldown or 0
+        if steps_per_epoch is None:
+            raise InvalidInputError(
+                f"--epochs-cooldown {epochs}: the epoch length of --train-data "
+                f"{config.train_data} is not known (pass --train-num-samples)"
+            )
+        cooldown_steps = steps_per_epoch * epochs
+        if cooldown_steps > total_steps:
+            raise InvalidInputError(
+                f"--epochs-cooldown {epochs} is {cooldown_steps} steps, more than the run's "
+                f"{total_steps}"
+            )
+    return lr_schedule(
+        config.lr_scheduler,
+        base_lr=config.lr,
+        warmup_steps=warmup,
+        total_steps=total_steps,
+        cooldown_steps=cooldown_steps,
+        cooldown_power=config.lr_cooldown_power,
+        cooldown_end_lr=config.lr_cooldown_end,
+    )
+
+
 def progress_at(step: int, total_steps: int) -> float:
     """Training progress p = step / total_steps in [0, 1], the clock of the label schedule."""
     if total_steps < 1:
@@ -157,4 +193,5 @@ __all__ = [
     "lr_at",
     "lr_schedule",
     "progress_at",
+    "training_lr_schedule",
 ]

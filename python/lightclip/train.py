@@ -16,8 +16,8 @@ collapse diagnostics of ``diagnostics.py`` (``img_cos``, ``txt_cos``, ``tok_img_
 elsewhere: the Rust data pipeline yields ready tensors (augmented images, tokenized / masked
 captions, word lengths), the Rust label schedule and Hungarian matcher run inside the losses.
 This file is the loop; the pieces it wires together are in ``runtime.py`` (rank, device,
-process group, precision, Ctrl-C) and ``train_parts.py`` (model, data, losses, bookkeeping,
-evaluation, export).
+process group, precision, Ctrl-C), ``models`` (the model), ``data.py`` (the pipeline),
+``losses`` (the loss), ``validation.py`` (evaluation) and ``openclip_export.py`` (the export).
 
 Resume is exact: a checkpoint holds the model, the optimizer, the grad scaler, the step, the
 RNG states and the data pipeline's position, all taken at the same optimizer-step boundary, so
@@ -30,6 +30,7 @@ the step, before anything of that step is saved or exported.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -46,10 +47,14 @@ from .checkpoint_files import (
     remove_stale_latest,
 )
 from .config import TrainConfig, parse_args
+from .data import build_pipeline
 from .diagnostics import collapse_diagnostics
 from .errors import DataError, InvalidInputError, NonFiniteLossError, run_command
+from .losses import LightCLIPLoss
+from .models import apply_model_options, build_model
+from .openclip_export import export_inference_model
 from .optim import build_optimizer, clamp_logit_scale, set_lr
-from .run_folder import prepare_run_folder
+from .run_folder import prepare_run_folder, run_name
 from .run_log import RunLog, check_reporters
 from .runtime import (
     Runtime,
@@ -61,25 +66,9 @@ from .runtime import (
     teardown_runtime,
     this_ranks,
 )
-from .schedules import default_warmup, progress_at
+from .schedules import default_warmup, progress_at, training_lr_schedule
 from .step_metrics import Accumulator, PendingSteps, non_finite_losses
-from .train_parts import (
-    StepBoundary,
-    apply_model_options,
-    batches_per_epoch,
-    build_losses,
-    build_lr_schedule,
-    build_model,
-    build_pipeline,
-    epoch_batches,
-    export_inference_model,
-    held_out_metrics,
-    loss_parts,
-    run_name,
-    stats_line,
-    zero_shot_due,
-    zero_shot_metrics,
-)
+from .validation import held_out_metrics, zero_shot_due, zero_shot_metrics
 
 
 @dataclass
@@ -124,7 +113,8 @@ def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = N
 
 def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any) -> TrainResult:
     # ------------------------------------------------------------------ setup
-    run_dir = Path(config.logs) / run_name(config)
+    config = dataclasses.replace(config, name=run_name(config))  # the caller's stays as it is
+    run_dir = Path(config.logs) / config.name
     checkpoint_dir = run_dir / "checkpoints"
     if config.resume == "latest":  # epoch_latest.pt, else the newest epoch_N.pt
         resume_path = newest_checkpoint(checkpoint_dir)
@@ -136,7 +126,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
 
     # ------------------------------------------------------------------ model
     model = build_model(config)
-    apply_model_options(model, config, rt)  # --pretrained, --lock-image/text, checkpointing
+    apply_model_options(model, config, rt.print)  # --pretrained, --lock-image/text, checkpointing
     model = model.to(rt.device)
     if config.precision == "bf16":
         model = model.to(torch.bfloat16)
@@ -179,7 +169,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     steps_per_epoch = (
         None if micro_per_epoch is None else max(micro_per_epoch // config.accum_freq, 1)
     )
-    lr_at_step = build_lr_schedule(
+    lr_at_step = training_lr_schedule(
         config, warmup=warmup, total_steps=total_steps, steps_per_epoch=steps_per_epoch
     )
 
@@ -192,7 +182,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         eps=config.eps,
     )
     autocast, scaler = autocast_and_scaler(config.precision, rt.device)
-    losses = build_losses(config)
+    loss_fn = LightCLIPLoss.from_config(config, world_size=rt.world_size)
 
     # ------------------------------------------------------------------ resume
     step, epoch, data_state = 0, 0, None
@@ -282,7 +272,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         non-finite weights can reach a loss that refuses them (the token matcher rejects a
         NaN cost) before the loop has seen a NaN loss: then the loss or weights are named."""
         try:
-            return loss_parts(out, batch, losses, config, progress, rt)
+            return loss_fn(out, batch, progress)
         except Exception:
             report()  # raises if a step not read yet had a non-finite loss
             broken = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
@@ -336,8 +326,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                             masked_text=batch["masked_text"] if config.mlm else None,
                             mlm_labels=batch["mlm_labels"] if config.mlm else None,
                         )
-                        parts = step_losses(out, batch, progress)
-                        total = sum(getattr(config, f"w_{k}") * v for k, v in parts.items())
+                        total, parts = step_losses(out, batch, progress)
                     loss = total / config.accum_freq
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 # Detached device scalars (no wait for the GPU): is anything collapsing?
@@ -433,13 +422,59 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
                 result.eval_metrics = metrics
                 log.eval(step, metrics, epoch=epoch)
             if config.export and rt.is_main:
-                result.export_path = export_inference_model(model, config, run_dir)
+                result.export_path = export_inference_model(model, run_dir)
     result.step, result.epoch = step, epoch
     rt.print(
         ("interrupted; " if result.interrupted else "done; ")
         + f"step {step}/{total_steps}, checkpoint {result.checkpoint}"
     )
     return result
+
+
+@dataclass
+class StepBoundary:
+    """Everything that must be saved together: the state right after one optimizer step."""
+
+    step: int
+    epoch: int
+    rng: dict[str, Any]
+    data: Any
+
+
+def batches_per_epoch(pipeline: Any) -> int | None:
+    try:
+        return len(pipeline)
+    except TypeError:
+        return None
+
+
+def epoch_batches(pipeline: Any, epoch: int, data_state: Any) -> CountingIterator:
+    """One pass over the data: from the start of ``epoch``, or from a saved position."""
+    if data_state is not None:
+        pipeline.load_state_dict(data_state)
+    else:
+        pipeline.set_epoch(epoch)
+    return CountingIterator(iter(pipeline))
+
+
+class CountingIterator:
+    def __init__(self, it: Any) -> None:
+        self.it, self.count = it, 0
+
+    def __iter__(self) -> CountingIterator:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self.it)
+        self.count += 1
+        return item
+
+
+def stats_line(pipeline: Any) -> str:
+    try:
+        return f"pipeline stats {pipeline.stats()}"
+    except Exception:  # noqa: BLE001 - only decorates an error message
+        return "no stats"
 
 
 # ====================================================================== command line

@@ -3,14 +3,23 @@
 A thin adaptor from a data source to :mod:`lightclip.evaluate` (the evaluation stream's
 functions): it builds the evaluation pipelines at the model's resolution and context length
 and merges the metric dicts, so the training loop, the demo and the ablation script all
-report the same numbers the ``lightclip eval`` command would.
+report the same numbers the ``lightclip eval`` command would. During training
+(:func:`held_out_metrics`, :func:`zero_shot_metrics`) rank 0 evaluates and shares the numbers
+with the other ranks.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .runtime import Runtime
 
 
 def eval_pipeline_options(
@@ -115,4 +124,85 @@ def evaluate_zero_shot_source(
     return metrics
 
 
-__all__ = ["eval_pipeline_options", "evaluate_held_out", "evaluate_zero_shot_source"]
+# ---------------------------------------------------------------------- during training
+
+
+def held_out_metrics(
+    model: torch.nn.Module, config: TrainConfig, image_size: int, rt: Runtime
+) -> dict[str, float]:
+    """``--val-data``'s metrics (:func:`evaluate_held_out`), computed on rank 0 and shared."""
+    from .data import csv_options, resolve_source
+
+    metrics: dict[str, float] = {}
+    if rt.is_main:
+        with _eval_mode(model):
+            metrics = evaluate_held_out(
+                model,
+                resolve_source(config.val_data or "", config.dataset_type, "--val-data"),
+                image_size=image_size,
+                batch_size=config.batch_size,
+                threads=config.workers,
+                num_samples=config.val_num_samples,
+                seed=config.seed,
+                csv_options=csv_options(config),
+            )
+    return _shared_from_rank_0(metrics, rt, "eval")
+
+
+def zero_shot_due(config: TrainConfig, epoch: int) -> bool:
+    """open_clip's rule: every ``--zeroshot-frequency`` epochs and after the last one."""
+    if not config.zeroshot_data or config.zeroshot_frequency == 0:
+        return False
+    last = config.steps is None and epoch == config.epochs
+    return epoch % config.zeroshot_frequency == 0 or last
+
+
+def zero_shot_metrics(
+    model: torch.nn.Module, config: TrainConfig, image_size: int, rt: Runtime
+) -> dict[str, float]:
+    """``zeroshot-val-top1`` / ``-top5`` on ``--zeroshot-data``, on rank 0, shared."""
+    from .data import resolve_source
+
+    metrics: dict[str, float] = {}
+    if rt.is_main:
+        with _eval_mode(model):
+            metrics = evaluate_zero_shot_source(
+                model,
+                resolve_source(config.zeroshot_data or "", "auto", "--zeroshot-data"),
+                image_size=image_size,
+                batch_size=config.batch_size,
+                threads=config.workers,
+                seed=config.seed,
+            )
+    return _shared_from_rank_0(metrics, rt, "zero-shot")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """``model.eval()`` for the block, then back to the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _shared_from_rank_0(metrics: dict[str, float], rt: Runtime, what: str) -> dict[str, float]:
+    if rt.is_main:
+        rt.print(f"{what}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if rt.world_size > 1:
+        holder = [metrics]
+        dist.broadcast_object_list(holder, src=0)
+        metrics = holder[0]
+    return metrics
+
+
+__all__ = [
+    "eval_pipeline_options",
+    "evaluate_held_out",
+    "evaluate_zero_shot_source",
+    "held_out_metrics",
+    "zero_shot_due",
+    "zero_shot_metrics",
+]

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from ..errors import InvalidInputError
 from .config import EOT_TOKEN_ID, MASK_TOKEN_ID, SOT_TOKEN_ID, VOCAB_SIZE, LightCLIPConfig
 from .lightclip_model import TRAINING_ONLY_MODULES, LightCLIP
 from .transforms import EvalTransform
+
+if TYPE_CHECKING:  # config.py imports models.config, so not at run time
+    from ..config import TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 #: Where presets come from: ours, then every ``add_model_config`` path (later ones win).
@@ -227,6 +230,65 @@ def create_model_from_pretrained(
     return (model, transform) if return_transform else model
 
 
+def build_model(config: TrainConfig) -> LightCLIP:
+    """The model ``lightclip train`` trains: ``--model`` (a preset or a JSON model config
+    file) with exactly the training-only heads the switches ask for.
+
+    Heads that no loss uses are not built: they would cost compute, and DDP refuses
+    parameters that receive no gradient.
+    """
+    if config.model.endswith(".json"):
+        if not Path(config.model).is_file():
+            raise InvalidInputError(f"--model: no such model config file: {config.model}")
+        preset = LightCLIPConfig.from_json(config.model)
+    elif config.model in list_models():
+        preset = get_model_config(config.model)
+    else:
+        raise InvalidInputError(
+            f"--model: unknown model {config.model!r}; known: {', '.join(list_models())} "
+            "(or a path to a .json model config)"
+        )
+    fusion_stages = (preset.fusion_stages or (2, 3)) if config.fusion else ()
+    overrides: dict[str, Any] = dict(
+        token_head=bool(config.token_loss), mlm=bool(config.mlm), fusion_stages=fusion_stages
+    )
+    if config.image_size is not None:
+        overrides["image_size"] = config.image_size
+    if config.token_space is not None:
+        overrides["token_space"] = config.token_space
+    # Seeded here, apart from the global RNG: every rank builds the same initial weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return LightCLIP(preset.replace(**overrides), output_dict=True)
+
+
+def apply_model_options(
+    model: LightCLIP, config: TrainConfig, log: Callable[[str], None] = print
+) -> None:
+    """open_clip's model flags, in its order: ``--pretrained`` weights, then the tower locks
+    (frozen parameters get ``requires_grad=False``, which keeps them out of the optimizer),
+    then ``--grad-checkpointing``."""
+    if config.pretrained:
+        from ..pretrained import load_pretrained
+
+        report = load_pretrained(
+            model, config.pretrained, text_layers=config.pretrained_text_layers
+        )
+        log(f"--pretrained {config.pretrained}: {report.summary()}")
+    if config.lock_image:
+        model.lock_image_tower(
+            unlocked_groups=config.lock_image_unlocked_groups,
+            freeze_bn_stats=config.lock_image_freeze_bn_stats,
+        )
+    if config.lock_text:
+        model.lock_text_tower(
+            unlocked_layers=config.lock_text_unlocked_layers,
+            freeze_layer_norm=config.lock_text_freeze_layer_norm,
+        )
+    if config.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+
+
 __all__ = [
     "CONFIG_DIR",
     "EOT_TOKEN_ID",
@@ -243,4 +305,6 @@ __all__ = [
     "list_models",
     "add_model_config",
     "create_model_from_pretrained",
+    "build_model",
+    "apply_model_options",
 ]

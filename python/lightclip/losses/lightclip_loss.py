@@ -1,0 +1,119 @@
+"""L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2): the training loss of one step.
+
+:class:`LightCLIPLoss` owns the three losses the switches turn on and their weights, and turns
+the model's outputs (with the batch) into the total and its parts.
+
+    >>> import torch
+    >>> from lightclip.config import TrainConfig
+    >>> from lightclip.losses import LightCLIPLoss
+    >>> loss = LightCLIPLoss.from_config(TrainConfig(recipe="clip"))
+    >>> out = {"image_features": torch.eye(2), "text_features": torch.eye(2),
+    ...        "logit_scale": torch.tensor(10.0)}
+    >>> total, parts = loss(out, {}, progress=0.0)
+    >>> sorted(parts), round(total.item(), 4)
+    (['ins'], 0.0)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..labels import LabelSchedule
+from .mlm import IGNORE_INDEX, MaskedLanguageModelLoss
+from .soft_clip import SoftClipLoss
+from .token_alignment import TokenAlignmentLoss
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
+
+class LightCLIPLoss(nn.Module):
+    """``forward(out, batch, progress) -> (total, parts)``: ``parts`` holds ``ins`` and, where
+    switched on, ``tok`` and ``mlm``; ``total`` is their weighted sum.
+
+    ``world_size`` > 1 makes the MLM loss divide by the masked-token count averaged over the
+    ranks (one all-reduce a step), see :class:`MaskedLanguageModelLoss`.
+    """
+
+    def __init__(
+        self,
+        schedule: LabelSchedule,
+        *,
+        token_loss: bool = True,
+        mlm: bool = True,
+        weights: dict[str, float] | None = None,
+        local_loss: bool = False,
+        gather_with_grad: bool = False,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.ins = SoftClipLoss(schedule, local_loss=local_loss, gather_with_grad=gather_with_grad)
+        self.tok = TokenAlignmentLoss() if token_loss else None
+        self.mlm = MaskedLanguageModelLoss() if mlm else None
+        self.weights = {"ins": 1.0, "tok": 1.0, "mlm": 1.0, **(weights or {})}
+        self.world_size = world_size
+
+    @classmethod
+    def from_config(cls, config: TrainConfig, world_size: int = 1) -> LightCLIPLoss:
+        """The loss ``lightclip train`` uses for ``config``: without ``--soft-labels`` the
+        schedule's targets are plain CLIP's hard labels in every phase (alpha = 0)."""
+        if config.soft_labels:
+            schedule = LabelSchedule(
+                r1=config.r1,
+                r2=config.r2,
+                alpha=config.alpha,
+                ramp=config.label_ramp,
+                ramp_width=config.label_ramp_width,
+            )
+        else:
+            schedule = LabelSchedule(r1=1.0, r2=1.0, alpha=0.0)
+        return cls(
+            schedule,
+            token_loss=bool(config.token_loss),
+            mlm=bool(config.mlm),
+            weights={"ins": config.w_ins, "tok": config.w_tok, "mlm": config.w_mlm},
+            local_loss=config.local_loss,
+            gather_with_grad=config.gather_with_grad,
+            world_size=world_size,
+        )
+
+    def forward(
+        self, out: dict[str, Any], batch: dict[str, Any], progress: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = self.parts(out, batch, progress)
+        total = sum(self.weights[k] * v for k, v in parts.items())
+        return total, parts  # type: ignore[return-value]
+
+    def parts(
+        self, out: dict[str, Any], batch: dict[str, Any], progress: float
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted losses. ``progress`` in [0, 1] is the label schedule's clock."""
+        parts = {
+            "ins": self.ins(
+                out["image_features"], out["text_features"], out["logit_scale"], progress
+            )
+        }
+        if self.tok is not None:
+            lengths = out.get("word_lengths")
+            if lengths is None:
+                lengths = batch["word_lengths"]
+            parts["tok"] = self.tok(out["image_tokens"], out["word_tokens"], lengths)
+        if self.mlm is not None:
+            # The model returns logits at the masked positions only, with their labels.
+            labels = out["mlm_labels"] if out.get("mlm_labels") is not None else batch["mlm_labels"]
+            count = (labels != IGNORE_INDEX).sum().to(torch.float32)
+            if self.world_size > 1:
+                count = count.clone()
+                dist.all_reduce(count)
+                count = count / self.world_size
+            parts["mlm"] = self.mlm(
+                out["mlm_logits_text"], out.get("mlm_logits_fused"), labels, num_masked=count
+            )
+        return parts
+
+
+__all__ = ["LightCLIPLoss"]
