@@ -7,11 +7,12 @@
 //! (lower-cased, punctuation around it kept), skip stop words, and find plurals and other
 //! inflections through WordNet's base forms. Synonyms are inserted in their WordNet base form.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::stopwords::is_stop_word;
 use super::wordnet::WordNet;
@@ -227,7 +228,9 @@ impl Eda {
     /// `op` on the caption's whitespace-separated words, joined back with single spaces. None
     /// when there are no words, or the operation needs WordNet and there is none.
     fn edit(&self, op: EdaOp, text: &str, rng: &mut impl Rng) -> Option<String> {
-        let mut words: Vec<&str> = text.split_whitespace().collect();
+        // At most one word per two bytes: one allocation, no regrowing.
+        let mut words = Vec::with_capacity(text.len() / 2 + 1);
+        words.extend(text.split_whitespace());
         if words.is_empty() {
             return None;
         }
@@ -264,7 +267,12 @@ fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [Arc<str>] {
     let Some((start, end)) = letters(word) else {
         return &[];
     };
-    let lower = word[start..end].to_ascii_lowercase();
+    let letters = &word[start..end];
+    let lower = if letters.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(letters.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(letters)
+    };
     if is_stop_word(&lower) {
         return &[];
     }
@@ -278,17 +286,20 @@ fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [Arc<str>] {
 /// written twice is not picked twice as often; they are looked up in that order until `n`
 /// have synonyms.
 fn synonym_replacement(wn: &WordNet, words: &[&str], n: usize, rng: &mut impl Rng) -> String {
-    let mut seen = HashSet::new();
+    let mut seen = FxHashSet::with_capacity_and_hasher(words.len(), Default::default());
     let mut candidates: Vec<&str> = words.iter().copied().filter(|w| seen.insert(*w)).collect();
     candidates.shuffle(rng);
-    let mut replacements: HashMap<&str, String> = HashMap::new();
+    let mut replacements: FxHashMap<&str, String> = FxHashMap::default();
     for word in candidates {
         if replacements.len() == n {
             break;
         }
         if let Some(synonym) = synonyms_of(wn, word).choose(rng) {
             let (start, end) = letters(word).expect("a word with synonyms has letters");
-            let replaced = format!("{}{synonym}{}", &word[..start], &word[end..]);
+            let mut replaced = String::with_capacity(word.len() + synonym.len());
+            replaced.push_str(&word[..start]);
+            replaced.push_str(synonym);
+            replaced.push_str(&word[end..]);
             replacements.insert(word, replaced);
         }
     }

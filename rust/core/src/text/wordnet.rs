@@ -5,9 +5,10 @@
 //! when set), else `$WNHOME/dict`, `/usr/share/wordnet` or `/usr/local/share/wordnet`, or at a
 //! path given.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+use rustc_hash::FxHashMap;
 
 use crate::{CoreError, Result};
 
@@ -40,7 +41,7 @@ const RULES: [&[(&str, &str)]; 4] = [
 ];
 
 /// Irregular form → [(part of speech, base forms)].
-type Exceptions = HashMap<String, Vec<(usize, Vec<String>)>>;
+type Exceptions = FxHashMap<String, Vec<(usize, Vec<String>)>>;
 
 /// A lemma's parts of speech (bit p for `POS[p]`) and its synonyms.
 struct Lemma {
@@ -52,7 +53,7 @@ struct Lemma {
 pub struct WordNet {
     /// Lemma (lower case, `_` kept as in the files) → its synonyms' spellings (lower case,
     /// letters and single spaces only), each spelling shared by every lemma that lists it.
-    lemmas: HashMap<String, Lemma>,
+    lemmas: FxHashMap<String, Lemma>,
     /// Irregular form → (part of speech, its base forms) for every part of speech that lists
     /// it: one map, so the common case (not an irregular form) is one lookup, not four.
     exceptions: Exceptions,
@@ -136,9 +137,9 @@ impl WordNet {
             std::fs::read_to_string(&path).map_err(|e| CoreError::Io { path, source: e })
         };
         // Each distinct spelling once, shared by the synonym lists that hold it.
-        let mut spellings: HashMap<String, Arc<str>> = HashMap::new();
+        let mut spellings: FxHashMap<String, Arc<str>> = FxHashMap::default();
         // lemma → (pos mask, the synsets it belongs to); a synset is a list of spellings.
-        let mut lemma_synsets: HashMap<String, (u8, Vec<usize>)> = HashMap::new();
+        let mut lemma_synsets: FxHashMap<String, (u8, Vec<usize>)> = FxHashMap::default();
         let mut synsets: Vec<Vec<Arc<str>>> = vec![];
         for (p, pos) in POS.iter().enumerate() {
             let name = format!("data.{pos}");
@@ -200,7 +201,7 @@ impl WordNet {
                 (lemma, Lemma { pos, synonyms })
             })
             .collect();
-        let mut exceptions = Exceptions::new();
+        let mut exceptions = Exceptions::default();
         for (p, pos) in POS.iter().enumerate() {
             for line in read(&format!("{pos}.exc"))?.lines() {
                 let mut it = line.split_whitespace();
@@ -238,6 +239,7 @@ impl WordNet {
             return found;
         }
         let irregular = self.exceptions.get(word).map_or(&[][..], Vec::as_slice);
+        let mut base = String::new();
         for (p, rules) in RULES.iter().enumerate() {
             for (_, bases) in irregular.iter().filter(|(q, _)| *q == p) {
                 if let Some(found) = bases.iter().find_map(|b| with_synonyms(b, None)) {
@@ -246,7 +248,10 @@ impl WordNet {
             }
             for (from, to) in rules.iter() {
                 if let Some(stem) = word.strip_suffix(from) {
-                    if let Some(found) = with_synonyms(&format!("{stem}{to}"), Some(p)) {
+                    base.clear();
+                    base.push_str(stem);
+                    base.push_str(to);
+                    if let Some(found) = with_synonyms(&base, Some(p)) {
                         return found;
                     }
                 }
