@@ -9,13 +9,16 @@ all threads. Both read Flickr8k's train shards (../shared/data/flickr8k) at 112 
 
 "per core" compares samples per CPU-second (process CPU time, workers included), so it stays
 meaningful on a busy machine; samples/s is wall clock. Target: lightclip >= 5x the one-process
-reference per core at both sizes. Then RSS over many batches (flat = no leak).
+reference per core at both sizes. Then EDA's share of lightclip's per-sample time at 64 and 224
+px (1 thread, EDA on every caption against EDA off, taking turns; also EDA's own time per caption
+through `eda_augment` over that per-sample time). Target: under 1 %. Then RSS over many batches
+(flat = no leak).
 
 Needs Pillow and torchvision (the build for torch 2.11.0): both are dev dependencies, so
 `make setup` / `make bench` install them; by hand, `uv pip install Pillow` and
 `uv pip install --no-deps torchvision==0.26.0` (--no-deps so it cannot replace torch).
 
-    python benchmarks/bench_pipeline.py [--samples 1024] [--rss-batches 2000]
+    python benchmarks/bench_pipeline.py [--samples 1024] [--rss-batches 2000] [--eda-only]
 """
 
 from __future__ import annotations
@@ -134,11 +137,13 @@ def reference_dataloader(size: int, limit: int):
     return iter(torch.utils.data.DataLoader(dataset, batch_size=BATCH, num_workers=2))
 
 
-def lightclip_batches(size: int, limit: int, threads: int | None):
+def lightclip_batches(size: int, limit: int, threads: int | None, eda_prob: float | None = None):
     """Builds the pipeline (vocabulary, WordNet: set-up, not timed), then yields `limit`
-    samples' worth of batches."""
+    samples' worth of batches. `eda_prob` None: the pipeline's default for the size."""
     pattern = str(DATA / "train-{000000..000005}.tar")
-    pipe = lightclip.DataPipeline(pattern, batch_size=BATCH, image_size=size, threads=threads)
+    pipe = lightclip.DataPipeline(
+        pattern, batch_size=BATCH, image_size=size, threads=threads, eda_prob=eda_prob
+    )
 
     def batches():
         n = 0
@@ -150,6 +155,58 @@ def lightclip_batches(size: int, limit: int, threads: int | None):
                     return
 
     return batches()
+
+
+def flickr8k_captions(limit: int) -> list[str]:
+    out: list[str] = []
+    for path in shards():
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    out += json.load(tar.extractfile(member))["captions"]
+                    if len(out) >= limit:
+                        return out[:limit]
+    return out
+
+
+def eda_share(sizes: list[int], samples: int, rounds: int = 3) -> bool:
+    """EDA's share of the pipeline's per-sample CPU time, 1 thread: EDA on every caption
+    (eda_prob 1, strength 0.1, DeCLIP mode) against EDA off, taking turns `rounds` times, each
+    keeping its best; and, steadier, EDA's own CPU time per caption through `eda_augment` over
+    the EDA-off time per sample."""
+    captions = flickr8k_captions(20_000)
+    before = lightclip.get_num_threads()
+    lightclip.set_num_threads(1)
+    try:
+        lightclip._core.eda_augment(captions, 0)  # warm-up (WordNet loaded)
+        eda = min(measure_cpu(lambda: lightclip._core.eda_augment(captions, 0)) for _ in range(3))
+    finally:
+        lightclip.set_num_threads(before)
+    eda_us = eda / len(captions) * 1e6
+    print(f"\nEDA's share of the per-sample time (1 thread; EDA alone: {eda_us:.2f} us/caption)")
+    print(f"{'size':>4} {'EDA off ms':>10} {'EDA on ms':>10} {'on/off':>8} {'EDA alone':>10}")
+    ok = True
+    for size in sizes:
+        best = {0.0: float("inf"), 1.0: float("inf")}
+        for _ in range(rounds):
+            for prob in best:
+                n, _, cpu = measure(lightclip_batches(size, samples, 1, eda_prob=prob))
+                best[prob] = min(best[prob], cpu / n)
+        off, on = best[0.0], best[1.0]
+        alone = eda_us * 1e-6 / off
+        ok &= alone < 0.01
+        print(
+            f"{size:>4} {off * 1e3:>10.3f} {on * 1e3:>10.3f} {(on - off) / off:>+8.2%} "
+            f"{alone:>10.3%}"
+        )
+    print("target: EDA under 1 % of the per-sample time: " + ("met" if ok else "NOT met"))
+    return ok
+
+
+def measure_cpu(fn) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
 
 
 def rss_mib() -> float:
@@ -181,6 +238,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--rss-batches", type=int, default=2000)
     parser.add_argument("--sizes", type=int, nargs="+", default=[112, 224])
+    parser.add_argument("--eda-sizes", type=int, nargs="+", default=[64, 224])
+    parser.add_argument("--eda-only", action="store_true", help="only EDA's share")
     args = parser.parse_args()
     if not shards():
         print(f"skipped: Flickr8k shards not found in {DATA}")
@@ -192,6 +251,9 @@ def main() -> int:
         print(f"skipped: the reference needs Pillow and torchvision ({e}); see the docstring")
         return 0
     torch.set_num_threads(1)  # the reference's transforms run in one thread per process
+    if args.eda_only:
+        eda_share(args.eda_sizes, args.samples)
+        return 0
     cores = os.cpu_count() or 1
     threads = lightclip.DataPipeline("synthetic", batch_size=1, image_size=8).threads
     print(
@@ -232,6 +294,7 @@ def main() -> int:
         "target: lightclip >= 5x the one-process reference per core: "
         + ("met" if ok else "NOT met")
     )
+    eda_share(args.eda_sizes, args.samples)
     rss_check(args.rss_batches)
     return 0
 
