@@ -241,6 +241,54 @@ def load_optimizer_state(
         ) from None
 
 
+def training_payload(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    config: Any,
+    *,
+    step: int,
+    epoch: int,
+    rng: list[Any],
+    data: list[Any],
+    world_size: int,
+) -> dict[str, Any]:
+    """A training checkpoint: open_clip's keys plus what an exact resume needs, the optimizer
+    step, the grad scaler and one RNG state and data position per rank."""
+    return {
+        "epoch": epoch,
+        "step": step,
+        "name": config.name,
+        "model_name": config.model,
+        "model_config": model.config.to_dict(),
+        "state_dict": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "trainable": trainable_names(model),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng,
+        "data": data,
+        "config": config.to_dict(),
+        "world_size": world_size,
+    }
+
+
+def restore_training_state(
+    payload: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    model_name: str,
+    source: str,
+) -> None:
+    """Loads a training checkpoint's model, optimizer and grad-scaler state into this run's,
+    after checking that it was written for the same model and trainable parameters."""
+    check_compatible(payload, model, model_name, source)
+    model.load_state_dict(model_state(payload))
+    load_optimizer_state(optimizer, payload, model, source)
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+
+
 def _strip_ddp_prefix(state: dict[str, Any]) -> dict[str, Any]:
     """State dicts saved from a DDP-wrapped model carry ``module.``; accept both."""
     if state and all(k.startswith("module.") for k in state):
@@ -415,9 +463,11 @@ __all__ = [
     "model_state",
     "read_torch_file",
     "resolve_resume",
+    "restore_training_state",
     "rng_state",
     "save_checkpoint",
     "trainable_names",
+    "training_payload",
     "set_rng_state",
 ]
 

@@ -15,10 +15,11 @@ says where a run is.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
 
@@ -148,11 +149,23 @@ def lr_schedule(
     raise ValueError(f"unknown lr schedule {name!r}; known: cosine, const, const-cooldown")
 
 
-def training_lr_schedule(
-    config: TrainConfig, *, warmup: int, total_steps: int, steps_per_epoch: int | None
-) -> Callable[[int], float]:
-    """``step -> lr`` for ``--lr-scheduler``; const-cooldown's ``--epochs-cooldown`` counts
-    optimizer steps per epoch, as open_clip's does."""
+def training_schedule(config: TrainConfig, data: Any) -> tuple[int, Callable[[int], float]]:
+    """The run's length in optimizer steps (``--steps``, else ``--epochs`` passes over
+    ``data``) and its ``step -> lr`` for ``--lr-scheduler``; const-cooldown's
+    ``--epochs-cooldown`` counts optimizer steps per epoch, as open_clip's does."""
+    steps_per_epoch = None
+    with contextlib.suppress(TypeError):  # an iterable of unknown length
+        steps_per_epoch = max(len(data) // config.accum_freq, 1)
+    if config.steps is not None:
+        total_steps = config.steps
+    elif steps_per_epoch is None:
+        raise InvalidInputError(
+            f"--train-data {config.train_data}: its length is not known up front; pass --steps "
+            "or --train-num-samples"
+        )
+    else:
+        total_steps = config.epochs * steps_per_epoch
+    warmup = config.warmup if config.warmup is not None else default_warmup(total_steps)
     cooldown_steps = None
     if config.lr_scheduler == "const-cooldown":
         epochs = config.epochs_cooldown or 0
@@ -167,10 +180,10 @@ def training_lr_schedule(
                 f"--epochs-cooldown {epochs} is {cooldown_steps} steps, more than the run's "
                 f"{total_steps}"
             )
-    return lr_schedule(
+    return total_steps, lr_schedule(
         config.lr_scheduler,
         base_lr=config.lr,
-        warmup_steps=warmup,
+        warmup_steps=min(warmup, total_steps),
         total_steps=total_steps,
         cooldown_steps=cooldown_steps,
         cooldown_power=config.lr_cooldown_power,
@@ -193,5 +206,5 @@ __all__ = [
     "lr_at",
     "lr_schedule",
     "progress_at",
-    "training_lr_schedule",
+    "training_schedule",
 ]
