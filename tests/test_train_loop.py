@@ -38,6 +38,18 @@ def test_accumulation_clipping_bf16_autocast_and_lr(tmp_path: Path) -> None:
     ]
 
 
+def test_a_run_without_name_gets_one_and_leaves_the_config_as_it_was(tmp_path: Path) -> None:
+    from lightclip.checkpoint import load_checkpoint
+
+    config = _config(tmp_path, recipe="clip", steps=1, name=None)
+    result = lightclip.train(config, data=FakePipeline(num_samples=8, batch_size=4))
+    assert config.name is None  # a second train(config) gets a folder of its own
+    assert result.run_dir.parent == tmp_path
+    assert result.run_dir.name.endswith("-lightclip-tiny-mnv2-clip")
+    saved = load_checkpoint(result.checkpoint)
+    assert saved["name"] == saved["config"]["name"] == result.run_dir.name
+
+
 def test_clip_recipe_has_only_the_contrastive_loss(tmp_path: Path) -> None:
     result = lightclip.train(
         _config(tmp_path, recipe="clip", steps=1), data=FakePipeline(num_samples=8, batch_size=4)

@@ -1,4 +1,5 @@
-"""The trainer's own pieces of maths: the MLM loss, AdamW parameter groups, the logit clamp."""
+"""The trainer's own pieces of maths: the MLM loss, LightCLIPLoss's weighted parts, AdamW
+parameter groups, the logit clamp."""
 
 from __future__ import annotations
 
@@ -161,3 +162,57 @@ def test_logit_scale_clamp() -> None:
         model.logit_scale.fill_(2.0)
     clamp_logit_scale(model)
     assert model.logit_scale.item() == 2.0
+
+
+def _model_outputs(config):
+    from lightclip.models import build_model
+    from train_fakes import FakePipeline
+
+    batch = next(iter(FakePipeline(num_samples=4, batch_size=4)))
+    mlm = dict(masked_text=batch["masked_text"], mlm_labels=batch["mlm_labels"])
+    out = build_model(config)(batch["image"], batch["text"], **(mlm if config.mlm else {}))
+    return out, batch
+
+
+def test_lightclip_loss_weighs_the_parts_the_switches_turn_on() -> None:
+    from lightclip.config import TrainConfig
+    from lightclip.labels import LabelSchedule
+    from lightclip.losses import LightCLIPLoss, SoftClipLoss, TokenAlignmentLoss
+
+    config = TrainConfig(w_ins=0.5, w_tok=2.0, w_mlm=0.25, alpha=0.2, r1=0.1, r2=0.5)
+    out, batch = _model_outputs(config)
+    total, parts = LightCLIPLoss.from_config(config)(out, batch, progress=0.7)
+    schedule = LabelSchedule(
+        r1=0.1, r2=0.5, alpha=0.2, ramp=config.label_ramp, ramp_width=config.label_ramp_width
+    )
+    f, g, scale = out["image_features"], out["text_features"], out["logit_scale"]
+    lengths = out["word_lengths"] if out.get("word_lengths") is not None else batch["word_lengths"]
+    expected = {
+        "ins": SoftClipLoss(schedule)(f, g, scale, 0.7),
+        "tok": TokenAlignmentLoss()(out["image_tokens"], out["word_tokens"], lengths),
+        "mlm": MaskedLanguageModelLoss()(
+            out["mlm_logits_text"], out["mlm_logits_fused"], out["mlm_labels"]
+        ),
+    }
+    assert set(parts) == set(expected)
+    for key, value in expected.items():
+        assert parts[key].item() == pytest.approx(value.item(), rel=1e-6), key
+    weighted = 0.5 * expected["ins"] + 2.0 * expected["tok"] + 0.25 * expected["mlm"]
+    assert total.item() == pytest.approx(weighted.item(), rel=1e-6)
+
+
+def test_lightclip_loss_of_the_clip_recipe_is_clips_hard_label_loss() -> None:
+    from lightclip.config import TrainConfig
+    from lightclip.losses import LightCLIPLoss
+
+    config = TrainConfig(recipe="clip", w_ins=3.0)
+    out, batch = _model_outputs(config)
+    total, parts = LightCLIPLoss.from_config(config)(out, batch, progress=0.9)
+    # open_clip's ClipLoss in a few lines of torch: cross-entropy both ways against the diagonal.
+    logits = out["logit_scale"] * out["image_features"] @ out["text_features"].T
+    labels = torch.arange(logits.shape[0])
+    ce = torch.nn.functional.cross_entropy
+    reference = (ce(logits, labels) + ce(logits.T, labels)) / 2
+    assert set(parts) == {"ins"}
+    assert parts["ins"].item() == pytest.approx(reference.item(), rel=1e-5)
+    assert total.item() == pytest.approx(3.0 * reference.item(), rel=1e-5)
