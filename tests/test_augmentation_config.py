@@ -3,8 +3,12 @@ pipeline the trainer builds (checked on the pixels it yields)."""
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from lightclip.augmentation import parse_aug_cfg, pipeline_kwargs
 from lightclip.config import TrainConfig, parse_args
@@ -98,17 +102,20 @@ def test_the_settings_reach_the_trainers_pipeline(tmp_path) -> None:
         write_tar(tmp_path / "s.tar", [("k.png", image_bytes(4, size=(20, 20))), ("k.txt", b"x")])
     )
     base = dict(batch_size=1, eda_prob=0.0, workers=1)
-    # With every random op off the training transform is the evaluation transform ...
+    # With every random op off the training transform is the whole picture resized by the
+    # training crop's antialiased bilinear (evaluation resizes bicubically, as open_clip) ...
     still = TrainConfig(aug_cfg=NO_RANDOMNESS, **base)
-    evaluation = _first_image(still, source, train=False)
-    assert torch.allclose(_first_image(still, source, train=True), evaluation, atol=1e-6)
+    picture = Image.open(io.BytesIO(image_bytes(4, size=(20, 20)))).convert("RGB")
+    want = torch.from_numpy(np.asarray(picture.resize((16, 16), Image.BILINEAR)).copy())
+    want = want.permute(2, 0, 1).float() / 255
+    assert torch.allclose(_first_image(still, source, train=True), want, atol=1.5 / 255)
     # ... and grayscale at p = 1 makes the three channels equal, where the default (p 0.2
     # on real data, a random draw) need not.
     grey = TrainConfig(aug_cfg=[*NO_RANDOMNESS[:-3], "gray_scale_prob=1", "blur_prob=0"], **base)
     image = _first_image(grey, source, train=True)
     assert torch.allclose(image[0], image[1], atol=1e-5)
     assert torch.allclose(image[1], image[2], atol=1e-5)
-    assert not torch.allclose(evaluation[0], evaluation[1], atol=1e-3)
+    assert not torch.allclose(want[0], want[1], atol=1e-3)
 
 
 def test_small_real_images_get_milder_defaults_than_large_ones() -> None:
