@@ -30,24 +30,32 @@ from typing import Any
 import torch
 
 RECALLS = (1, 5, 10)
+PICTURE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+def read_samples(shard: str | Path) -> dict[str, dict[str, bytes]]:
+    """A shard's members grouped by sample key: ``{key: {extension: bytes}}``."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            file = tar.extractfile(member) if member.isfile() else None
+            if file is not None:
+                key, _, ext = member.name.partition(".")
+                samples.setdefault(key, {})[ext] = file.read()
+    return samples
+
+
+def picture_extension(members: dict[str, bytes]) -> str:
+    return next(e for e in PICTURE_EXTENSIONS if e in members)
 
 
 def write_clip_benchmark_retrieval(shard: str | Path, out_dir: str | Path) -> Path:
     """``shard``'s images and all their captions in CLIP_benchmark's retrieval layout."""
     out = Path(out_dir)
     (out / "test").mkdir(parents=True, exist_ok=True)
-    groups: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(shard) as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, ext = member.name.partition(".")
-            file = tar.extractfile(member)
-            assert file is not None
-            groups.setdefault(key, {})[ext] = file.read()
     with tarfile.open(out / "test" / "0.tar", "w") as tar:
-        for key, members in groups.items():
-            image_ext = next(e for e in ("jpg", "jpeg", "png", "webp") if e in members)
+        for key, members in read_samples(shard).items():
+            image_ext = picture_extension(members)
             if "json" in members:
                 captions = json.loads(members["json"])["captions"]
             else:
@@ -105,23 +113,17 @@ def lightclip_retrieval_pillow(export_dir: Path, layout: Path, batch_size: int) 
 
     model, _ = load_eval_model(None, str(export_dir), "cpu")
     transform = EvalTransform(model.config.image_size)
-    samples: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(layout / "test" / "0.tar") as tar:
-        for member in tar:
-            key, _, ext = member.name.partition(".")
-            file = tar.extractfile(member)
-            assert file is not None
-            samples.setdefault(key, {})[ext] = file.read()
-    batches, images, captions = [], [], []
-    for members in samples.values():
-        picture = next(members[e] for e in ("jpg", "jpeg", "png", "webp") if e in members)
-        images.append(transform(Image.open(io.BytesIO(picture))))
-        captions.append(members["txt"].decode().splitlines())
-        if len(images) == batch_size:
-            batches.append({"image": torch.stack(images), "all_captions": captions})
-            images, captions = [], []
-    if images:
-        batches.append({"image": torch.stack(images), "all_captions": captions})
+    samples = list(read_samples(layout / "test" / "0.tar").values())
+    batches = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        pictures = [Image.open(io.BytesIO(m[picture_extension(m)])) for m in chunk]
+        batches.append(
+            {
+                "image": torch.stack([transform(p) for p in pictures]),
+                "all_captions": [m["txt"].decode().splitlines() for m in chunk],
+            }
+        )
     return {k: float(v) for k, v in evaluate_retrieval(model, batches, device="cpu").items()}
 
 
