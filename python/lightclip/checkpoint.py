@@ -163,15 +163,17 @@ def convert_trusted_checkpoint(
 def resolve_resume(resume: str | None, checkpoint_dir: Path) -> Path | None:
     """The file ``--resume`` points at; None for a fresh start.
 
-    ``latest`` means this run's ``epoch_latest.pt``; when there is none yet the run starts
-    fresh (open_clip's behaviour, so a preemptible job can always pass ``--resume latest``).
-    Any other value must be an existing file.
+    ``latest`` means this run's newest state (``checkpoint_files.newest_checkpoint``:
+    ``epoch_latest.pt``, else the highest ``epoch_N.pt``); when there is none yet the run
+    starts fresh (open_clip's behaviour, so a preemptible job can always pass
+    ``--resume latest``). Any other value must be an existing file.
     """
     if resume is None:
         return None
     if resume == "latest":
-        latest = checkpoint_dir / LATEST
-        return latest if latest.is_file() else None
+        from .checkpoint_files import newest_checkpoint  # it imports this module
+
+        return newest_checkpoint(checkpoint_dir)
     path = Path(resume)
     if not path.is_file():
         raise CheckpointError(f"--resume: checkpoint not found: {path}")

@@ -41,7 +41,6 @@ import torch
 from . import checkpoint as ckpt
 from .checkpoint_files import (
     delete_previous_epoch_checkpoint,
-    newest_checkpoint,
     remove_stale_latest,
 )
 from .config import TrainConfig, parse_args
@@ -152,10 +151,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     # ------------------------------------------------------------------ setup
     config = dataclasses.replace(config, name=run_name(config))  # the caller's stays as it is
     run_dir = Path(config.logs) / config.name
-    if config.resume == "latest":  # epoch_latest.pt, else the newest epoch_N.pt
-        resume_path = newest_checkpoint(run_dir / "checkpoints")
-    else:
-        resume_path = ckpt.resolve_resume(config.resume, run_dir / "checkpoints")
+    resume_path = ckpt.resolve_resume(config.resume, run_dir / "checkpoints")
     check_reporters(config)
     prepare_run_folder(run_dir, config, rt)  # no earlier run overwritten unasked
     seed_everything(config.seed, rt.rank)
