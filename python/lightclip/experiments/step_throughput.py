@@ -84,7 +84,11 @@ class _Timers:
         return out
 
 
-def measure(recipe: str, image_size: int, args: argparse.Namespace) -> dict[str, float]:
+def measure(
+    recipe: str, image_size: int, args: argparse.Namespace, **overrides: Any
+) -> dict[str, float]:
+    """One row: ``recipe`` at ``image_size`` with ``args``' settings; ``overrides`` are further
+    ``TrainConfig`` fields (the end-to-end benchmark sets the augmentation and AdamW)."""
     cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
     sync = torch.cuda.synchronize if cuda and args.sync_rust_calls else (lambda: None)
     total = args.steps + args.warmup_steps
@@ -108,6 +112,7 @@ def measure(recipe: str, image_size: int, args: argparse.Namespace) -> dict[str,
                 # The first read ends the warm-up, so no measured step shares its window.
                 log_every_n_steps=max(args.warmup_steps, 1),
                 save_frequency=0,
+                **overrides,
             ),
         )
         rust = timers.seconds_after(args.warmup_steps, total)
