@@ -1,4 +1,4 @@
-"""Data pipeline throughput against what users run today, side by side in one run.
+"""Data pipeline throughput against what users run, side by side in one run.
 
 Reference: Python's tarfile reading webdataset shards + Pillow decode + torchvision's MoCo-v2
 transforms (RandomResizedCrop 0.2-1, ColorJitter 0.4/0.4/0.4/0.1 p 0.8, RandomGrayscale 0.2,

@@ -161,7 +161,7 @@ def bench_eda(texts: list[str], rounds: int = 4) -> None:
     wordnet = eda_reference.WordNet(directory)
     cores = os.cpu_count() or 1
     print(f"EDA: {len(texts):,} captions, DeCLIP mode (SR/RS/RD), alpha 0.1")
-    # This machine's speed drifts by tens of percent over seconds, so the contenders take
+    # A shared machine's speed drifts from second to second, so the contenders take
     # turns: each round times every one once, and each row keeps its best round. Per-core
     # rows are CPU seconds (time.process_time), the multi-thread row wall seconds. The pool
     # is sized once per phase, as a training run keeps it.

@@ -91,8 +91,8 @@ for original, new in zip(batch["captions"], augmented, strict=True):
 # %%
 from IPython.display import clear_output
 
-# make demo's run: about 5 minutes on a 2-core CPU. Contrastive learning here sits near
-# ln(batch) for ~100 steps before it takes off; more scenes than the run draws, so none repeats.
+# make demo's run, sized for a few minutes on a 2-core CPU. Contrastive learning here sits near
+# ln(batch) for a while before it takes off; more scenes than the run draws, so none repeats.
 STEPS = 4 if FAST else 600
 config = lightclip.TrainConfig(
     model="lightclip-tiny-mnv2",          # MobileNetV2-0.5 + 8-layer text tower, 64 px

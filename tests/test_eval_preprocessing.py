@@ -1,4 +1,4 @@
-"""One evaluation preprocessing everywhere (#22 item 1): open_clip's own preprocess (built by
+"""One evaluation preprocessing everywhere: open_clip's own preprocess (built by
 open_clip from our export's config), the Rust pipeline's evaluation batch and ``EvalTransform``
 give the same tensors for pictures of assorted sizes and aspects, shrunk and enlarged.
 

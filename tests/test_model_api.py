@@ -1,4 +1,4 @@
-"""open_clip's model API on LightCLIP (issue 22 item 4), each call against an independent
+"""open_clip's model API on LightCLIP, each call against an independent
 reference: a few lines of torch on ``encode_image`` / ``encode_text``, the open_clip model that
 open_clip itself builds from our export (the same calls must give the same numbers), open_clip's
 own text-tower locking, and open_clip's tokenizer."""
@@ -320,7 +320,7 @@ def test_get_tokenizer_uses_the_models_context_length(tmp_path):
     assert torch.equal(tok([*CAPTIONS, long]), want)
     assert lightclip.get_tokenizer("clip-mnv2").context_length == 77
     assert lightclip.get_tokenizer("clip-mnv2", context_length=16).context_length == 16
-    assert lightclip.get_tokenizer(32).context_length == 32  # the older positional meaning
+    assert lightclip.get_tokenizer(32).context_length == 32  # an int is a context length
     assert lightclip.get_tokenizer().context_length == 77
     export_openclip(make_model("clip-tiny-r18"), tmp_path)
     assert lightclip.get_tokenizer(f"local-dir:{tmp_path}").context_length == 32

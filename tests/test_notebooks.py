@@ -27,7 +27,7 @@ pytest.importorskip("matplotlib")
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 SOURCES = sorted(NOTEBOOK_DIR.glob("*.py"))
-# One notebook on this 2-core machine takes well under a minute when it is not shared.
+# A hung cell fails the test; the margin is for a machine busy with other work.
 CELL_TIMEOUT_S = 900
 
 

@@ -1,4 +1,4 @@
-"""No NaN model with exit 0 (issue 21, item 4): every numeric flag is checked up front, and a
+"""No NaN model with exit 0: every numeric flag is checked up front, and a
 run whose loss becomes non-finite stops at once, naming the step and the loss part, with the
 last good checkpoint kept and nothing saved or exported after the bad step."""
 

@@ -1,4 +1,4 @@
-"""Bad input: every case of the issue, under on_error="skip" (counted, logged, stream goes on)
+"""Bad input, case by case, under on_error="skip" (counted, logged, stream goes on)
 and on_error="raise" (DataError naming the shard/file and member). The bad files are made
 here, in tmp_path."""
 

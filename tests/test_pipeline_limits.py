@@ -2,7 +2,7 @@
 allocated (an error naming the parameter, never a process abort), files that are not regular
 or too big are counted skips (never a hang), and one pipeline has one iterator at a time.
 
-Cases that used to abort the process or hang run in a subprocess, so that a regression fails
+Cases that could abort the process or hang run in a subprocess, so that such a failure fails
 the test instead of killing pytest.
 """
 
@@ -102,7 +102,7 @@ def test_sizes_that_cannot_cross_to_rust_are_named_too(kwargs, argument):
 @pytest.mark.parametrize("value", [float("nan"), -0.1, 1.5, float("inf")])
 @pytest.mark.parametrize("argument", ["eda_prob", "mlm_prob"])
 def test_probabilities_outside_zero_one_are_refused_by_name(argument, value):
-    # NaN and negative values once passed as "off" (eda_prob) instead of being refused.
+    # NaN and negative values are refused, not read as "off".
     with pytest.raises(lightclip.InvalidInputError, match=f"`{argument}`"):
         pipe("synthetic", num_samples=8, **{argument: value})
 

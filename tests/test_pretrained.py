@@ -1,4 +1,4 @@
-"""Weights in (#22 item 3): an open_clip model built here (a 12-layer text tower of width 64
+"""Weights in: an open_clip model built here (a 12-layer text tower of width 64
 with 2 heads, as the tiny presets' 8-layer one, and timm's MobileNet-V2 0.5 as image tower),
 saved as open_clip's trainer saves it, loads into lightclip with its inherited text layers
 computing what the source layers compute; our own exports and training checkpoints round-trip

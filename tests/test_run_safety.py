@@ -1,5 +1,5 @@
 """A run's folder survives its user: kills while resuming or saving, a reused --name, a full
-disk and a second Ctrl-C during a save (issue 21, items 2, 3 and 9).
+disk and a second Ctrl-C during a save.
 
 Kills are real SIGKILLs of a child process, sent by the child itself at a fixed point of the
 run (an ``on_step`` hook, or a write inside ``torch.save``), so nothing depends on timing.
@@ -106,7 +106,7 @@ def _run_child_until_killed(logs: Path, where: str) -> None:
     assert child.returncode == -signal.SIGKILL, child.stderr
 
 
-# --- item 2: a resumed run keeps the earlier metrics ----------------------------------------
+# --- a resumed run keeps the earlier metrics ------------------------------------------------
 
 
 def test_a_resumed_run_killed_before_its_first_log_row_keeps_the_earlier_rows(tmp_path) -> None:
@@ -159,7 +159,7 @@ def test_resume_drops_a_results_line_cut_short_by_a_kill(tmp_path) -> None:
     assert [(r["step"], r["epoch"], r["val_loss"]) for r in rows] == [(2, 1, 2.0), (4, 2, 1.0)]
 
 
-# --- item 3: reusing --name is refused unless resuming or overwriting ---------------------------
+# --- reusing --name is refused unless resuming or overwriting -----------------------------------
 
 
 def test_reusing_a_name_without_resume_is_refused_and_the_run_is_untouched(tmp_path) -> None:
@@ -235,7 +235,7 @@ def test_demo_and_ablation_rows_retrain_over_their_own_folders(tmp_path, monkeyp
     assert [c.overwrite for c in seen] == [True, True]
 
 
-# --- item 9: a full disk, a second Ctrl-C and a kill during a save -----------------------------
+# --- a full disk, a second Ctrl-C and a kill during a save -------------------------------------
 
 
 class _Writer:

@@ -41,7 +41,7 @@ def test_recipes_fill_only_the_switches_left_unset() -> None:
         (dict(precision="fp8"), "--precision"),
         (dict(recipe="openai"), "--recipe"),
         (dict(recipe="clip", fusion=True), "--fusion"),  # fusion needs MLM
-        (dict(report_to="csv,mlflow"), "--report-to"),  # wandb is one now
+        (dict(report_to="csv,mlflow"), "--report-to"),  # csv, tensorboard, wandb only
         (dict(steps=0), "--steps"),
         (dict(eda_prob=1.5), "--eda-prob"),
     ],

@@ -1,4 +1,4 @@
-"""open_clip's training flags on `lightclip train` (#22 item 5), each against a reference:
+"""open_clip's training flags on `lightclip train`, each against a reference:
 open_clip_train's own lr schedulers, the weights before training, a run without the flag,
 the files open_clip would leave, the rows of a CSV written here."""
 

@@ -106,8 +106,8 @@ def load_checkpoint(
     Only tensors and plain values (dicts, lists, numbers, strings) are read: a pickle can run
     code while it loads, and checkpoints are downloaded and shared, so one that holds any
     other Python object is refused before anything in it runs. ``trust=True`` lifts that for
-    a file you made yourself (checkpoints of lightclip before this rule kept NumPy's RNG
-    state as an array); :func:`convert_trusted_checkpoint` rewrites such a file once.
+    a file you made yourself (one that keeps NumPy's RNG state as an array, say);
+    :func:`convert_trusted_checkpoint` rewrites such a file once.
     """
     payload = read_torch_file(path, map_location, trust=trust)
     if not isinstance(payload, dict) or "state_dict" not in payload:

@@ -178,8 +178,8 @@ class TrainConfig:
     token_loss: bool | None = _opt("token-level alignment loss (Hungarian matching)")
     token_space: str | None = _opt(
         "where the token loss compares tokens: 'joint' (each tower's own projection into the "
-        "joint embedding space) or 'heads' (two training-only Linear heads; measured to "
-        "collapse) (default: the model's)",
+        "joint embedding space) or 'heads' (two training-only Linear heads; their "
+        "positives-only loss can collapse) (default: the model's)",
         choices=TOKEN_SPACES,
     )
     mlm: bool | None = _opt("masked language modelling loss")

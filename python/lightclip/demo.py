@@ -28,10 +28,10 @@ from .validation import evaluate_held_out
 
 DEMO_MODEL = "lightclip-tiny-mnv2"
 HELD_OUT = "synthetic:heldout"
-# Sized for a few minutes on a 2-core CPU. Contrastive learning on this data has a plateau of
-# about 100 steps before it takes off, hence the high learning rate. The time budget only
-# guards against a stuck machine (one several times slower than a quiet 2-core one still
-# finishes): training stops there (checkpoint saved) and evaluation goes on.
+# Sized for a few minutes on a 2-core CPU. Contrastive learning on this data has a plateau
+# before it takes off, hence the high learning rate. The time budget only guards against a
+# stuck machine (one several times slower than a quiet 2-core one still finishes): training
+# stops there (checkpoint saved) and evaluation goes on.
 DEMO_STEPS = 600
 DEMO_LR = 2e-3
 # More distinct scenes than the run draws (600 x 64 = 38,400), so no scene repeats and the

@@ -3,10 +3,10 @@
 Weight decay applies to weight matrices and convolution kernels only. Excluded, as open_clip
 excludes them: every parameter of a normalisation layer, every bias, and the logit scale —
 open_clip's rule is "ndim < 2, or a norm / bias / logit_scale name". We also exclude
-embedding tables (token embeddings, positional embeddings, class embeddings), a choice the
-brief asks for: open_clip decays 2-D embedding tables because they fall through its ndim
-test, but shrinking rarely seen token rows towards zero is what decay should not do. Both
-rules look at module types and parameter shapes, not at naming conventions of one model.
+embedding tables (token embeddings, positional embeddings, class embeddings): open_clip
+decays 2-D embedding tables because they fall through its ndim test, but shrinking rarely
+seen token rows towards zero is what decay should not do. Both rules look at module types
+and parameter shapes, not at naming conventions of one model.
 
     >>> import torch
     >>> from lightclip.optim import parameter_groups

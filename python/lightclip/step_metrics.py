@@ -2,11 +2,10 @@
 
 Reading a GPU value on the host (``float(loss)``) waits for every kernel queued before it. A
 loop that does that after each step leaves the GPU idle while the host fetches the next batch
-and launches the next forward pass; on an H100, reading only when needed made a ResNet-18
-CLIP run 8-20% faster when the GPU was the limit. So a step's losses stay device tensors, and the
-steps since the last read are resolved together, in one copy, only when something needs the
-numbers: a log row, an ``on_step`` hook (which sees every step, so it is read every step), or
-the end of the run.
+and launches the next forward pass. So a step's losses stay device tensors, and the steps
+since the last read are resolved together, in one copy, only when something needs the numbers:
+a log row, an ``on_step`` hook (which sees every step, so it is read every step), or the end of
+the run.
 
 Each step still gets its own row. ``step_time`` and ``samples_per_s`` are averaged over the
 steps resolved together (a step's own host time says little when the host runs ahead of the

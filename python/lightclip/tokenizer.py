@@ -93,8 +93,7 @@ def get_tokenizer(
     ``model_name`` as in open_clip: a name from ``lightclip.list_models()`` or
     ``"local-dir:EXPORT"`` (a folder ``lightclip export`` wrote) gives that model's context
     length (the tiny models use 32); ``context_length`` overrides it, and without either it is
-    77. An int in place of the name is a context length, as ``get_tokenizer(32)`` has always
-    meant here.
+    77. An int in place of the name is a context length (``get_tokenizer(32)``).
 
     Like open_clip's: SOT 49406, the BPE ids, EOT 49407, zero padding; a caption that does not
     fit is cut and keeps EOT last. Batches are tokenized in parallel with the GIL released

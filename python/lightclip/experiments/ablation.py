@@ -9,7 +9,7 @@ differ:
     +token        + Hungarian token-level alignment loss
     +mlm          + masked language modelling with image->text fusion
     lightclip     all three (the full recipe, SPEC §2 loss weights)
-    +token-heads  (on request) + token loss through separate heads, SPEC's first reading
+    +token-heads  (on request) + token loss through separate heads, another reading of SPEC
 
 Each trained model is exported (training-only heads dropped) and evaluated on the Flickr8k
 dev shard (1,000 images, all 5 captions each): image->text and text->image R@1/5/10, and a
@@ -51,7 +51,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "+token": ("+ token loss", dict(recipe="clip", token_loss=True)),
     "+mlm": ("+ MLM / fusion", dict(recipe="clip", mlm=True, fusion=True)),
     "lightclip": ("LightCLIP (all)", dict(recipe="lightclip")),
-    # Not a default row: the first reading's separate token heads, to compare with +token.
+    # Not a default row: the token loss through separate heads (token_space="heads"), to
+    # compare with +token.
     "+token-heads": (
         "+ token loss (heads)",
         dict(recipe="clip", token_loss=True, token_space="heads"),
@@ -70,7 +71,8 @@ METRICS = [
 TRAIN_SHARDS = "train-{000000..000005}.tar"
 DEV_SHARD = "dev-000000.tar"
 
-# The small-data regime (issue #20), chosen by measurement on the train and dev shards.
+# Flickr8k is small data: tiny towers, a short run and a high learning rate, picked on its
+# train and dev shards.
 DEFAULTS = dict(towers="tiny-mnv2", steps=600, batch_size=64, lr=2e-3)
 
 

@@ -26,7 +26,8 @@ MASK_TOKEN_ID = 49408
 IMAGE_TOWERS = ("resnet18", "mobilenetv2", "swin")
 #: Where L_tok compares tokens: "joint" maps them with each tower's own projection into the
 #: joint embedding space (no extra parameters); "heads" uses two training-only Linear heads to
-#: ``d_tok`` (the first reading of SPEC §2, whose positives-only loss was measured to collapse).
+#: ``d_tok`` (another reading of SPEC §2, whose positives-only loss can collapse: every token
+#: one direction, see ``lightclip.diagnostics``).
 TOKEN_SPACES = ("joint", "heads")
 
 

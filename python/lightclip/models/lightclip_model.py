@@ -16,7 +16,7 @@ The token alignment loss's tokens live, by default (``token_space="joint"``), in
 embedding space, mapped there by each tower's own projection (the image tower's
 ``project_tokens``, the text tower's ``text_projection``): no parameter of their own, and a
 collapse of all tokens to one direction would fight the contrastive loss instead of satisfying
-L_tok for free, as the separate heads of ``token_space="heads"`` were measured to do.
+L_tok for free, as it can through the separate heads of ``token_space="heads"``.
 
     >>> import torch, lightclip
     >>> model = lightclip.create_model("clip-tiny-mnv2")
@@ -325,10 +325,10 @@ class LightCLIP(nn.Module):
         with ``token_space="heads"``),
         ``word_lengths`` [B] (tokens strictly between SOT and EOT), and ``mlm_logits_text`` /
         ``mlm_logits_fused``: [B, C, V] logits at every position, or, when ``mlm_labels``
-        ([B, C], -100 = not masked) is given, [M, V] at the M masked positions only (a 10-20x
-        cheaper vocabulary projection), with ``mlm_labels`` [M] the matching targets. The MLM
-        entries are None without ``masked_text`` or with MLM off; ``mlm_logits_fused`` is None
-        with fusion off.
+        ([B, C], -100 = not masked) is given, [M, V] at the M masked positions only (the
+        vocabulary projection skips every other position), with ``mlm_labels`` [M] the
+        matching targets. The MLM entries are None without ``masked_text`` or with MLM off;
+        ``mlm_logits_fused`` is None with fusion off.
         """
         self.check_images(images)
         if text.dim() != 2 or text.shape[0] != images.shape[0]:
