@@ -31,18 +31,13 @@ import contextlib
 import dataclasses
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import checkpoint as ckpt
-from .checkpoint_files import (
-    delete_previous_epoch_checkpoint,
-    remove_stale_latest,
-)
+from . import run_checkpoints as checkpoints
+from .checkpoint import LATEST, resolve_resume
 from .config import TrainConfig, parse_args
 from .data import build_pipeline
 from .diagnostics import collapse_diagnostics
@@ -51,78 +46,20 @@ from .losses import LightCLIPLoss
 from .models import apply_model_options, build_model
 from .openclip_export import export_inference_model
 from .optim import build_optimizer, clamp_logit_scale, set_lr
+from .run_evaluation import evaluate_at_end, evaluate_at_epoch_end
 from .run_folder import prepare_run_folder, run_name
 from .run_log import RunLog, check_reporters
+from .run_state import Run, StepHook, TrainResult
 from .runtime import (
     Runtime,
     StopOnCtrlC,
     autocast_and_scaler,
-    gather_objects,
     seed_everything,
     setup_runtime,
     teardown_runtime,
-    this_ranks,
 )
 from .schedules import progress_at, training_schedule
-from .step_metrics import Accumulator, PendingSteps, non_finite_losses
-from .validation import held_out_metrics, zero_shot_due, zero_shot_metrics
-
-
-@dataclass
-class TrainResult:
-    """What a finished (or interrupted) run leaves behind."""
-
-    run_dir: Path
-    step: int
-    total_steps: int
-    epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per step, this run
-    checkpoint: Path | None = None
-    export_path: Path | None = None
-    eval_metrics: dict[str, float] = field(default_factory=dict)
-    interrupted: bool = False
-
-
-StepHook = Callable[[int, dict[str, float]], bool | None]
-
-
-@dataclass
-class StepBoundary:
-    """Everything that must be saved together: the state right after one optimizer step."""
-
-    step: int
-    epoch: int
-    rng: dict[str, Any]
-    data: Any
-
-
-@dataclass
-class Run:
-    """One run's parts, set up once in ``_train``, and its position, moved on by the functions
-    below (plain functions of the run rather than closures, so each reads on its own)."""
-
-    config: TrainConfig
-    rt: Runtime
-    result: TrainResult
-    on_step: StepHook | None
-    model: Any  # the LightCLIP; ``ddp_model`` is it, wrapped under DDP
-    ddp_model: Any
-    data: Any
-    optimizer: Any
-    scaler: Any  # a GradScaler for fp16 autocast, else None
-    autocast: Callable[[], Any]
-    loss: LightCLIPLoss
-    lr_at: Callable[[int], float]
-    image_size: int
-    log: Any = None  # the RunLog and the StopOnCtrlC, entered around the epochs
-    stop: Any = None
-    step: int = 0
-    epoch: int = 0
-    boundary: StepBoundary | None = None
-    kept: tuple[Path, int] | None = None  # the last checkpoint written (or resumed) and its step
-    pending: PendingSteps = field(default_factory=PendingSteps)  # steps not read off the device
-    held_out_done: bool = False  # --val-data evaluated at an epoch end of this run
-    zero_shot_step: int = -1  # the step of the last --zeroshot-data evaluation
+from .step_metrics import Accumulator, non_finite_losses
 
 
 def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = None) -> TrainResult:
@@ -151,7 +88,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     # ------------------------------------------------------------------ setup
     config = dataclasses.replace(config, name=run_name(config))  # the caller's stays as it is
     run_dir = Path(config.logs) / config.name
-    resume_path = ckpt.resolve_resume(config.resume, run_dir / "checkpoints")
+    resume_path = resolve_resume(config.resume, run_dir / "checkpoints")
     check_reporters(config)
     prepare_run_folder(run_dir, config, rt)  # no earlier run overwritten unasked
     seed_everything(config.seed, rt.rank)
@@ -204,19 +141,8 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     )
 
     # ------------------------------------------------------------------ resume
-    data_state = None
-    if resume_path is not None:
-        payload = ckpt.load_checkpoint(resume_path, map_location=rt.device)
-        source = f"--resume {resume_path}"
-        ckpt.restore_training_state(payload, model, optimizer, scaler, config.model, source)
-        run.step, run.epoch = payload["step"], payload["epoch"]
-        data_state = this_ranks(payload.get("data"), payload, rt, "data pipeline position")
-        if payload.get("rng") is not None:
-            ckpt.set_rng_state(this_ranks(payload["rng"], payload, rt, "random state"))
-        run.kept = (resume_path, run.step)
-        rt.print(f"resumed from {resume_path} at step {run.step} (epoch {run.epoch})")
+    data_state = checkpoints.resume(run, resume_path)  # where in the epoch; None: its start
     run.result.step, run.result.epoch = run.step, run.epoch
-    run.boundary = StepBoundary(run.step, run.epoch, ckpt.rng_state(), data_state)
     rt.print(
         f"run {run_dir}: {config.model} ({config.recipe}: soft_labels={config.soft_labels} "
         f"token_loss={config.token_loss} mlm={config.mlm} fusion={config.fusion}), "
@@ -330,7 +256,7 @@ def optimizer_step(run: Run, accum: Accumulator, lr: float, progress: float) -> 
     optimizer.zero_grad(set_to_none=True)
     clamp_logit_scale(run.model)
     run.step += 1
-    run.boundary = StepBoundary(run.step, run.epoch, ckpt.rng_state(), run.data.state_dict())
+    checkpoints.mark_boundary(run, run.data.state_dict())
 
     device_metrics["logit_scale"] = run.model.logit_scale.detach().exp()
     host_metrics = dict(lr=lr, progress=progress, epoch=run.epoch)
@@ -342,72 +268,37 @@ def optimizer_step(run: Run, accum: Accumulator, lr: float, progress: float) -> 
     if run.on_step is not None or run.step % config.log_every_n_steps == 0 or saving:
         report(run)
     if saving:
-        run.result.checkpoint = save(run, ckpt.LATEST)
+        run.result.checkpoint = checkpoints.save(run, LATEST)
         run.pending.restart_clock()
 
 
 def end_epoch(run: Run) -> None:
     """After a whole pass: the ``--save-*`` checkpoints, then the due evaluations."""
-    config, rt = run.config, run.rt
     run.optimizer.zero_grad(set_to_none=True)  # a last, incomplete accumulation is dropped
     report(run)
     run.epoch += 1
-    run.boundary = StepBoundary(run.step, run.epoch, ckpt.rng_state(), None)
-    checkpoint_dir = run.result.run_dir / "checkpoints"
-    if config.save_most_recent:
-        run.result.checkpoint = save(run, ckpt.LATEST)
-    if config.save_frequency and run.epoch % config.save_frequency == 0:
-        saved = save(run, f"epoch_{run.epoch}.pt")
-        if rt.is_main and config.delete_previous_checkpoint:
-            delete_previous_epoch_checkpoint(checkpoint_dir, run.epoch)
-        if not config.save_most_recent:
-            run.result.checkpoint = saved
-            if rt.is_main:
-                remove_stale_latest(checkpoint_dir)
-    held_out = bool(config.val_data) and run.epoch % config.val_frequency == 0
-    zero_shot = zero_shot_due(config, run.epoch)
-    evaluate(run, held_out=held_out, zero_shot=zero_shot)
-    run.held_out_done |= held_out
-    if zero_shot:
-        run.zero_shot_step = run.step
+    checkpoints.mark_boundary(run, None)
+    checkpoints.save_at_epoch_end(run)
+    evaluate_at_epoch_end(run)
     run.pending.restart_clock()
 
 
 def finish(run: Run) -> None:
     """The end of the run, or of its interrupted part: the last metrics and checkpoint, then,
     when the run is complete, the evaluations not done yet and the export."""
-    config, result = run.config, run.result
+    result = run.result
     report(run)
     result.interrupted = run.stop.requested and _more_to_do(run)
-    # Without --save-most-recent, epoch_latest.pt only holds a state no file holds yet.
-    if config.save_most_recent or run.kept is None or run.kept[1] != run.boundary.step:
-        result.checkpoint = save(run, ckpt.LATEST)
+    checkpoints.save_at_end(run)
     if not result.interrupted:
-        zero_shot = config.zeroshot_data and config.zeroshot_frequency
-        evaluate(
-            run,
-            held_out=bool(config.val_data) and not run.held_out_done,
-            zero_shot=bool(zero_shot) and run.zero_shot_step != run.step,
-        )
-        if config.export and run.rt.is_main:
+        evaluate_at_end(run)
+        if run.config.export and run.rt.is_main:
             result.export_path = export_inference_model(run.model, result.run_dir)
     result.step, result.epoch = run.step, run.epoch
     run.rt.print(
         ("interrupted; " if result.interrupted else "done; ")
         + f"step {run.step}/{result.total_steps}, checkpoint {result.checkpoint}"
     )
-
-
-def evaluate(run: Run, *, held_out: bool, zero_shot: bool) -> None:
-    """``--val-data`` and ``--zeroshot-data`` as asked, logged as one eval row."""
-    metrics = {}
-    if held_out:
-        metrics.update(held_out_metrics(run.model, run.config, run.image_size, run.rt))
-    if zero_shot:
-        metrics.update(zero_shot_metrics(run.model, run.config, run.image_size, run.rt))
-    if metrics:
-        run.result.eval_metrics = metrics
-        run.log.eval(run.step, metrics, epoch=run.epoch)
 
 
 def report(run: Run) -> None:
@@ -426,29 +317,10 @@ def report(run: Run) -> None:
 
 
 def diverged(run: Run, what: str) -> NonFiniteLossError:
-    last = (
-        f"last checkpoint: {run.kept[0]}, step {run.kept[1]}" if run.kept else "no checkpoint yet"
-    )
     return NonFiniteLossError(
-        f"{what}; stopped without saving it ({last}); a lower --lr or --grad-clip-norm "
-        "may keep training finite"
+        f"{what}; stopped without saving it ({checkpoints.last_checkpoint(run)}); a lower --lr or "
+        "--grad-clip-norm may keep training finite"
     )
-
-
-def save(run: Run, file_name: str) -> Path:
-    """Saves the state at ``run.boundary``, the last finished optimizer step. Every rank must
-    call it: the RNG states and data positions of all ranks are gathered."""
-    config, rt, boundary = run.config, run.rt, run.boundary
-    rngs, data_states = gather_objects(boundary.rng, rt), gather_objects(boundary.data, rt)
-    path = run.result.run_dir / "checkpoints" / file_name
-    if rt.is_main:
-        at = dict(step=boundary.step, epoch=boundary.epoch, world_size=rt.world_size)
-        payload = ckpt.training_payload(
-            run.model, run.optimizer, run.scaler, config, rng=rngs, data=data_states, **at
-        )
-        ckpt.save_checkpoint(path, payload)
-    run.kept = (path, boundary.step)
-    return path
 
 
 def _on_device(batch: dict[str, Any], device: torch.device, precision: str) -> dict[str, Any]:
