@@ -11,11 +11,13 @@ or from Python / a notebook::
     result = train(TrainConfig(model="lightclip-tiny-mnv2", steps=100, batch_size=32))
 
 The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (``losses.LightCLIPLoss``); each step
-also logs the collapse diagnostics of ``diagnostics.py``. The pieces this file wires together
-live where a reader looks for them: the model in ``models``, the Rust data pipeline in
-``data.py``, the run's length and learning rate in ``schedules.py``, held-out evaluation in
-``validation.py``, the export in ``openclip_export.py``, rank / device / precision / Ctrl-C in
-``runtime.py``, the per-step metrics in ``step_metrics.py``.
+also logs the collapse diagnostics of ``diagnostics.py``. This file is the loop; the pieces it
+wires together live where a reader looks for them: the model in ``models``, the Rust data
+pipeline in ``data.py``, the run's length and learning rate in ``schedules.py``, rank / device /
+precision / Ctrl-C in ``runtime.py``, the per-step metrics in ``step_metrics.py``, the run's
+state in ``run_state.py``, resume and the ``--save-*`` rules in ``run_checkpoints.py``, when to
+evaluate in ``run_evaluation.py`` (how: ``validation.py``), the NaN guard in
+``run_divergence.py``, the export in ``openclip_export.py``.
 
 Resume is exact: a checkpoint holds the model, the optimizer, the grad scaler, the step, the
 RNG states and the data pipeline's position, all taken at the same optimizer-step boundary, so
@@ -41,11 +43,12 @@ from .checkpoint import LATEST, resolve_resume
 from .config import TrainConfig, parse_args
 from .data import build_pipeline
 from .diagnostics import collapse_diagnostics
-from .errors import DataError, NonFiniteLossError, run_command
+from .errors import DataError, run_command
 from .losses import LightCLIPLoss
 from .models import apply_model_options, build_model
 from .openclip_export import export_inference_model
 from .optim import build_optimizer, clamp_logit_scale, set_lr
+from .run_divergence import stop_on_non_finite_loss, stop_on_non_finite_weights
 from .run_evaluation import evaluate_at_end, evaluate_at_epoch_end
 from .run_folder import prepare_run_folder, run_name
 from .run_log import RunLog, check_reporters
@@ -59,7 +62,7 @@ from .runtime import (
     teardown_runtime,
 )
 from .schedules import progress_at, training_schedule
-from .step_metrics import Accumulator, non_finite_losses
+from .step_metrics import Accumulator
 
 
 def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = None) -> TrainResult:
@@ -69,10 +72,9 @@ def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = N
     True stops the run after that step as Ctrl-C does (checkpoint saved, ``interrupted``). Its
     metrics are read off the device every step, which makes the host wait for the GPU each
     step; without a hook they are read at log rows, epoch ends and the end (step_metrics.py),
-    and ``result.history`` still has every step. ``data``
-    replaces the pipeline built from ``config.train_data``: any iterable of batch dicts with
-    DataPipeline's ``set_epoch``/``state_dict``/``load_state_dict`` (and ``__len__`` unless
-    ``config.steps`` is set).
+    and ``result.history`` still has every step. ``data`` replaces the pipeline built from
+    ``config.train_data``: any iterable of batch dicts with DataPipeline's ``set_epoch`` /
+    ``state_dict`` / ``load_state_dict`` (and ``__len__`` unless ``config.steps`` is set).
     """
     rt = setup_runtime(config)
     finished = False
@@ -222,19 +224,13 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
 
 
 def step_loss(run: Run, out: dict, batch: dict, progress: float) -> tuple[Any, dict[str, Any]]:
-    """The micro-batch's loss and its parts. The metrics are read off the device only now and
-    then, so non-finite weights can reach a loss that refuses them (the token matcher rejects
-    a NaN cost) before the loop has seen a NaN loss: then the loss or weights are named."""
+    """The micro-batch's loss and its parts; a loss that refuses non-finite input names the
+    step that diverged, if one did (run_divergence.py)."""
     try:
         return run.loss(out, batch, progress)
     except Exception:
         report(run)  # raises if a step not read yet had a non-finite loss
-        broken = [n for n, p in run.model.named_parameters() if not torch.isfinite(p).all()]
-        if broken:
-            what = f"{broken[0]}{' and others' if len(broken) > 1 else ''}; its loss was finite"
-            raise diverged(
-                run, f"the weights became non-finite in the update of step {run.step} ({what})"
-            ) from None
+        stop_on_non_finite_weights(run)
         raise
 
 
@@ -308,19 +304,9 @@ def report(run: Run) -> None:
     for done, metrics in run.pending.resolve():
         run.result.history.append({"step": done, **metrics})
         run.log.step(done, metrics)
-        bad = non_finite_losses(metrics)
-        if bad:
-            values = ", ".join(f"{k} = {v}" for k, v in bad.items())
-            raise diverged(run, f"the loss became non-finite at step {done} ({values})")
+        stop_on_non_finite_loss(run, done, metrics)
         if run.on_step is not None and run.on_step(done, metrics):
             run.stop.requested = True  # the hook asked to stop, as Ctrl-C does
-
-
-def diverged(run: Run, what: str) -> NonFiniteLossError:
-    return NonFiniteLossError(
-        f"{what}; stopped without saving it ({checkpoints.last_checkpoint(run)}); a lower --lr or "
-        "--grad-clip-norm may keep training finite"
-    )
 
 
 def _on_device(batch: dict[str, Any], device: torch.device, precision: str) -> dict[str, Any]:
