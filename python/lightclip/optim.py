@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import InvalidInputError
+
 LOGIT_SCALE_MAX = math.log(100.0)  # SPEC §2: the learned temperature is clamped to ln(100)
 
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.modules.batchnorm._NormBase)
@@ -61,14 +63,47 @@ def parameter_groups(
 
 
 def build_optimizer(
-    model: nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    eps: float,
+    fused: bool | None = None,
 ) -> torch.optim.AdamW:
+    """AdamW over :func:`parameter_groups`.
+
+    ``fused``: torch's fused AdamW kernel, one pass over all parameters instead of a loop of
+    small ops per tensor (the update is the same; the order of floating-point operations is
+    not). ``None`` uses it wherever torch has it for the parameters' device and dtype and
+    falls back to torch's default implementation elsewhere; ``True`` insists (an error where
+    it is missing); ``False`` is torch's default.
+    """
     groups = [
         {k: v for k, v in g.items() if k != "named"}
         for g in parameter_groups(model, weight_decay)
         if g["params"]
     ]
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
+    params = [p for g in groups for p in g["params"]]
+    if fused is None:
+        fused = _fused_kernel_covers(params)
+    elif fused and not _fused_kernel_covers(params):
+        devices = sorted({f"{p.device.type}/{p.dtype}" for p in params})
+        raise InvalidInputError(
+            f"--fused-adamw: torch has no fused AdamW for these parameters ({', '.join(devices)})"
+        )
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
+
+
+def _fused_kernel_covers(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW takes every one of ``params`` (it checks lazily, at the
+    first step; this asks the same question before the run starts)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch that moved it: stay with the default implementation
+        return False
+    devices = _get_fused_kernels_supported_devices()
+    return all(p.device.type in devices and torch.is_floating_point(p) for p in params)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
