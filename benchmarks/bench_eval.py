@@ -26,6 +26,7 @@ import torch.nn.functional as F
 import lightclip
 from lightclip.evaluate import evaluate_retrieval
 from lightclip.metrics import retrieval_metrics
+from lightclip.validation import eval_pipeline_options
 
 FLICKR8K = Path(
     os.environ.get(
@@ -124,13 +125,10 @@ def bench_flickr8k(n_images: int, threads: int | None, batch_size: int = 100) ->
     model = lightclip.create_model("clip-tiny-mnv2", seed=0).export().eval()
     data = lightclip.DataPipeline(
         str(shard),
-        batch_size=batch_size,
-        image_size=model.config.image_size,
-        train=False,
-        context_length=model.config.context_length,
         all_captions=True,
-        mlm=False,
-        threads=threads,
+        **eval_pipeline_options(
+            model, image_size=None, batch_size=batch_size, threads=threads, seed=0
+        ),
     )
     t0 = time.perf_counter()
     ours = evaluate_retrieval(model, data, max_batches=-(-n_images // batch_size))

@@ -142,7 +142,11 @@ def lightclip_batches(size: int, limit: int, threads: int | None, eda_prob: floa
     samples' worth of batches. `eda_prob` None: the pipeline's default for the size."""
     pattern = str(DATA / "train-{000000..000005}.tar")
     pipe = lightclip.DataPipeline(
-        pattern, batch_size=BATCH, image_size=size, threads=threads, eda_prob=eda_prob
+        pattern,
+        batch_size=BATCH,
+        image_size=size,
+        threads=threads,
+        text=lightclip.TextConfig(eda_prob=eda_prob),
     )
 
     def batches():

@@ -39,11 +39,14 @@ print("match_tokens ->", tuple(rows.shape))
 #
 # `lightclip.DataPipeline("synthetic:train")` decodes, augments, tokenizes and batches in
 # Rust and yields dicts of torch tensors. `return_captions=True` adds the caption strings.
+# Its settings come in three objects: `AugmentationConfig`, `TextConfig` (here 32 tokens, as
+# the model's context) and `ReadingConfig` (here 64 procedural samples).
 
 # %%
+text = lightclip.TextConfig(context_length=32)
 data = lightclip.DataPipeline(
-    "synthetic:train", batch_size=8, image_size=64, context_length=32,
-    num_samples=64, return_captions=True, seed=0,
+    "synthetic:train", batch_size=8, image_size=64, text=text,
+    reading=lightclip.ReadingConfig(num_samples=64), return_captions=True, seed=0,
 )
 batch = next(iter(data))
 for key, value in batch.items():
@@ -137,14 +140,14 @@ print("exported inference model:", result.export_path)
 from lightclip.checkpoint import model_from_checkpoint
 
 model = model_from_checkpoint(result.export_path).eval()
-heldout = dict(batch_size=64, image_size=64, context_length=32, train=False,
-               num_samples=128 if FAST else 1000)
+heldout = dict(batch_size=64, image_size=64, text=text, train=False,
+               reading=lightclip.ReadingConfig(num_samples=128 if FAST else 1000))
 zero_shot = lightclip.evaluate_zero_shot(
     model, lightclip.DataPipeline("synthetic:heldout", **heldout))
 retrieval = lightclip.evaluate_retrieval(
     model, lightclip.DataPipeline("synthetic:heldout", all_captions=True, **heldout))
 classes = len(lightclip.DataPipeline("synthetic:heldout", **heldout).class_names)
-images = int(retrieval.stats.get("num_images", heldout["num_samples"]))
+images = int(retrieval.stats.get("num_images", heldout["reading"].num_samples))
 print(f"zero-shot top-1 {zero_shot['acc1']:.3f}   (chance {1 / classes:.3f}, {classes} classes)")
 print(f"text->image R@1 {retrieval['image_retrieval_recall@1']:.3f}   (chance {1 / images:.4f})")
 print(f"text->image R@5 {retrieval['image_retrieval_recall@5']:.3f}   (chance {5 / images:.4f})")
@@ -170,8 +173,8 @@ plt.show()
 
 # %%
 examples = next(iter(lightclip.DataPipeline(
-    "synthetic:heldout", batch_size=12, image_size=64, context_length=32, train=False,
-    num_samples=12, return_captions=True, seed=1)))
+    "synthetic:heldout", batch_size=12, image_size=64, text=text, train=False,
+    reading=lightclip.ReadingConfig(num_samples=12), return_captions=True, seed=1)))
 with torch.no_grad():
     image_emb = model.encode_image(examples["image"], normalize=True)
     text_emb = model.encode_text(examples["text"], normalize=True)

@@ -72,8 +72,9 @@ models = {
     "LightCLIP": model_from_checkpoint(lightclip_run.checkpoint).eval(),
 }
 pairs = next(iter(lightclip.DataPipeline(
-    "synthetic:heldout", batch_size=4, image_size=IMAGE_SIZE, context_length=32,
-    train=False, num_samples=64, return_captions=True)))
+    "synthetic:heldout", batch_size=4, image_size=IMAGE_SIZE,
+    text=lightclip.TextConfig(context_length=32), train=False,
+    reading=lightclip.ReadingConfig(num_samples=64), return_captions=True)))
 tokenizer = lightclip.get_tokenizer(32)
 print("\n".join(pairs["captions"]))
 

@@ -63,8 +63,9 @@ from lightclip.checkpoint import model_from_checkpoint
 model = model_from_checkpoint(result.export_path).eval()
 
 batch = next(iter(lightclip.DataPipeline(
-    "synthetic:heldout", batch_size=8, image_size=64, context_length=32, train=False,
-    num_samples=64, return_captions=True)))
+    "synthetic:heldout", batch_size=8, image_size=64,
+    text=lightclip.TextConfig(context_length=32), train=False,
+    reading=lightclip.ReadingConfig(num_samples=64), return_captions=True)))
 with torch.no_grad():
     image = model.encode_image(batch["image"], normalize=True)
     text = model.encode_text(batch["text"], normalize=True)

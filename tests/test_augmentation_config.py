@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from lightclip.augmentation import parse_aug_cfg, pipeline_kwargs
+from lightclip import AugmentationConfig
+from lightclip.augmentation import apply_aug_cfg, parse_aug_cfg
 from lightclip.config import TrainConfig, parse_args
-from lightclip.data import build_pipeline
+from lightclip.data import augmentation_defaults, build_pipeline, default_eda_prob
 from lightclip.errors import InvalidInputError
 from test_pipeline_sources import image_bytes, unnormalize, write_tar
 
@@ -43,18 +44,24 @@ def test_a_saved_config_round_trips() -> None:
     assert again.aug_cfg == config.aug_cfg
 
 
-def test_pipeline_arguments() -> None:
-    kw = pipeline_kwargs(parse_aug_cfg(NO_RANDOMNESS + ["color_jitter=(0.1, 0.2, 0.3, 0.05)"]))
-    assert kw == {
-        "crop_scale": (1.0, 1.0),
-        "crop_ratio": (1.0, 1.0),
-        "jitter_p": 0.0,
-        "grayscale_p": 0.0,
-        "blur_p": 0.0,
-        "flip_p": 0.0,
-        "jitter": (0.1, 0.2, 0.3, 0.05),
-    }
-    assert pipeline_kwargs({"color_jitter": 0.4})["jitter"] == (0.4, 0.4, 0.4, 0.0)
+def test_the_settings_fill_an_augmentation_config() -> None:
+    base = augmentation_defaults("x.tar", 224)
+    cfg = parse_aug_cfg(NO_RANDOMNESS + ["color_jitter=(0.1, 0.2, 0.3, 0.05)"])
+    assert apply_aug_cfg(cfg, base) == AugmentationConfig(
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        jitter_p=0.0,
+        grayscale_p=0.0,
+        blur_p=0.0,
+        flip_p=0.0,
+        jitter=(0.1, 0.2, 0.3, 0.05),
+        blur_sigma=base.blur_sigma,
+    )
+    assert apply_aug_cfg({"color_jitter": 0.4}, base).jitter == (0.4, 0.4, 0.4, 0.0)
+    # A key left out keeps the source's default.
+    small = augmentation_defaults("x.tar", 64)
+    assert apply_aug_cfg({"flip_prob": 0.0}, small) == small.replace(flip_p=0.0)
+    assert apply_aug_cfg({}, small) == small
 
 
 @pytest.mark.parametrize(
@@ -119,11 +126,11 @@ def test_the_settings_reach_the_trainers_pipeline(tmp_path) -> None:
 
 
 def test_small_real_images_get_milder_defaults_than_large_ones() -> None:
-    from lightclip.data import augmentation_defaults
-
     small, large = augmentation_defaults("x.tar", 64), augmentation_defaults("x.tar", 224)
-    assert large["crop_scale"] == (0.2, 1.0) and large["grayscale_p"] == 0.2  # SPEC §2 MoCo-v2
-    assert small["crop_scale"][0] > large["crop_scale"][0]
-    assert small["jitter_p"] < large["jitter_p"] and small["blur_p"] < large["blur_p"]
+    assert large.crop_scale == (0.2, 1.0) and large.grayscale_p == 0.2  # SPEC §2 MoCo-v2
+    assert large == AugmentationConfig()
+    assert small.crop_scale[0] > large.crop_scale[0]
+    assert small.jitter_p < large.jitter_p and small.blur_p < large.blur_p
     assert augmentation_defaults("x.tar", 128) == small
-    assert augmentation_defaults("synthetic:train", 224)["eda_prob"] == 0.0
+    assert default_eda_prob("synthetic:train", 224) == 0.0
+    assert default_eda_prob("x.tar", 224) == 0.5 and default_eda_prob("x.tar", 64) == 0.0

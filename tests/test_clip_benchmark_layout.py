@@ -193,7 +193,7 @@ def test_a_blank_caption_line_is_refused_naming_the_member(tmp_path):
     texts = ["a\n\nb", "fine\nalso fine"]
     shard = write_layout(tmp_path, retrieval_samples(texts), dataset_type="retrieval")
     with pytest.raises(DataError, match=r"s0000000\.txt.*line 2 of 3 is blank"):
-        list(eval_data(shard, all_captions=True, on_error="raise"))
+        list(eval_data(shard, all_captions=True, reading=lightclip.ReadingConfig(on_error="raise")))
     data = eval_data(shard, all_captions=True)
     assert [c for b in data for c in b["all_captions"]] == [["fine", "also fine"]]
     assert data.stats()["skipped"] == {"invalid_caption": 1}

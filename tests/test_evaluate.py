@@ -306,7 +306,7 @@ def test_flickr8k_dev_retrieval_uses_five_captions_per_image(flickr8k_dir):
         batch_size=100,
         image_size=model.config.image_size,
         train=False,
-        context_length=model.config.context_length,
+        text=lightclip.TextConfig(context_length=model.config.context_length),
         all_captions=True,
     )
     m = evaluate_retrieval(model, data, max_batches=2)
@@ -420,7 +420,11 @@ def test_out_of_range_and_garbled_labels_are_counted_skips(tmp_path, caplog):
     assert batch["label"].tolist() == [0, 1, 1]
     assert data.stats()["skipped"] == {"invalid_label": 1}
     strict = lightclip.DataPipeline(
-        str(tmp_path / "0.tar"), batch_size=8, image_size=16, train=False, on_error="raise"
+        str(tmp_path / "0.tar"),
+        batch_size=8,
+        image_size=16,
+        train=False,
+        reading=lightclip.ReadingConfig(on_error="raise"),
     )
     with pytest.raises(lightclip.DataError, match=r"0002\.cls.*label 2 is out of range"):
         next(iter(strict))

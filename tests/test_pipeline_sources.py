@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 import lightclip
-from lightclip.data import CLIP_MEAN, CLIP_STD
+from lightclip.data import CLIP_MEAN, CLIP_STD, augmentation_defaults, config_fields
 
 # ------------------------------------------------------------------ shared helpers
 
@@ -62,9 +63,26 @@ def make_shards(tmp: Path, n_shards: int, per_shard: int) -> str:
 
 
 def pipe(source, **kw) -> lightclip.DataPipeline:
+    """A small DataPipeline. For brevity the fields of its settings objects may be given flat
+    here (``flip_p=0``, ``on_error="raise"``): they are sorted into ``augmentation`` (over the
+    source's defaults, as the trainer's --aug-cfg), ``text`` and ``reading``."""
     kw.setdefault("batch_size", 4)
     kw.setdefault("image_size", 16)
     kw.setdefault("threads", 2)
+    groups = dict(
+        augmentation=lightclip.AugmentationConfig,
+        text=lightclip.TextConfig,
+        reading=lightclip.ReadingConfig,
+    )
+    for argument, config_type in groups.items():
+        fields = {k: kw.pop(k) for k in config_fields(config_type) if k in kw}
+        if not fields:
+            continue
+        if argument == "augmentation":
+            base = augmentation_defaults(os.fspath(source), kw["image_size"])
+            kw[argument] = base.replace(**fields)
+        else:
+            kw[argument] = config_type(**fields)
     return lightclip.DataPipeline(source, **kw)
 
 

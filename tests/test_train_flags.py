@@ -332,7 +332,11 @@ def test_zero_shot_metrics_are_logged_at_open_clips_epochs(tmp_path: Path) -> No
     model = lightclip.models.LightCLIP(build_model(config).config)
     model.load_state_dict(_trained_state(result))
     data = lightclip.DataPipeline(
-        str(folder), batch_size=4, image_size=64, train=False, context_length=32
+        str(folder),
+        batch_size=4,
+        image_size=64,
+        train=False,
+        text=lightclip.TextConfig(context_length=32),
     )
     expected = lightclip.evaluate_zero_shot(model.eval(), data)
     assert rows[-1]["zeroshot-val-top1"] == pytest.approx(expected["acc1"])

@@ -13,7 +13,14 @@ import torch  # noqa: F401  (imported for its side effect)
 from . import _core
 from ._core import get_num_threads, match_tokens, set_num_threads
 from .config import TrainConfig
-from .data import DataPipeline, PipelineDataset
+from .data import (
+    AugmentationConfig,
+    DataPipeline,
+    PipelineDataset,
+    ReadingConfig,
+    TextConfig,
+    augmentation_defaults,
+)
 from .errors import DataError, InvalidDtypeError, InvalidInputError, LightclipError
 from .evaluate import evaluate_retrieval, evaluate_zero_shot
 from .labels import LabelSchedule, soft_labels
@@ -41,6 +48,10 @@ __all__ = [
     "evaluate_zero_shot",
     "DataPipeline",
     "PipelineDataset",
+    "AugmentationConfig",
+    "TextConfig",
+    "ReadingConfig",
+    "augmentation_defaults",
     "LabelSchedule",
     "soft_labels",
     "TrainConfig",

@@ -119,13 +119,145 @@ def soft_label_rows(
 # --- pipeline.rs -----------------------------------------------------------------------------
 
 @final
+class AugmentationConfig:
+    """Training-image augmentation: RandomResizedCrop (``crop_scale`` area and ``crop_ratio``
+    aspect ranges), colour jitter (``jitter`` = brightness, contrast, saturation, hue) with
+    probability ``jitter_p``, grayscale, Gaussian blur (``blur_sigma`` range) and horizontal
+    flip with theirs. The defaults are SPEC §2's MoCo-v2 recipe.
+
+    Checked when made: ``0 < lo <= hi <= 1`` for ``crop_scale``, ``0 < lo <= hi`` for the
+    other ranges, probabilities in [0, 1], jitter strengths >= 0 and hue <= 0.5, else
+    ``InvalidInputError`` naming the field. Frozen; equal when every field is; picklable.
+    """
+
+    def __new__(
+        cls,
+        *,
+        crop_scale: Sequence[float] = (0.2, 1.0),
+        crop_ratio: Sequence[float] = (0.75, 1.3333333333333333),
+        jitter: Sequence[float] = (0.4, 0.4, 0.4, 0.1),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        flip_p: float = 0.5,
+    ) -> AugmentationConfig: ...
+    @property
+    def crop_scale(self) -> tuple[float, float]: ...
+    @property
+    def crop_ratio(self) -> tuple[float, float]: ...
+    @property
+    def jitter(self) -> tuple[float, float, float, float]: ...
+    @property
+    def jitter_p(self) -> float: ...
+    @property
+    def grayscale_p(self) -> float: ...
+    @property
+    def blur_p(self) -> float: ...
+    @property
+    def blur_sigma(self) -> tuple[float, float]: ...
+    @property
+    def flip_p(self) -> float: ...
+    def replace(self, **changes: Any) -> AugmentationConfig:
+        """A copy with the given fields changed (checked like a new one)."""
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
+
+@final
+class TextConfig:
+    """Captions: tokenizing (``context_length`` in 2..=65536; ``vocab_path`` None finds
+    open_clip's vocabulary as ``lightclip.get_tokenizer`` does), EDA on training captions
+    (``eda_prob`` per caption, every operation at ``eda_strength``; None: the source's
+    default when training, off otherwise) and BERT masking for the MLM loss (``mlm``,
+    ``mlm_prob``). Probabilities must lie in [0, 1] (NaN too is refused, not read as off),
+    else ``InvalidInputError`` naming the field. Frozen; equal when every field is; picklable.
+    """
+
+    def __new__(
+        cls,
+        *,
+        context_length: int = 77,
+        vocab_path: str | os.PathLike[str] | None = None,
+        eda_prob: float | None = None,
+        eda_strength: float = 0.1,
+        mlm: bool = True,
+        mlm_prob: float = 0.15,
+    ) -> TextConfig: ...
+    @property
+    def context_length(self) -> int: ...
+    @property
+    def vocab_path(self) -> str | None: ...
+    @property
+    def eda_prob(self) -> float | None: ...
+    @property
+    def eda_strength(self) -> float: ...
+    @property
+    def mlm(self) -> bool: ...
+    @property
+    def mlm_prob(self) -> float: ...
+    def replace(self, **changes: Any) -> TextConfig:
+        """A copy with the given fields changed (checked like a new one)."""
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
+
+@final
+class ReadingConfig:
+    """How a source is read: ``on_error`` ("skip" counts and logs a bad sample, "raise"
+    stops with ``DataError``), a table's image and caption columns and separator (one ASCII
+    character; None: by the extension), the synthetic data's ``num_samples`` (None: the
+    split's own) and ``data_seed``, the bounds on one picture (``max_pixels`` decoded,
+    ``max_image_bytes`` encoded) and the shard shuffle buffer (``shuffle_buffer`` samples,
+    at most 10**6, 0 for none; ``shuffle_buffer_bytes``).
+
+    Sizes are ints in [0, 2**63) and the bounds at least 1, else ``InvalidInputError``
+    naming the field. Frozen; equal when every field is; picklable.
+    """
+
+    def __new__(
+        cls,
+        *,
+        on_error: str = "skip",
+        csv_img_key: str = "filepath",
+        csv_caption_key: str = "title",
+        csv_separator: str | None = None,
+        num_samples: int | None = None,
+        data_seed: int = 0,
+        max_pixels: int = 50000000,
+        max_image_bytes: int = 67108864,
+        shuffle_buffer: int = 1000,
+        shuffle_buffer_bytes: int = 1073741824,
+    ) -> ReadingConfig: ...
+    @property
+    def on_error(self) -> str: ...
+    @property
+    def csv_img_key(self) -> str: ...
+    @property
+    def csv_caption_key(self) -> str: ...
+    @property
+    def csv_separator(self) -> str | None: ...
+    @property
+    def num_samples(self) -> int | None: ...
+    @property
+    def data_seed(self) -> int: ...
+    @property
+    def max_pixels(self) -> int: ...
+    @property
+    def max_image_bytes(self) -> int: ...
+    @property
+    def shuffle_buffer(self) -> int: ...
+    @property
+    def shuffle_buffer_bytes(self) -> int: ...
+    def replace(self, **changes: Any) -> ReadingConfig:
+        """A copy with the given fields changed (checked like a new one)."""
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
+
+@final
 class Pipeline:
     """The Rust data pipeline; use :class:`lightclip.DataPipeline`, which wraps it.
 
     Every size is bounded before anything is allocated (``threads`` <= 1024, ``prefetch``
-    <= 64, ``shuffle_buffer`` <= 10**6, ``context_length`` <= 65536, one batch's buffers
-    <= 16 GiB); a bound passed raises ``InvalidInputError`` naming the parameter. A panic in
-    a pipeline thread ends the epoch with ``LightclipError``.
+    <= 64, one batch's buffers <= 16 GiB; the settings objects check their own); a bound
+    passed raises ``InvalidInputError`` naming the parameter. ``text.eda_prob`` None is no
+    EDA and ``text.vocab_path`` None no tokenizing here (``DataPipeline`` fills both in). A
+    panic in a pipeline thread ends the epoch with ``LightclipError``.
     """
 
     def __new__(
@@ -137,37 +269,16 @@ class Pipeline:
         train: bool,
         seed: int,
         threads: int,
-        on_error: str,
-        context_length: int,
-        vocab_path: str | None,
-        eda_prob: float,
-        eda_strength: float,
-        mlm: bool,
-        mlm_prob: float,
         rank: int,
         world_size: int,
         drop_last: bool,
         image_dtype: str,
-        max_pixels: int,
-        max_image_bytes: int,
         prefetch: int,
-        shuffle_buffer: int,
-        shuffle_buffer_bytes: int,
-        crop_scale: list[float],
-        crop_ratio: list[float],
-        jitter: list[float],
-        jitter_p: float,
-        grayscale_p: float,
-        blur_p: float,
-        blur_sigma: list[float],
-        flip_p: float,
-        csv_img_key: str,
-        csv_caption_key: str,
-        csv_separator: str | None,
-        num_samples: int,
-        data_seed: int,
         return_captions: bool,
         all_captions: bool,
+        augmentation: AugmentationConfig,
+        text: TextConfig,
+        reading: ReadingConfig,
     ) -> Pipeline: ...
     def start(self, epoch: int, skip: int) -> None:
         """Starts epoch ``epoch`` after its first ``skip`` items (a resumed position)."""

@@ -7,14 +7,16 @@ Values are Python literals, read with ``ast.literal_eval`` (never executed)::
 
     lightclip train ... --aug-cfg scale='(0.6, 1.0)' color_jitter_prob=0.3 gray_scale_prob=0
 
-    >>> from lightclip.augmentation import parse_aug_cfg, pipeline_kwargs
+    >>> from lightclip.augmentation import apply_aug_cfg, parse_aug_cfg
+    >>> from lightclip.data import augmentation_defaults
     >>> cfg = parse_aug_cfg(["scale=(0.6, 1.0)", "color_jitter=0.3", "blur_prob=0"])
     >>> cfg
     {'scale': (0.6, 1.0), 'color_jitter': 0.3, 'blur_prob': 0.0}
-    >>> pipeline_kwargs(cfg)["jitter"]
-    (0.3, 0.3, 0.3, 0.0)
+    >>> aug = apply_aug_cfg(cfg, augmentation_defaults("train.tar", 224))
+    >>> aug.jitter, aug.blur_p, aug.grayscale_p
+    ((0.3, 0.3, 0.3, 0.0), 0.0, 0.2)
 
-A key left out keeps the data pipeline's default for that source (``DataPipeline``).
+A key left out keeps the source's default (:func:`lightclip.data.augmentation_defaults`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._core import AugmentationConfig
 from .errors import InvalidInputError
 
-__all__ = ["AUG_KEYS", "parse_aug_cfg", "pipeline_kwargs"]
+__all__ = ["AUG_KEYS", "apply_aug_cfg", "parse_aug_cfg"]
 
-#: Key -> (what it is, the DataPipeline argument it sets).
+#: Key -> (what it is, the AugmentationConfig field it sets).
 AUG_KEYS: dict[str, tuple[str, str]] = {
     "scale": ("RandomResizedCrop area range (lo, hi), 0 < lo <= hi <= 1", "crop_scale"),
     "ratio": ("RandomResizedCrop aspect-ratio range (lo, hi), 0 < lo <= hi", "crop_ratio"),
@@ -116,11 +119,12 @@ def parse_aug_cfg(value: str | Iterable[str] | Mapping[str, Any] | None) -> dict
     return {key: _check(key, v) for key, v in items}
 
 
-def pipeline_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``DataPipeline`` keyword arguments for checked settings (``parse_aug_cfg``)."""
-    out: dict[str, Any] = {}
+def apply_aug_cfg(cfg: Mapping[str, Any], base: AugmentationConfig) -> AugmentationConfig:
+    """``base`` (the source's default augmentation) with checked settings
+    (:func:`parse_aug_cfg`) in place of its own."""
+    changes: dict[str, Any] = {}
     for key, value in cfg.items():
         if key == "color_jitter" and not isinstance(value, tuple):
             value = (value, value, value, 0.0)
-        out[AUG_KEYS[key][1]] = value
-    return out
+        changes[AUG_KEYS[key][1]] = value
+    return base.replace(**changes)

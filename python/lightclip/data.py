@@ -2,10 +2,21 @@
 decoded, augmented, tokenized and batched in Rust, yielded as dicts of torch tensors.
 
     >>> import lightclip
-    >>> data = lightclip.DataPipeline("synthetic", batch_size=4, image_size=32, num_samples=8)
+    >>> data = lightclip.DataPipeline(
+    ...     "synthetic", batch_size=4, image_size=32, reading=lightclip.ReadingConfig(num_samples=8)
+    ... )
     >>> batch = next(iter(data))
     >>> tuple(batch["image"].shape), tuple(batch["text"].shape)
     ((4, 3, 32, 32), (4, 77))
+
+Settings come in three checked, frozen groups, each passed as one object:
+:class:`AugmentationConfig` (the training-image augmentation), :class:`TextConfig`
+(tokenizing, EDA, MLM masking) and :class:`ReadingConfig` (error policy, table columns,
+synthetic size, size bounds, shuffle buffer). ``replace`` makes a changed copy::
+
+    >>> aug = lightclip.augmentation_defaults("synthetic", 32).replace(flip_p=0.0)
+    >>> aug.flip_p, aug.crop_scale
+    (0.0, (0.8, 1.0))
 
 Iterating a pipeline runs the rest of the current epoch from its current position; when the
 epoch ends the position moves to the start of the next one. ``set_epoch(e)`` jumps to the start
@@ -15,7 +26,7 @@ only on ``(seed, epoch, rank, world_size)`` and the sample's place in the epoch,
 number of threads.
 
 Bad samples are counted in ``stats()["skipped"]`` by reason and logged (logger
-``lightclip.data``) with ``on_error="skip"``; ``on_error="raise"`` stops with a
+``lightclip.data``) with ``ReadingConfig(on_error="skip")``; ``on_error="raise"`` stops with a
 :class:`lightclip.DataError` naming the shard/file and member. Only regular files are read
 (a row naming a FIFO, a device or a folder is skipped as ``unreadable``), and a picture above
 ``max_image_bytes`` is skipped as ``too_large`` without being read. In shards a sample's
@@ -34,6 +45,7 @@ or while the first is unfinished) raises :class:`lightclip.LightclipError`. Fini
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import operator
@@ -46,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _core
+from ._core import AugmentationConfig, ReadingConfig, TextConfig
 from .errors import InvalidInputError, LightclipError
 from .tokenizer import default_vocab_path
 
@@ -55,9 +68,13 @@ if TYPE_CHECKING:
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "AugmentationConfig",
     "DataPipeline",
     "PipelineDataset",
+    "ReadingConfig",
+    "TextConfig",
     "augmentation_defaults",
+    "default_eda_prob",
     "normalize_uint8",
 ]
 
@@ -66,44 +83,59 @@ logger = logging.getLogger("lightclip.data")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+# Per kind of source: its augmentation and its EDA probability when training.
 # The procedural captions are about colour, shape and position: hue jitter and grayscale would
 # make them false, strong crops would cut shapes out, EDA would scramble "to the left of".
-_SYNTHETIC_DEFAULTS = dict(
-    crop_scale=(0.8, 1.0),
-    jitter=(0.4, 0.4, 0.2, 0.0),
-    jitter_p=0.8,
-    grayscale_p=0.0,
-    blur_p=0.5,
-    eda_prob=0.0,
+_SYNTHETIC_DEFAULTS = (
+    AugmentationConfig(
+        crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), jitter_p=0.8, grayscale_p=0.0
+    ),
+    0.0,
 )
-# Real photos at 224 px and up: SPEC §2's MoCo-v2 recipe.
-_REAL_DEFAULTS = dict(
-    crop_scale=(0.2, 1.0),
-    jitter=(0.4, 0.4, 0.4, 0.1),
-    jitter_p=0.8,
-    grayscale_p=0.2,
-    blur_p=0.5,
-    eda_prob=0.5,
-)
+# Real photos at 224 px and up: SPEC §2's MoCo-v2 recipe (AugmentationConfig's defaults).
+_REAL_DEFAULTS = (AugmentationConfig(), 0.5)
 # Real photos at small sizes (the tiny presets' 64 px, up to 128 px): chosen by measurement on
 # Flickr8k (issue #20), where the MoCo-v2 strengths kept a small model from learning.
 SMALL_IMAGE_SIZE = 128
-_SMALL_REAL_DEFAULTS = dict(
-    crop_scale=(0.6, 1.0),
-    jitter=(0.4, 0.4, 0.4, 0.1),
-    jitter_p=0.3,
-    grayscale_p=0.0,
-    blur_p=0.0,
-    eda_prob=0.0,
+_SMALL_REAL_DEFAULTS = (
+    AugmentationConfig(crop_scale=(0.6, 1.0), jitter_p=0.3, grayscale_p=0.0, blur_p=0.0),
+    0.0,
 )
 
 
-def augmentation_defaults(source: str, image_size: int) -> dict[str, Any]:
-    """The augmentation a source gets when the caller leaves a setting out: mild for the
-    synthetic data, MoCo-v2 for real photos, milder for real photos of at most 128 px."""
+def _defaults(source: str, image_size: int) -> tuple[AugmentationConfig, float]:
     if source.startswith("synthetic"):
-        return dict(_SYNTHETIC_DEFAULTS)
-    return dict(_REAL_DEFAULTS if image_size > SMALL_IMAGE_SIZE else _SMALL_REAL_DEFAULTS)
+        return _SYNTHETIC_DEFAULTS
+    return _REAL_DEFAULTS if image_size > SMALL_IMAGE_SIZE else _SMALL_REAL_DEFAULTS
+
+
+def augmentation_defaults(source: str, image_size: int) -> AugmentationConfig:
+    """The augmentation a source gets when the caller gives none: mild for the synthetic
+    data, MoCo-v2 for real photos, milder for real photos of at most 128 px."""
+    return _defaults(source, image_size)[0]
+
+
+def default_eda_prob(source: str, image_size: int) -> float:
+    """The EDA probability a source's training captions get when ``TextConfig.eda_prob`` is
+    None: 0.5 for real photos above 128 px, else off."""
+    return _defaults(source, image_size)[1]
+
+
+def config_fields(config_type: type) -> list[str]:
+    """The field names of a settings class: its constructor's keywords, in order."""
+    return list(inspect.signature(config_type).parameters)
+
+
+# Keyword -> the settings object that holds it now (DataPipeline took them one by one).
+_MOVED = {
+    name: (argument, config_type.__name__)
+    for argument, config_type in (
+        ("augmentation", AugmentationConfig),
+        ("text", TextConfig),
+        ("reading", ReadingConfig),
+    )
+    for name in config_fields(config_type)
+}
 
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -158,10 +190,17 @@ class DataPipeline:
     ``threads=None`` uses one thread per core. ``image_dtype="uint8"`` leaves normalisation to
     :func:`normalize_uint8` (done for you when ``device`` is given). ``pin_memory=True`` pins
     batches for fast asynchronous copies to CUDA. ``rank``/``world_size`` default to
-    torch.distributed's. Augmentation settings left at None come from
+    torch.distributed's.
+
+    ``augmentation`` (:class:`AugmentationConfig`, used when ``train``) defaults to
     :func:`augmentation_defaults`: SPEC §2's MoCo-v2 recipe for real photos above 128 px,
     milder for smaller ones (where it was measured to keep small models from learning), and
-    milder still for synthetic data, whose captions name colours and places.
+    milder still for synthetic data, whose captions name colours and places. ``text``
+    (:class:`TextConfig`) defaults to 77 tokens, open_clip's vocabulary, MLM masking on and
+    EDA as :func:`default_eda_prob` says when training; ``reading`` (:class:`ReadingConfig`)
+    to skipping bad samples. The settings that used to be keyword arguments of their own
+    (``crop_scale=``, ``context_length=``, ``on_error=`` ...) are fields of these objects;
+    passing one here raises :class:`lightclip.InvalidInputError` naming its object.
 
     Sizes are bounded so that a typo raises :class:`lightclip.InvalidInputError` instead of
     exhausting memory: ``threads`` <= 1024, ``prefetch`` <= 64, ``shuffle_buffer`` <= 10**6
@@ -180,12 +219,6 @@ class DataPipeline:
         train: bool = True,
         seed: int = 0,
         threads: int | None = None,
-        on_error: str = "skip",
-        context_length: int = 77,
-        eda_prob: float | None = None,
-        eda_strength: float = 0.1,
-        mlm: bool = True,
-        mlm_prob: float = 0.15,
         rank: int | None = None,
         world_size: int | None = None,
         drop_last: bool | None = None,
@@ -194,56 +227,39 @@ class DataPipeline:
         image_dtype: str = "float32",
         pin_memory: bool = False,
         device: str | torch.device | None = None,
-        max_pixels: int = 50_000_000,
-        max_image_bytes: int = 64 << 20,
         prefetch: int = 2,
-        shuffle_buffer: int = 1000,
-        shuffle_buffer_bytes: int = 1 << 30,
-        crop_scale: tuple[float, float] | None = None,
-        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        jitter: tuple[float, float, float, float] | None = None,
-        jitter_p: float | None = None,
-        grayscale_p: float | None = None,
-        blur_p: float | None = None,
-        blur_sigma: tuple[float, float] = (0.1, 2.0),
-        flip_p: float = 0.5,
-        csv_img_key: str = "filepath",
-        csv_caption_key: str = "title",
-        csv_separator: str | None = None,
-        num_samples: int | None = None,
-        data_seed: int = 0,
-        vocab_path: str | os.PathLike[str] | None = None,
+        augmentation: AugmentationConfig | None = None,
+        text: TextConfig | None = None,
+        reading: ReadingConfig | None = None,
+        **moved: Any,
     ) -> None:
+        for name in moved:
+            if name not in _MOVED:
+                raise TypeError(f"DataPipeline() got an unexpected keyword argument {name!r}")
+            argument, config_name = _MOVED[name]
+            raise InvalidInputError(
+                f"`{name}` is a field of {config_name}: pass "
+                f"{argument}=lightclip.{config_name}({name}=...) instead"
+            )
         if isinstance(source, (list, tuple)):
             source = "::".join(os.fspath(s) for s in source)
         source = os.fspath(source)
         for name, value in (("batch_size", batch_size), ("image_size", image_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidInputError(f"invalid `{name}`: must be a positive int, got {value!r}")
-        # Upper bounds are the core's (it names each one); here only what cannot cross over.
-        sizes = dict(
-            context_length=context_length,
-            max_pixels=max_pixels,
-            max_image_bytes=max_image_bytes,
-            prefetch=prefetch,
-            shuffle_buffer=shuffle_buffer,
-            shuffle_buffer_bytes=shuffle_buffer_bytes,
-        )
-        for name, value in sizes.items():
-            try:
-                ok = not isinstance(value, bool) and 0 <= operator.index(value) < 2**63
-            except TypeError:
-                ok = False
-            if not ok:
-                raise InvalidInputError(
-                    f"invalid `{name}`: must be an int in [0, 2**63), got {value!r}"
-                )
+        # The upper bound is the core's (it names it); here only what cannot cross over.
+        try:
+            ok = not isinstance(prefetch, bool) and 0 <= operator.index(prefetch) < 2**63
+        except TypeError:
+            ok = False
+        if not ok:
+            raise InvalidInputError(
+                f"invalid `prefetch`: must be an int in [0, 2**63), got {prefetch!r}"
+            )
         if threads is not None and threads < 1:
             raise InvalidInputError(f"invalid `threads`: must be at least 1, got {threads}")
-        if seed < 0 or data_seed < 0:
+        if seed < 0:
             raise InvalidInputError("invalid `seed`: must be >= 0")
-        if num_samples is not None and num_samples < 1:
-            raise InvalidInputError(f"invalid `num_samples`: must be at least 1, got {num_samples}")
         dist_rank, dist_world = _dist_rank_world()
         rank = dist_rank if rank is None else rank
         world_size = dist_world if world_size is None else world_size
@@ -252,23 +268,26 @@ class DataPipeline:
                 f"invalid `rank`: need 0 <= rank < world_size, got rank={rank}, "
                 f"world_size={world_size}"
             )
-        defaults = augmentation_defaults(source, image_size)
-        if eda_prob is None:
-            eda_prob = defaults["eda_prob"] if train else 0.0
-        if vocab_path is None:
+        if augmentation is None:
+            augmentation = augmentation_defaults(source, image_size)
+        text = TextConfig() if text is None else text
+        if text.eda_prob is None:
+            text = text.replace(eda_prob=default_eda_prob(source, image_size) if train else 0.0)
+        if text.vocab_path is None:
             try:
-                vocab_path = default_vocab_path()
+                text = text.replace(vocab_path=os.fspath(default_vocab_path()))
             except FileNotFoundError as e:
                 raise InvalidInputError(f"invalid `vocab_path`: none given and {e}") from None
+        reading = ReadingConfig() if reading is None else reading
         self._device = torch.device(device) if device is not None else None
         self._pin = pin_memory
         self._image_dtype = image_dtype
         self.batch_size = batch_size
         self.image_size = image_size
-        self.context_length = context_length
         self.train = train
         self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size = rank, world_size
+        self.augmentation, self.text, self.reading = augmentation, text, reading
         self._core = _core.Pipeline(
             source,
             batch_size=batch_size,
@@ -276,37 +295,16 @@ class DataPipeline:
             train=train,
             seed=seed,
             threads=threads or 0,
-            on_error=on_error,
-            context_length=context_length,
-            vocab_path=os.fspath(vocab_path),
-            eda_prob=float(eda_prob),
-            eda_strength=float(eda_strength),
-            mlm=mlm,
-            mlm_prob=float(mlm_prob),
             rank=rank,
             world_size=world_size,
             drop_last=self.drop_last,
             image_dtype=image_dtype,
-            max_pixels=max_pixels,
-            max_image_bytes=max_image_bytes,
             prefetch=prefetch,
-            shuffle_buffer=shuffle_buffer,
-            shuffle_buffer_bytes=shuffle_buffer_bytes,
-            crop_scale=list(crop_scale or defaults["crop_scale"]),
-            crop_ratio=list(crop_ratio),
-            jitter=list(jitter or defaults["jitter"]),
-            jitter_p=defaults["jitter_p"] if jitter_p is None else jitter_p,
-            grayscale_p=defaults["grayscale_p"] if grayscale_p is None else grayscale_p,
-            blur_p=defaults["blur_p"] if blur_p is None else blur_p,
-            blur_sigma=list(blur_sigma),
-            flip_p=flip_p,
-            csv_img_key=csv_img_key,
-            csv_caption_key=csv_caption_key,
-            csv_separator=csv_separator,
-            num_samples=num_samples or 0,
-            data_seed=data_seed,
             return_captions=return_captions,
             all_captions=all_captions,
+            augmentation=augmentation,
+            text=text,
+            reading=reading,
         )
         self.source = source
         self._epoch = 0
@@ -480,23 +478,28 @@ def build_pipeline(
 ) -> Any:
     """The pipeline ``lightclip train`` reads ``source`` with: a :class:`DataPipeline`, or
     with ``--dataset-resampled`` a :class:`~lightclip.resampled.ResampledShards`."""
-    from .augmentation import pipeline_kwargs
+    from .augmentation import apply_aug_cfg
 
     source = resolve_source(source, config.dataset_type, "--train-data" if train else "--val-data")
+    reading = reading_config(config)
     kwargs: dict[str, Any] = dict(
         batch_size=config.batch_size,
         image_size=image_size,
         train=train,
         seed=config.seed,
         threads=config.workers,
-        context_length=context_length,
         rank=rank,
         world_size=world_size,
-        **csv_options(config),
+        text=TextConfig(context_length=context_length),
     )
     if train:
-        kwargs.update(eda_prob=config.eda_prob, mlm=bool(config.mlm))  # None: per source
-        kwargs.update(pipeline_kwargs(config.aug_cfg or {}))
+        # eda_prob None: the source's default.
+        kwargs["text"] = TextConfig(
+            context_length=context_length, eda_prob=config.eda_prob, mlm=bool(config.mlm)
+        )
+        kwargs["augmentation"] = apply_aug_cfg(
+            config.aug_cfg or {}, augmentation_defaults(source, image_size)
+        )
     if device.type == "cuda":
         # uint8 images from pinned memory: a quarter of the bytes over PCIe, copied
         # asynchronously, and normalised on the GPU instead of on the pipeline's cores.
@@ -508,10 +511,10 @@ def build_pipeline(
             raise InvalidInputError(
                 f"--dataset-resampled draws shards; --train-data {source} is not a shard source"
             )
-        return ResampledShards(source, num_samples=num_samples, **kwargs)
+        return ResampledShards(source, num_samples=num_samples, reading=reading, **kwargs)
     if num_samples is not None and source.startswith("synthetic"):
-        kwargs["num_samples"] = num_samples
-    return DataPipeline(source, **kwargs)
+        reading = reading.replace(num_samples=num_samples)
+    return DataPipeline(source, reading=reading, **kwargs)
 
 
 def is_shard_source(source: str) -> bool:
@@ -539,10 +542,9 @@ def resolve_source(source: str, dataset_type: str, flag: str) -> str:
     return source
 
 
-def csv_options(config: TrainConfig) -> dict[str, Any]:
-    """DataPipeline's table options from ``--csv-img-key`` / ``--csv-caption-key`` /
-    ``--csv-separator``."""
-    return dict(
+def reading_config(config: TrainConfig) -> ReadingConfig:
+    """The reading settings of ``--csv-img-key`` / ``--csv-caption-key`` / ``--csv-separator``."""
+    return ReadingConfig(
         csv_img_key=config.csv_img_key,
         csv_caption_key=config.csv_caption_key,
         csv_separator=config.csv_separator,

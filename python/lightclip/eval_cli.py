@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ._core import ReadingConfig
 from .errors import InvalidInputError
 from .evaluate import EvalMetrics, dataset_task, evaluate_retrieval, evaluate_zero_shot
 from .metrics import TIES
@@ -69,22 +70,25 @@ def load_eval_model(name: str | None, checkpoint: str | None, device: str) -> tu
     return model.to(device).eval(), name
 
 
-def make_eval_data(source: str, model: Any, task: str, batch_size: int, **extra: Any) -> Any:
+def make_eval_data(
+    source: str,
+    model: Any,
+    task: str,
+    batch_size: int,
+    *,
+    threads: int | None = None,
+    reading: ReadingConfig | None = None,
+) -> Any:
     """A ``DataPipeline(train=False)`` sized for ``model``; all captions for retrieval."""
     from .data import DataPipeline
+    from .validation import eval_pipeline_options
 
-    config = model.config
-    kwargs: dict[str, Any] = dict(
-        batch_size=batch_size,
-        image_size=config.image_size,
-        train=False,
-        context_length=config.context_length,
-        mlm=False,  # evaluation never reads the masked captions
+    kwargs = eval_pipeline_options(
+        model, image_size=None, batch_size=batch_size, threads=threads, seed=0
     )
-    if task == "zeroshot_retrieval":
-        kwargs["all_captions"] = True
-    kwargs.update(extra)
-    return DataPipeline(source, **kwargs)
+    return DataPipeline(
+        source, all_captions=task == "zeroshot_retrieval", reading=reading, **kwargs
+    )
 
 
 def result_record(
@@ -190,9 +194,10 @@ def run_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     model, name = load_eval_model(args.model, args.checkpoint, args.device)
     class_names = read_class_names(args.class_names) if args.class_names else None
-    extra: dict[str, Any] = {"threads": args.threads}
-    if args.num_samples is not None:
-        extra["num_samples"] = args.num_samples
+    extra: dict[str, Any] = {
+        "threads": args.threads,
+        "reading": ReadingConfig(num_samples=args.num_samples),
+    }
     task = args.task
     if task == "auto":
         # CLIP_benchmark's shards say which task they are for (dataset_type.txt); labelled

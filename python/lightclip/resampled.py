@@ -44,7 +44,8 @@ class ResampledShards:
 
     ``source``: shard paths or brace patterns joined by ``::``; ``pipeline_kwargs`` are
     :class:`~lightclip.data.DataPipeline`'s (``batch_size``, ``seed``, ``rank``,
-    ``world_size`` ... ; ``batch_size`` is required).
+    ``world_size``, ``augmentation``, ``text``, ``reading`` ... ; ``batch_size`` is
+    required), given to the pipeline of every draw.
     """
 
     def __init__(self, source: str, *, num_samples: int | None = None, **pipeline_kwargs: Any):

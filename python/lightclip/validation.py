@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 if TYPE_CHECKING:
+    from ._core import ReadingConfig
     from .config import TrainConfig
     from .runtime import Runtime
 
@@ -31,7 +32,10 @@ def eval_pipeline_options(
     seed: int,
 ) -> dict[str, Any]:
     """DataPipeline's arguments for evaluating ``model``: its resolution (unless
-    ``image_size``) and context length, the evaluation transform, no augmentation."""
+    ``image_size``) and context length, the evaluation transform, no augmentation, no masked
+    captions (evaluation never reads them)."""
+    from ._core import TextConfig
+
     config = model.config
     return dict(
         batch_size=batch_size,
@@ -39,7 +43,7 @@ def eval_pipeline_options(
         train=False,
         seed=seed,
         threads=threads,
-        context_length=config.context_length,
+        text=TextConfig(context_length=config.context_length, mlm=False),
     )
 
 
@@ -55,21 +59,23 @@ def evaluate_held_out(
     zero_shot: bool | None = None,
     templates: str = "generic",
     max_batches: int | None = None,
-    csv_options: dict[str, Any] | None = None,
+    reading: ReadingConfig | None = None,
 ) -> dict[str, float]:
     """Image<->text retrieval R@1/5/10 on ``source`` (all captions of each image) and, when
     the source is labelled (image folders, synthetic) and ``zero_shot`` is not False,
-    zero-shot top-1/top-5 with prompt ensembling over its class names. ``csv_options``:
-    DataPipeline's ``csv_img_key`` / ``csv_caption_key`` / ``csv_separator`` for a table."""
+    zero-shot top-1/top-5 with prompt ensembling over its class names. ``reading``: how to
+    read the source (a table's columns, say); ``num_samples`` sizes a synthetic one."""
+    from ._core import ReadingConfig
     from .data import DataPipeline
     from .evaluate import evaluate_retrieval, evaluate_zero_shot
 
     kwargs = eval_pipeline_options(
         model, image_size=image_size, batch_size=batch_size, threads=threads, seed=seed
     )
-    kwargs.update(csv_options or {})
+    reading = reading or ReadingConfig()
     if num_samples is not None and source.startswith("synthetic"):
-        kwargs["num_samples"] = num_samples
+        reading = reading.replace(num_samples=num_samples)
+    kwargs["reading"] = reading
     retrieval = evaluate_retrieval(
         model, DataPipeline(source, all_captions=True, **kwargs), max_batches=max_batches
     )
@@ -131,7 +137,7 @@ def held_out_metrics(
     model: torch.nn.Module, config: TrainConfig, image_size: int, rt: Runtime
 ) -> dict[str, float]:
     """``--val-data``'s metrics (:func:`evaluate_held_out`), computed on rank 0 and shared."""
-    from .data import csv_options, resolve_source
+    from .data import reading_config, resolve_source
 
     metrics: dict[str, float] = {}
     if rt.is_main:
@@ -144,7 +150,7 @@ def held_out_metrics(
                 threads=config.workers,
                 num_samples=config.val_num_samples,
                 seed=config.seed,
-                csv_options=csv_options(config),
+                reading=reading_config(config),
             )
     return _shared_from_rank_0(metrics, rt, "eval")
 

@@ -23,6 +23,7 @@ import torch
 from ..data import DataPipeline
 from ..evaluate import default_tokenizer
 from ..metrics import ZeroShotAccumulator
+from ..validation import eval_pipeline_options
 from ..zero_shot import build_zero_shot_classifier
 
 SUBJECTS = ("dog", "man", "woman", "boy", "girl")
@@ -55,11 +56,8 @@ def zero_shot_accuracy(
     )
     pipeline = DataPipeline(
         dev_data,
-        batch_size=128,
-        image_size=image_size or model.config.image_size,
-        train=False,
         all_captions=True,
-        context_length=model.config.context_length,
+        **eval_pipeline_options(model, image_size=image_size, batch_size=128, threads=None, seed=0),
     )
     accumulator = ZeroShotAccumulator(num_classes=len(SUBJECTS))
     for index, batch in enumerate(pipeline):

@@ -1,11 +1,11 @@
 //! `lightclip._core.Pipeline`: the core data pipeline as a Python iterator of tensor dicts.
 //!
-//! The binding builds the core pipeline from keyword arguments, waits for batches with the GIL
+//! The binding builds the core pipeline from a few keyword arguments and the three settings
+//! objects of `config` (augmentation, text, reading), waits for batches with the GIL
 //! released, and turns each batch's contiguous buffers into torch tensors with one copy
 //! (`Tensor::from_slice`). Epoch bookkeeping, state dicts and logging live in
 //! `python/lightclip/data.py`.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
@@ -13,15 +13,16 @@ use pyo3::types::PyDict;
 use pyo3_tch::PyTensor;
 use tch::Tensor;
 
-use lightclip_core::augment::{AugmentConfig, Jitter};
 use lightclip_core::pipeline::{
-    Batch, BatchConfig, EpochStream, ErrorPolicy, ImageBuffer, ImageDtype, Pipeline, SampleConfig,
-    Source, SourceOptions, SyntheticConfig,
+    Batch, BatchConfig, EpochStream, ImageBuffer, ImageDtype, Pipeline, SampleConfig, Source,
 };
 use lightclip_core::text::{Eda, EdaConfig, MlmConfig, Tokenizer};
 use lightclip_core::CoreError;
 
 use crate::errors::{torch_err, BindingError, InvalidInputError, LightclipError};
+
+mod config;
+use config::{PyAugmentationConfig, PyReadingConfig, PyTextConfig};
 
 #[pyclass(name = "Pipeline", module = "lightclip._core")]
 pub struct PyPipeline {
@@ -74,26 +75,12 @@ fn batch_to_dict<'py>(
     Ok(d)
 }
 
-fn pair(name: &str, v: Vec<f32>) -> PyResult<(f32, f32)> {
-    match v.as_slice() {
-        [a, b] => Ok((*a, *b)),
-        _ => Err(InvalidInputError::new_err(format!(
-            "invalid `{name}`: expected two numbers (lo, hi), got {} value(s)",
-            v.len()
-        ))),
-    }
-}
-
 #[pymethods]
 impl PyPipeline {
     #[new]
     #[pyo3(signature = (
-        source, *, batch_size, image_size, train, seed, threads, on_error, context_length,
-        vocab_path, eda_prob, eda_strength, mlm, mlm_prob, rank, world_size, drop_last,
-        image_dtype, max_pixels, max_image_bytes, prefetch, shuffle_buffer,
-        shuffle_buffer_bytes, crop_scale, crop_ratio, jitter,
-        jitter_p, grayscale_p, blur_p, blur_sigma, flip_p, csv_img_key, csv_caption_key,
-        csv_separator, num_samples, data_seed, return_captions, all_captions
+        source, *, batch_size, image_size, train, seed, threads, rank, world_size, drop_last,
+        image_dtype, prefetch, return_captions, all_captions, augmentation, text, reading
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -104,39 +91,17 @@ impl PyPipeline {
         train: bool,
         seed: u64,
         threads: usize,
-        on_error: &str,
-        context_length: usize,
-        vocab_path: Option<PathBuf>,
-        eda_prob: f64,
-        eda_strength: f64,
-        mlm: bool,
-        mlm_prob: f64,
         rank: u64,
         world_size: u64,
         drop_last: bool,
         image_dtype: &str,
-        max_pixels: u64,
-        max_image_bytes: u64,
         prefetch: usize,
-        shuffle_buffer: usize,
-        shuffle_buffer_bytes: u64,
-        crop_scale: Vec<f32>,
-        crop_ratio: Vec<f32>,
-        jitter: Vec<f32>,
-        jitter_p: f32,
-        grayscale_p: f32,
-        blur_p: f32,
-        blur_sigma: Vec<f32>,
-        flip_p: f32,
-        csv_img_key: String,
-        csv_caption_key: String,
-        csv_separator: Option<String>,
-        num_samples: usize,
-        data_seed: u64,
         return_captions: bool,
         all_captions: bool,
+        augmentation: PyRef<'_, PyAugmentationConfig>,
+        text: PyRef<'_, PyTextConfig>,
+        reading: PyRef<'_, PyReadingConfig>,
     ) -> PyResult<Self> {
-        let policy = ErrorPolicy::parse(on_error).map_err(BindingError::from)?;
         let image_dtype = match image_dtype {
             "float32" => ImageDtype::Float32,
             "uint8" => ImageDtype::Uint8,
@@ -146,43 +111,15 @@ impl PyPipeline {
                 )))
             }
         };
-        let [brightness, contrast, saturation, hue] = jitter.as_slice() else {
-            return Err(InvalidInputError::new_err(format!("invalid `jitter`: expected (brightness, contrast, saturation, hue), got {} value(s)", jitter.len())));
-        };
-        let csv_separator = match csv_separator.as_deref() {
-            None => None,
-            Some(s) if s.len() == 1 => Some(s.as_bytes()[0]),
-            Some(s) => {
-                return Err(InvalidInputError::new_err(format!(
-                    "invalid `csv_separator`: must be one ASCII character, got {s:?}"
-                )))
-            }
-        };
-        let augment = AugmentConfig {
-            crop_scale: pair("crop_scale", crop_scale)?,
-            crop_ratio: pair("crop_ratio", crop_ratio)?,
-            jitter: Jitter {
-                brightness: *brightness,
-                contrast: *contrast,
-                saturation: *saturation,
-                hue: *hue,
-            },
-            jitter_p,
-            grayscale_p,
-            blur_p,
-            blur_sigma: pair("blur_sigma", blur_sigma)?,
-            flip_p,
-        };
-        let options = SourceOptions {
-            csv_image_key: csv_img_key,
-            csv_caption_key,
-            csv_separator,
-            synthetic: SyntheticConfig {
-                num_samples,
-                data_seed,
-            },
-            max_image_bytes,
-        };
+        let augment = augmentation.to_core();
+        let text = text.clone();
+        let options = reading.source_options();
+        let policy = reading.policy();
+        let (max_pixels, shuffle_buffer, shuffle_buffer_bytes) = (
+            reading.max_pixels,
+            reading.shuffle_buffer,
+            reading.shuffle_buffer_bytes,
+        );
         let threads = if threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -191,48 +128,36 @@ impl PyPipeline {
             threads
         };
         let build = move || -> Result<Pipeline, CoreError> {
-            let tokenizer = match &vocab_path {
-                Some(p) => Some(Arc::new(Tokenizer::from_file(p)?)),
+            let tokenizer = match &text.vocab_path {
+                Some(p) => Some(Arc::new(Tokenizer::from_file(p.as_ref())?)),
                 None => None,
             };
-            // Checked here by the names the caller used; EDA's own check would not see a NaN or
-            // negative eda_prob (anything not above 0 turns EDA off) nor mlm_prob with MLM off.
-            for (name, p) in [("eda_prob", eda_prob), ("mlm_prob", mlm_prob)] {
-                if !(0.0..=1.0).contains(&p) {
-                    return Err(CoreError::invalid(
-                        name,
-                        format!("must lie in [0, 1], got {p}"),
-                    ));
-                }
-            }
+            // TextConfig checked the probabilities; None (no source default applied) is off.
+            let eda_prob = text.eda_prob.unwrap_or(0.0);
             let eda = if eda_prob > 0.0 {
                 let config = EdaConfig {
                     probability: eda_prob,
-                    synonym_replacement: eda_strength,
-                    random_insertion: eda_strength,
-                    random_swap: eda_strength,
-                    random_deletion: eda_strength,
+                    synonym_replacement: text.eda_strength,
+                    random_insertion: text.eda_strength,
+                    random_swap: text.eda_strength,
+                    random_deletion: text.eda_strength,
                     ..EdaConfig::default()
                 };
                 Some(Eda::new(config)?)
             } else {
                 None
             };
-            let mlm = if mlm {
-                Some(MlmConfig {
-                    probability: mlm_prob,
-                    ..MlmConfig::default()
-                })
-            } else {
-                None
-            };
+            let mlm = text.mlm.then(|| MlmConfig {
+                probability: text.mlm_prob,
+                ..MlmConfig::default()
+            });
             let sample = SampleConfig {
                 image_size,
                 train,
                 augment,
                 max_pixels,
                 image_dtype,
-                context_length,
+                context_length: text.context_length,
                 tokenizer,
                 eda,
                 mlm,
@@ -361,5 +286,6 @@ pub fn shard_names(source: &str) -> PyResult<Vec<String>> {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPipeline>()?;
+    config::register(m)?;
     m.add_function(wrap_pyfunction!(shard_names, m)?)
 }
