@@ -1,6 +1,6 @@
 """Where a training process runs: its rank, device and process group (torchrun's variables
 mean DDP: gloo on CPU, NCCL on GPU), its precision, its seeds, and a Ctrl-C that stops every
-rank at the same step. Used by ``lightclip.train``."""
+rank at the same step; where the model and each batch go. Used by ``lightclip.train``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +81,18 @@ def teardown_runtime(rt: Runtime, finished: bool) -> None:
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def training_runtime(config: TrainConfig) -> Iterator[Runtime]:
+    """``setup_runtime`` for one run, ``teardown_runtime`` after it, finished or failed."""
+    rt = setup_runtime(config)
+    finished = False
+    try:
+        yield rt
+        finished = True
+    finally:
+        teardown_runtime(rt, finished)
+
+
 def seed_everything(seed: int, rank: int) -> None:
     # Same torch seed on every rank: the model starts identical everywhere (DDP would
     # broadcast rank 0's weights anyway). Python/NumPy draws, if any, differ per rank.
@@ -99,6 +111,27 @@ def autocast_and_scaler(precision: str, device: torch.device) -> tuple[Callable[
     if precision in ("amp", "amp_bf16"):
         return (lambda: torch.autocast(kind, dtype=torch.bfloat16)), None
     return contextlib.nullcontext, None
+
+
+def place_model(model: torch.nn.Module, rt: Runtime, precision: str) -> tuple[Any, Any]:
+    """``model`` on this rank's device (in bfloat16 throughout under ``--precision bf16``), and
+    the module the loop calls: the model itself, or under DDP the model wrapped."""
+    model = model.to(device=rt.device, dtype=torch.bfloat16 if precision == "bf16" else None)
+    if rt.world_size == 1:
+        return model, model
+    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def batch_on_device(batch: dict[str, Any], rt: Runtime, precision: str) -> dict[str, Any]:
+    """The pipeline puts batches on CUDA itself; a ``data=`` iterable may hand over host
+    tensors, moved here (a no-op for tensors already there)."""
+    batch = {
+        k: v.to(rt.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+    if precision == "bf16":
+        batch["image"] = batch["image"].to(torch.bfloat16)
+    return batch
 
 
 def gather_objects(obj: Any, rt: Runtime) -> list[Any]:

@@ -57,9 +57,10 @@ from .runtime import (
     Runtime,
     StopOnCtrlC,
     autocast_and_scaler,
+    batch_on_device,
+    place_model,
     seed_everything,
-    setup_runtime,
-    teardown_runtime,
+    training_runtime,
 )
 from .schedules import progress_at, training_schedule
 from .step_metrics import Accumulator
@@ -76,14 +77,8 @@ def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = N
     ``config.train_data``: any iterable of batch dicts with DataPipeline's ``set_epoch`` /
     ``state_dict`` / ``load_state_dict`` (and ``__len__`` unless ``config.steps`` is set).
     """
-    rt = setup_runtime(config)
-    finished = False
-    try:
-        result = _train(config, rt, on_step, data)
-        finished = True
-        return result
-    finally:
-        teardown_runtime(rt, finished)
+    with training_runtime(config) as rt:
+        return _train(config, rt, on_step, data)
 
 
 def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any) -> TrainResult:
@@ -98,14 +93,8 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     # ------------------------------------------------------------------ model
     model = build_model(config)
     apply_model_options(model, config, rt.print)  # --pretrained, --lock-*, checkpointing
-    bf16 = torch.bfloat16 if config.precision == "bf16" else None
-    model = model.to(device=rt.device, dtype=bf16)
+    model, ddp_model = place_model(model, rt, config.precision)  # ddp_model: DDP-wrapped
     image_size = config.image_size or model.config.image_size
-    ddp_model = model
-    if rt.world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None
-        )
 
     # ------------------------------------------------------------------ data, optimizer, loss
     if data is None:
@@ -185,7 +174,7 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
     for batch in run.data:
         batches += 1
         accum.data_time += time.perf_counter() - t_data
-        batch = _on_device(batch, run.rt.device, config.precision)
+        batch = batch_on_device(batch, run.rt, config.precision)
         lr = run.lr_at(run.step)
         set_lr(run.optimizer, lr)
         progress = progress_at(run.step, run.result.total_steps)
@@ -307,16 +296,6 @@ def report(run: Run) -> None:
         stop_on_non_finite_loss(run, done, metrics)
         if run.on_step is not None and run.on_step(done, metrics):
             run.stop.requested = True  # the hook asked to stop, as Ctrl-C does
-
-
-def _on_device(batch: dict[str, Any], device: torch.device, precision: str) -> dict[str, Any]:
-    # Where the pipeline put it already on CUDA; a ``data=`` iterable may hand over host tensors.
-    batch = {
-        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
-    }
-    if precision == "bf16":
-        batch["image"] = batch["image"].to(torch.bfloat16)
-    return batch
 
 
 def _stats(data: Any) -> str:
