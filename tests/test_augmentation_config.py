@@ -70,7 +70,7 @@ def test_the_settings_fill_an_augmentation_config() -> None:
         ("crop=(0.5,1)", "unknown key"),
         ("scale", "expected KEY=VALUE"),
         ("scale=(0, 1)", "0 < lo <= hi"),
-        ("scale=(0.5, 2)", "hi must be <= 1"),
+        ("scale=(0.5, 2)", "0 < lo <= hi <= 1"),
         ("scale=0.5", "a pair"),
         ("ratio=(2, 1)", "0 < lo <= hi"),
         ("gray_scale_prob=1.5", "probability"),

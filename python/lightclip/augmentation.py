@@ -62,39 +62,29 @@ def _number(key: str, value: Any) -> float:
     return float(value)
 
 
-def _range(key: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise _bad(key, f"expected a pair (lo, hi), got {value!r}")
-    lo, hi = (_number(key, v) for v in value)
-    if not 0 < lo <= hi:
-        raise _bad(key, f"needs 0 < lo <= hi, got ({lo}, {hi})")
-    if key == "scale" and hi > 1:
-        raise _bad(key, f"is a fraction of the image area: hi must be <= 1, got {hi}")
-    return (lo, hi)
-
-
 def _check(key: str, value: Any) -> Any:
+    """The value of one setting, shaped as the key takes it; its bounds are
+    AugmentationConfig's own (one place for them), reported under the key's name."""
     if key not in AUG_KEYS:
         raise _bad(key, f"unknown key; known: {', '.join(AUG_KEYS)}")
+    checked: Any
     if key in _RANGES:
-        return _range(key, value)
-    if key in _PROBABILITIES:
-        p = _number(key, value)
-        if not 0 <= p <= 1:
-            raise _bad(key, f"is a probability: must be in [0, 1], got {p}")
-        return p
-    # color_jitter: one strength or four.
-    if isinstance(value, (tuple, list)):
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise _bad(key, f"expected a pair (lo, hi), got {value!r}")
+        checked = tuple(_number(key, v) for v in value)
+    elif key in _PROBABILITIES:
+        checked = _number(key, value)
+    elif isinstance(value, (tuple, list)):  # color_jitter: one strength or four
         if len(value) != 4:
             raise _bad(key, f"expected 1 or 4 values, got {len(value)}")
-        values = tuple(_number(key, v) for v in value)
+        checked = tuple(_number(key, v) for v in value)
     else:
-        values = (_number(key, value),)
-    if any(v < 0 for v in values):
-        raise _bad(key, f"strengths must be >= 0, got {value!r}")
-    if len(values) == 4 and values[3] > 0.5:
-        raise _bad(key, f"hue must be <= 0.5, got {values[3]}")
-    return values if len(values) == 4 else values[0]
+        checked = _number(key, value)
+    try:
+        apply_aug_cfg({key: checked}, AugmentationConfig())
+    except InvalidInputError as e:
+        raise _bad(key, str(e)) from None
+    return checked
 
 
 def parse_aug_cfg(value: str | Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:

@@ -494,9 +494,7 @@ def build_pipeline(
     )
     if train:
         # eda_prob None: the source's default.
-        kwargs["text"] = TextConfig(
-            context_length=context_length, eda_prob=config.eda_prob, mlm=bool(config.mlm)
-        )
+        kwargs["text"] = kwargs["text"].replace(eda_prob=config.eda_prob, mlm=bool(config.mlm))
         kwargs["augmentation"] = apply_aug_cfg(
             config.aug_cfg or {}, augmentation_defaults(source, image_size)
         )
