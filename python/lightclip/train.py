@@ -133,7 +133,6 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
 
     # ------------------------------------------------------------------ resume
     data_state = checkpoints.resume(run, resume_path)  # where in the epoch; None: its start
-    run.result.step, run.result.epoch = run.step, run.epoch
     rt.print(
         f"run {run_dir}: {config.model} ({config.recipe}: soft_labels={config.soft_labels} "
         f"token_loss={config.token_loss} mlm={config.mlm} fusion={config.fusion}), "
