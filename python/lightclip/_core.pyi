@@ -10,6 +10,7 @@ from typing import Any, final, overload
 
 import numpy
 import torch
+from typing_extensions import Self
 
 __version__: str
 
@@ -118,8 +119,16 @@ def soft_label_rows(
 
 # --- pipeline.rs -----------------------------------------------------------------------------
 
+class Settings:
+    """What the pipeline's settings objects share: frozen values, equal when every field is,
+    pickled and copied by their fields (the constructor's keywords)."""
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with the given fields changed (checked like a new one)."""
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
+
 @final
-class AugmentationConfig:
+class AugmentationConfig(Settings):
     """Training-image augmentation: RandomResizedCrop (``crop_scale`` area and ``crop_ratio``
     aspect ranges), colour jitter (``jitter`` = brightness, contrast, saturation, hue) with
     probability ``jitter_p``, grayscale, Gaussian blur (``blur_sigma`` range) and horizontal
@@ -158,12 +167,9 @@ class AugmentationConfig:
     def blur_sigma(self) -> tuple[float, float]: ...
     @property
     def flip_p(self) -> float: ...
-    def replace(self, **changes: Any) -> AugmentationConfig:
-        """A copy with the given fields changed (checked like a new one)."""
-    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
 
 @final
-class TextConfig:
+class TextConfig(Settings):
     """Captions: tokenizing (``context_length`` in 2..=65536; ``vocab_path`` None finds
     open_clip's vocabulary as ``lightclip.get_tokenizer`` does), EDA on training captions
     (``eda_prob`` per caption, every operation at ``eda_strength``; None: the source's
@@ -194,12 +200,9 @@ class TextConfig:
     def mlm(self) -> bool: ...
     @property
     def mlm_prob(self) -> float: ...
-    def replace(self, **changes: Any) -> TextConfig:
-        """A copy with the given fields changed (checked like a new one)."""
-    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
 
 @final
-class ReadingConfig:
+class ReadingConfig(Settings):
     """How a source is read: ``on_error`` ("skip" counts and logs a bad sample, "raise"
     stops with ``DataError``), a table's image and caption columns and separator (one ASCII
     character; None: by the extension), the synthetic data's ``num_samples`` (None: the
@@ -245,9 +248,6 @@ class ReadingConfig:
     def shuffle_buffer(self) -> int: ...
     @property
     def shuffle_buffer_bytes(self) -> int: ...
-    def replace(self, **changes: Any) -> ReadingConfig:
-        """A copy with the given fields changed (checked like a new one)."""
-    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, Any]]: ...
 
 @final
 class Pipeline:

@@ -5,8 +5,8 @@
 //! bad value is refused where the caller wrote it, not when a pipeline starts), and crosses
 //! into `Pipeline` as one object. They are frozen values: equal when every field is, pickled
 //! and copied by their fields, changed with `replace(**changes)` (a new, re-checked object).
-//! The fields are read back through the getters, so `repr`, `replace` and pickling are
-//! written once for all three (`fields`).
+//! `repr`, `replace` and pickling read the fields back by the constructor's keywords, so they
+//! are written once, in the base class `Settings` the three extend.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
@@ -61,6 +61,32 @@ fn replace<'py>(
 /// Pickling and `copy` rebuild the object from its fields as keyword arguments.
 fn newargs<'py>(obj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
     Ok((PyTuple::empty(obj.py()), fields(obj)?))
+}
+
+/// What the three settings classes share: `replace`, `repr` and pickling, all by the fields.
+#[pyclass(name = "Settings", module = "lightclip._core", subclass, frozen)]
+pub struct PySettings;
+
+#[pymethods]
+impl PySettings {
+    /// A copy with the given fields changed (checked like a new one).
+    #[pyo3(signature = (**changes))]
+    fn replace<'py>(
+        slf: &Bound<'py, Self>,
+        changes: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        replace(slf.as_any(), changes)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        repr(slf.as_any())
+    }
+
+    fn __getnewargs_ex__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
+        newargs(slf.as_any())
+    }
 }
 
 fn invalid(name: &str, why: impl std::fmt::Display) -> PyErr {
@@ -136,6 +162,7 @@ fn probability(name: &str, p: f64) -> Result<(), CoreError> {
 #[pyclass(
     name = "AugmentationConfig",
     module = "lightclip._core",
+    extends = PySettings,
     frozen,
     eq,
     get_all
@@ -198,7 +225,7 @@ impl PyAugmentationConfig {
         blur_p: f64,
         blur_sigma: Vec<f64>,
         flip_p: f64,
-    ) -> PyResult<Self> {
+    ) -> PyResult<(Self, PySettings)> {
         let &[brightness, contrast, saturation, hue] = jitter.as_slice() else {
             return Err(invalid(
                 "jitter",
@@ -219,26 +246,7 @@ impl PyAugmentationConfig {
             flip_p,
         };
         config.to_core().validate().map_err(BindingError::from)?;
-        Ok(config)
-    }
-
-    /// A copy with the given fields changed (checked like a new one).
-    #[pyo3(signature = (**changes))]
-    fn replace<'py>(
-        slf: &Bound<'py, Self>,
-        changes: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        replace(slf.as_any(), changes)
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        repr(slf.as_any())
-    }
-
-    fn __getnewargs_ex__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-        newargs(slf.as_any())
+        Ok((config, PySettings))
     }
 }
 
@@ -248,7 +256,7 @@ impl PyAugmentationConfig {
 /// `lightclip.get_tokenizer` does), EDA on training captions (`eda_prob` per caption, each
 /// operation at `eda_strength`; None: the source's default when training, off otherwise) and
 /// BERT masking for the MLM loss (`mlm`, `mlm_prob`).
-#[pyclass(name = "TextConfig", module = "lightclip._core", frozen, eq, get_all)]
+#[pyclass(name = "TextConfig", module = "lightclip._core", extends = PySettings, frozen, eq, get_all)]
 #[derive(Clone, PartialEq)]
 pub struct PyTextConfig {
     pub context_length: usize,
@@ -273,7 +281,7 @@ impl PyTextConfig {
         eda_strength: f64,
         mlm: bool,
         mlm_prob: f64,
-    ) -> PyResult<Self> {
+    ) -> PyResult<(Self, PySettings)> {
         let check = || -> Result<(), CoreError> {
             if context_length < 2 {
                 return Err(CoreError::invalid(
@@ -298,33 +306,17 @@ impl PyTextConfig {
                     .map_err(|p| invalid("vocab_path", format!("is not valid UTF-8: {p:?}")))?,
             ),
         };
-        Ok(PyTextConfig {
-            context_length,
-            vocab_path,
-            eda_prob,
-            eda_strength,
-            mlm,
-            mlm_prob,
-        })
-    }
-
-    /// A copy with the given fields changed (checked like a new one).
-    #[pyo3(signature = (**changes))]
-    fn replace<'py>(
-        slf: &Bound<'py, Self>,
-        changes: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        replace(slf.as_any(), changes)
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        repr(slf.as_any())
-    }
-
-    fn __getnewargs_ex__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-        newargs(slf.as_any())
+        Ok((
+            PyTextConfig {
+                context_length,
+                vocab_path,
+                eda_prob,
+                eda_strength,
+                mlm,
+                mlm_prob,
+            },
+            PySettings,
+        ))
     }
 }
 
@@ -337,6 +329,7 @@ impl PyTextConfig {
 #[pyclass(
     name = "ReadingConfig",
     module = "lightclip._core",
+    extends = PySettings,
     frozen,
     eq,
     get_all
@@ -394,7 +387,7 @@ impl PyReadingConfig {
         #[pyo3(from_py_with = sizes::max_image_bytes)] max_image_bytes: u64,
         #[pyo3(from_py_with = sizes::shuffle_buffer)] shuffle_buffer: usize,
         #[pyo3(from_py_with = sizes::shuffle_buffer_bytes)] shuffle_buffer_bytes: u64,
-    ) -> PyResult<Self> {
+    ) -> PyResult<(Self, PySettings)> {
         if let Some(s) = &csv_separator {
             if s.len() != 1 {
                 return Err(invalid(
@@ -422,41 +415,26 @@ impl PyReadingConfig {
             Ok(())
         };
         check().map_err(BindingError::from)?;
-        Ok(PyReadingConfig {
-            on_error: on_error.to_string(),
-            csv_img_key: csv_img_key.to_string(),
-            csv_caption_key: csv_caption_key.to_string(),
-            csv_separator,
-            num_samples,
-            data_seed,
-            max_pixels,
-            max_image_bytes,
-            shuffle_buffer,
-            shuffle_buffer_bytes,
-        })
-    }
-
-    /// A copy with the given fields changed (checked like a new one).
-    #[pyo3(signature = (**changes))]
-    fn replace<'py>(
-        slf: &Bound<'py, Self>,
-        changes: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        replace(slf.as_any(), changes)
-    }
-
-    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
-        repr(slf.as_any())
-    }
-
-    fn __getnewargs_ex__<'py>(
-        slf: &Bound<'py, Self>,
-    ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyDict>)> {
-        newargs(slf.as_any())
+        Ok((
+            PyReadingConfig {
+                on_error: on_error.to_string(),
+                csv_img_key: csv_img_key.to_string(),
+                csv_caption_key: csv_caption_key.to_string(),
+                csv_separator,
+                num_samples,
+                data_seed,
+                max_pixels,
+                max_image_bytes,
+                shuffle_buffer,
+                shuffle_buffer_bytes,
+            },
+            PySettings,
+        ))
     }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySettings>()?;
     m.add_class::<PyAugmentationConfig>()?;
     m.add_class::<PyTextConfig>()?;
     m.add_class::<PyReadingConfig>()
