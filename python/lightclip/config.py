@@ -141,6 +141,13 @@ class TrainConfig:
     grad_checkpointing: bool = _opt(
         "recompute activations in the backward pass (less memory, same gradients)", False
     )
+    torchcompile: bool = _opt(
+        "torch.compile each block of both towers (inductor; the first steps compile)", False
+    )
+    channels_last: bool = _opt("channels-last memory for the convolutions and the images", False)
+    fused_adamw: bool | None = _opt(
+        "torch's fused AdamW kernel (default: wherever torch has one for the parameters)"
+    )
 
     # --- optimisation -------------------------------------------------------------------------
     batch_size: int = _opt("samples per rank per micro-batch", 64)

@@ -20,12 +20,15 @@ and parameter shapes, not at naming conventions of one model.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 LOGIT_SCALE_MAX = math.log(100.0)  # SPEC §2: the learned temperature is clamped to ln(100)
 
@@ -95,6 +98,19 @@ def build_optimizer(
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=fused)
 
 
+def optimizer_for(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """The optimizer ``lightclip train`` uses: ``--lr``, ``--wd``, ``--beta1/2``, ``--eps``,
+    ``--fused-adamw``."""
+    return build_optimizer(
+        model,
+        lr=config.lr,
+        weight_decay=config.wd,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+        fused=config.fused_adamw,
+    )
+
+
 def _fused_kernel_covers(params: list[torch.Tensor]) -> bool:
     """Whether torch's fused AdamW takes every one of ``params`` (it checks lazily, at the
     first step; this asks the same question before the run starts)."""
@@ -119,4 +135,11 @@ def clamp_logit_scale(model: nn.Module) -> None:
         scale.clamp_(0.0, LOGIT_SCALE_MAX)
 
 
-__all__ = ["LOGIT_SCALE_MAX", "build_optimizer", "clamp_logit_scale", "parameter_groups", "set_lr"]
+__all__ = [
+    "LOGIT_SCALE_MAX",
+    "build_optimizer",
+    "clamp_logit_scale",
+    "optimizer_for",
+    "parameter_groups",
+    "set_lr",
+]

@@ -123,14 +123,19 @@ def place_model(model: torch.nn.Module, rt: Runtime, precision: str) -> tuple[An
     return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def batch_on_device(batch: dict[str, Any], rt: Runtime, precision: str) -> dict[str, Any]:
+def batch_on_device(
+    batch: dict[str, Any], rt: Runtime, precision: str, channels_last: bool = False
+) -> dict[str, Any]:
     """The pipeline puts batches on CUDA itself; a ``data=`` iterable may hand over host
-    tensors, moved here (a no-op for tensors already there)."""
+    tensors, moved here (a no-op for tensors already there). With ``channels_last`` the
+    images get the memory format of ``--channels-last`` kernels."""
     batch = {
         k: v.to(rt.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
     }
     if precision == "bf16":
         batch["image"] = batch["image"].to(torch.bfloat16)
+    if channels_last:
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
     return batch
 
 

@@ -47,7 +47,7 @@ from .errors import DataError, run_command
 from .losses import LightCLIPLoss
 from .models import apply_model_options, build_model
 from .openclip_export import export_inference_model
-from .optim import build_optimizer, clamp_logit_scale, set_lr
+from .optim import clamp_logit_scale, optimizer_for, set_lr
 from .run_divergence import stop_on_non_finite_loss, stop_on_non_finite_weights
 from .run_evaluation import evaluate_at_end, evaluate_at_epoch_end
 from .run_folder import prepare_run_folder, run_name
@@ -110,10 +110,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
             device=rt.device,
         )
     total_steps, lr_at = training_schedule(config, data)
-    betas = (config.beta1, config.beta2)
-    optimizer = build_optimizer(
-        model, lr=config.lr, weight_decay=config.wd, betas=betas, eps=config.eps
-    )
+    optimizer = optimizer_for(model, config)
     autocast, scaler = autocast_and_scaler(config.precision, rt.device)
     run = Run(
         config=config,
@@ -173,7 +170,7 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
     for batch in run.data:
         batches += 1
         accum.data_time += time.perf_counter() - t_data
-        batch = batch_on_device(batch, run.rt, config.precision)
+        batch = batch_on_device(batch, run.rt, config.precision, config.channels_last)
         lr = run.lr_at(run.step)
         set_lr(run.optimizer, lr)
         progress = progress_at(run.step, run.result.total_steps)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import InvalidInputError
+from .compile import compile_towers, to_channels_last
 from .config import EOT_TOKEN_ID, MASK_TOKEN_ID, SOT_TOKEN_ID, VOCAB_SIZE, LightCLIPConfig
 from .lightclip_model import TRAINING_ONLY_MODULES, LightCLIP
 from .transforms import EvalTransform
@@ -267,7 +268,8 @@ def apply_model_options(
 ) -> None:
     """open_clip's model flags, in its order: ``--pretrained`` weights, then the tower locks
     (frozen parameters get ``requires_grad=False``, which keeps them out of the optimizer),
-    then ``--grad-checkpointing``."""
+    then ``--grad-checkpointing``, ``--channels-last`` and ``--torchcompile``
+    (``models/compile.py``)."""
     if config.pretrained:
         from ..pretrained import load_pretrained
 
@@ -287,6 +289,10 @@ def apply_model_options(
         )
     if config.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if config.channels_last:
+        to_channels_last(model)
+    if config.torchcompile:
+        log(f"--torchcompile: {compile_towers(model)} tower blocks compile at their first call")
 
 
 __all__ = [
