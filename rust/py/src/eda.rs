@@ -1,7 +1,6 @@
 //! EDA caption augmentation (`eda_augment`) and its WordNet (`wordnet_synonyms`,
 //! `wordnet_dir`), seeded per (seed, epoch, sample) as the data pipeline applies it.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -88,32 +87,81 @@ pub fn eda_augment<'py>(
     let eda = Eda::with_wordnet(config, resolve_wordnet(py, wordnet)?).map_err(core_err)?;
 
     let items: Vec<Bound<'py, PyAny>> = caption_items(texts, "texts")?.collect::<PyResult<_>>()?;
-    let captions: Vec<Cow<'_, str>> = items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| borrowed_caption(item, i, "texts"))
-        .collect::<PyResult<_>>()?;
-    let edit = |(i, text): (usize, &Cow<'_, str>)| {
-        eda.edit_sample(op, text, seed, epoch, start_index + i as u64)
+    // The captions end to end in one buffer: the editing threads read it in order rather
+    // than chasing each Python string.
+    let mut text = String::new();
+    let mut spans = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let start = text.len();
+        text.push_str(&borrowed_caption(item, i, "texts")?);
+        spans.push(start..text.len());
+    }
+    let captions: Vec<&str> = spans.into_iter().map(|span| &text[span]).collect();
+    let edit_run = |(r, run): (usize, &[&str])| {
+        Edits::of_run(&eda, op, run, seed, epoch, start_index + (r * RUN) as u64)
     };
-    let edits: Vec<Option<String>> = py.allow_threads(|| {
+    let runs: Vec<Edits> = py.allow_threads(|| {
         if captions.len() < PARALLEL_MIN {
-            captions.iter().enumerate().map(edit).collect()
+            captions.chunks(RUN).enumerate().map(edit_run).collect()
         } else {
-            threads::install(|| captions.par_iter().enumerate().map(edit).collect())
+            threads::install(|| captions.par_chunks(RUN).enumerate().map(edit_run).collect())
         }
     });
-    let out = items
-        .iter()
-        .zip(&captions)
-        .zip(edits)
-        .map(|((item, caption), edit)| match edit {
-            Some(edit) => PyString::new(py, &edit).into_any(),
+    let mut edits = runs.iter().flat_map(Edits::each);
+    let out = items.iter().zip(&captions).map(|(item, caption)| {
+        match edits.next().expect("one edit per caption") {
+            Some(edit) => PyString::new(py, edit).into_any(),
             // Unchanged: the caller's own str (bytes captions come back decoded).
             None if item.is_instance_of::<PyString>() => item.clone(),
             None => PyString::new(py, caption).into_any(),
-        });
+        }
+    });
     PyList::new(py, out)
+}
+
+/// Captions edited together on one thread.
+const RUN: usize = 128;
+
+/// The edits of a run of consecutive captions, written end to end into one buffer: one
+/// allocation per run rather than one per caption.
+struct Edits {
+    text: String,
+    /// Where each caption's edit ends in `text`; None when EDA left the caption alone.
+    ends: Vec<Option<usize>>,
+}
+
+impl Edits {
+    /// `run[i]` edited with the stream of sample `first_index + i`.
+    fn of_run(
+        eda: &Eda,
+        op: Option<EdaOp>,
+        run: &[&str],
+        seed: u64,
+        epoch: u64,
+        first_index: u64,
+    ) -> Edits {
+        let mut text = String::with_capacity(run.iter().map(|c| c.len()).sum());
+        let ends = (first_index..)
+            .zip(run)
+            .map(|(index, caption)| {
+                eda.edit_sample_into(op, caption, seed, epoch, index, &mut text)
+                    .then_some(text.len())
+            })
+            .collect();
+        Edits { text, ends }
+    }
+
+    /// Each caption's edit, None where it was left alone.
+    fn each(&self) -> impl Iterator<Item = Option<&str>> {
+        let mut start = 0;
+        self.ends.iter().map(move |end| {
+            end.map(|end| {
+                let edit = &self.text[start..end];
+                start = end;
+                edit
+            })
+        })
+    }
 }
 
 /// WordNet synonyms EDA would use for a word (lower-cased; base forms for inflections).

@@ -1,10 +1,11 @@
 //! One sample from raw bytes to batch rows: decode, augment, pick and edit a caption,
 //! tokenize, mask.
 //!
-//! Every random choice draws from `rng::sample_rng(seed, epoch, sample_id, stream)` with one
-//! stream per concern, so a sample comes out the same whichever thread handles it and however
-//! the batch is cut. The rows are written straight into the batch buffers (no per-sample
-//! image allocation survives the call).
+//! Every random choice draws from a generator of `(seed, epoch, sample_id, stream)` alone
+//! (`rng::sample_rng`; EDA's through `Eda::augment_sample`), one stream per concern, so a
+//! sample comes out the same whichever thread handles it and however the batch is cut. The
+//! rows are written straight into the batch buffers (no per-sample image allocation survives
+//! the call).
 
 use std::sync::Arc;
 

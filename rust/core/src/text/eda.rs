@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::Rng;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 
 use super::stopwords::is_stop_word;
 use super::wordnet::WordNet;
-use crate::rng::{sample_rng, streams};
+use crate::rng::{light_sample_rng, streams};
 use crate::{CoreError, Result};
 
 /// One EDA operation.
@@ -181,15 +181,16 @@ impl Eda {
         self.wordnet.as_deref()
     }
 
-    /// [`Eda::augment`] on sample `index` of `epoch` with its own EDA stream: what the data
-    /// pipeline does to that sample's caption, whatever thread or batch it lands in.
+    /// Sample `index`'s caption after EDA, with its own EDA stream: what the data pipeline does
+    /// to that sample's caption, whatever thread or batch it lands in.
     pub fn augment_sample(&self, text: &str, seed: u64, epoch: u64, index: u64) -> String {
-        self.augment(text, &mut sample_rng(seed, epoch, index, streams::EDA))
+        self.edit_sample(None, text, seed, epoch, index)
+            .unwrap_or_else(|| text.to_string())
     }
 
-    /// Sample `index`'s edit with its own EDA stream (as [`Eda::augment_sample`]): `op` None
-    /// picks as [`Eda::augment`] does, Some forces that operation as [`Eda::apply`]. None when
-    /// the caption is left as it is.
+    /// Sample `index`'s edit with its own EDA stream: `op` None picks one as the config says
+    /// (with probability `config.probability`, one operation per the mode), Some forces that
+    /// operation at its configured strength. None when the caption is left as it is.
     pub fn edit_sample(
         &self,
         op: Option<EdaOp>,
@@ -198,23 +199,27 @@ impl Eda {
         epoch: u64,
         index: u64,
     ) -> Option<String> {
-        let rng = &mut sample_rng(seed, epoch, index, streams::EDA);
-        let op = op.or_else(|| self.pick(rng))?;
-        self.edit(op, text, rng)
+        let mut out = String::new();
+        self.edit_sample_into(op, text, seed, epoch, index, &mut out)
+            .then_some(out)
     }
 
-    /// The augmented caption: with probability `config.probability` one operation chosen per
-    /// the mode, else the caption unchanged.
-    pub fn augment(&self, text: &str, rng: &mut impl Rng) -> String {
-        self.pick(rng)
-            .and_then(|op| self.edit(op, text, rng))
-            .unwrap_or_else(|| text.to_string())
-    }
-
-    /// One given operation at its configured strength (the caption unchanged when the
-    /// operation needs WordNet and there is none).
-    pub fn apply(&self, op: EdaOp, text: &str, rng: &mut impl Rng) -> String {
-        self.edit(op, text, rng).unwrap_or_else(|| text.to_string())
+    /// [`Eda::edit_sample`] appended to `out`; false, and `out` untouched, when the caption is
+    /// left as it is. A caller editing many captions can write them all into one buffer.
+    pub fn edit_sample_into(
+        &self,
+        op: Option<EdaOp>,
+        text: &str,
+        seed: u64,
+        epoch: u64,
+        index: u64,
+        out: &mut String,
+    ) -> bool {
+        let rng = &mut light_sample_rng(seed, epoch, index, streams::EDA);
+        match op.or_else(|| self.pick(rng)) {
+            Some(op) => self.edit(op, text, rng, out),
+            None => false,
+        }
     }
 
     /// The operation for one caption, or None (no augmentation this time).
@@ -225,27 +230,37 @@ impl Eda {
         self.ops.choose(rng).copied()
     }
 
-    /// `op` on the caption's whitespace-separated words, joined back with single spaces. None
-    /// when there are no words, or the operation needs WordNet and there is none.
-    fn edit(&self, op: EdaOp, text: &str, rng: &mut impl Rng) -> Option<String> {
-        // At most one word per two bytes: one allocation, no regrowing.
-        let mut words = Vec::with_capacity(text.len() / 2 + 1);
+    /// `op` on the caption's whitespace-separated words, appended to `out` joined with single
+    /// spaces. False, with `out` untouched, when there are no words, or the operation needs
+    /// WordNet and there is none.
+    fn edit(&self, op: EdaOp, text: &str, rng: &mut impl Rng, out: &mut String) -> bool {
+        // Room for a usual caption's words: one small allocation, no regrowing.
+        let mut words = Vec::with_capacity(32);
         words.extend(text.split_whitespace());
         if words.is_empty() {
-            return None;
+            return false;
         }
         let alpha = self.config.strength(op);
         let n = ((alpha * words.len() as f64) as usize).max(1);
+        out.reserve(text.len());
         match (op, self.wordnet.as_deref()) {
-            (EdaOp::SynonymReplacement, Some(wn)) => {
-                return Some(synonym_replacement(wn, &words, n, rng))
-            }
-            (EdaOp::RandomInsertion, Some(wn)) => random_insertion(wn, &mut words, n, rng),
-            (EdaOp::RandomSwap, _) => random_swap(&mut words, n, rng),
-            (EdaOp::RandomDeletion, _) => random_deletion(&mut words, alpha, rng),
-            _ => return None,
+            (EdaOp::SynonymReplacement, Some(wn)) => synonym_replacement(wn, &words, n, rng, out),
+            (EdaOp::RandomInsertion, Some(wn)) => random_insertion(wn, &mut words, n, rng, out),
+            (EdaOp::RandomSwap, _) => random_swap(&mut words, n, rng, out),
+            (EdaOp::RandomDeletion, _) => random_deletion(&words, alpha, rng, out),
+            _ => return false,
         }
-        Some(words.join(" "))
+        true
+    }
+}
+
+/// `words` joined with single spaces, appended to `out`.
+fn push_joined(out: &mut String, words: &[&str]) {
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
     }
 }
 
@@ -280,41 +295,62 @@ fn synonyms_of<'w>(wn: &'w WordNet, word: &str) -> &'w [Arc<str>] {
 }
 
 /// SR: up to `n` distinct words that have synonyms, in random order, each replaced (every
-/// occurrence of it) by one random synonym, the punctuation around its letters kept.
+/// occurrence of it) by one random synonym, the punctuation around its letters kept; the
+/// result appended to `out`.
 ///
-/// The distinct words are shuffled, as the paper's code shuffles its set of words, so a word
-/// written twice is not picked twice as often; they are looked up in that order until `n`
-/// have synonyms.
-fn synonym_replacement(wn: &WordNet, words: &[&str], n: usize, rng: &mut impl Rng) -> String {
+/// The distinct words are looked up in random order, as the paper's code shuffles its set of
+/// words (so a word written twice is not picked twice as often), until `n` have synonyms. The
+/// shuffle is Fisher-Yates drawn only as far as the lookups go.
+fn synonym_replacement(
+    wn: &WordNet,
+    words: &[&str],
+    n: usize,
+    rng: &mut impl Rng,
+    out: &mut String,
+) {
     let mut seen = FxHashSet::with_capacity_and_hasher(words.len(), Default::default());
-    let mut candidates: Vec<&str> = words.iter().copied().filter(|w| seen.insert(*w)).collect();
-    candidates.shuffle(rng);
-    let mut replacements: FxHashMap<&str, String> = FxHashMap::default();
-    for word in candidates {
+    let mut candidates: Vec<&str> = Vec::with_capacity(words.len());
+    candidates.extend(words.iter().filter(|w| seen.insert(**w)));
+    // (word, its synonym), sorted by word for the lookups below.
+    let mut replacements: Vec<(&str, &str)> = vec![];
+    let len = candidates.len();
+    for i in 0..len {
         if replacements.len() == n {
             break;
         }
-        if let Some(synonym) = synonyms_of(wn, word).choose(rng) {
-            let (start, end) = letters(word).expect("a word with synonyms has letters");
-            let mut replaced = String::with_capacity(word.len() + synonym.len());
-            replaced.push_str(&word[..start]);
-            replaced.push_str(synonym);
-            replaced.push_str(&word[end..]);
-            replacements.insert(word, replaced);
+        candidates.swap(i, rng.gen_range(i..len));
+        if let Some(synonym) = synonyms_of(wn, candidates[i]).choose(rng) {
+            replacements.push((candidates[i], synonym));
         }
     }
-    let out: Vec<&str> = words
-        .iter()
-        .map(|w| replacements.get(w).map_or(*w, String::as_str))
-        .collect();
-    out.join(" ")
+    replacements.sort_unstable();
+    for (i, word) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match replacements.binary_search_by_key(word, |&(w, _)| w) {
+            Ok(k) => {
+                let (start, end) = letters(word).expect("a word with synonyms has letters");
+                out.push_str(&word[..start]);
+                out.push_str(replacements[k].1);
+                out.push_str(&word[end..]);
+            }
+            Err(_) => out.push_str(word),
+        }
+    }
 }
 
 /// RI: `n` times, a random synonym of a random word (up to 10 tries to find a word that has
 /// one, as in the paper's code) inserted at a random place. Synonyms of the original words
 /// only: the paper's code also draws from words it inserted, which drifts ("running" →
-/// "linear" → "one dimensional").
-fn random_insertion<'a>(wn: &'a WordNet, words: &mut Vec<&'a str>, n: usize, rng: &mut impl Rng) {
+/// "linear" → "one dimensional"). The result is appended to `out`.
+fn random_insertion<'a>(
+    wn: &'a WordNet,
+    words: &mut Vec<&'a str>,
+    n: usize,
+    rng: &mut impl Rng,
+    out: &mut String,
+) {
     let original = words.clone();
     for _ in 0..n {
         let synonym = (0..10).find_map(|_| {
@@ -326,33 +362,42 @@ fn random_insertion<'a>(wn: &'a WordNet, words: &mut Vec<&'a str>, n: usize, rng
             words.insert(at, synonym);
         }
     }
+    push_joined(out, words);
 }
 
-/// RS: `n` swaps of two different random positions (nothing to do for one word).
-fn random_swap(words: &mut [&str], n: usize, rng: &mut impl Rng) {
+/// RS: `n` swaps of two different random positions (nothing to do for one word), the result
+/// appended to `out`.
+fn random_swap(words: &mut [&str], n: usize, rng: &mut impl Rng, out: &mut String) {
     let len = words.len();
-    if len < 2 {
-        return;
+    if len >= 2 {
+        for _ in 0..n {
+            let i = rng.gen_range(0..len);
+            // Any position but i, uniformly.
+            let j = (i + rng.gen_range(1..len)) % len;
+            words.swap(i, j);
+        }
     }
-    for _ in 0..n {
-        let i = rng.gen_range(0..len);
-        // Any position but i, uniformly.
-        let j = (i + rng.gen_range(1..len)) % len;
-        words.swap(i, j);
-    }
+    push_joined(out, words);
 }
 
-/// RD: each word dropped with probability `p`; a one-word caption is kept, and when every
-/// word would go one random word stays, so the result is never empty.
-fn random_deletion(words: &mut Vec<&str>, p: f64, rng: &mut impl Rng) {
-    if words.len() == 1 {
+/// RD: each word dropped with probability `p`, the rest appended to `out`; a one-word caption
+/// is kept, and when every word would go one random word stays, so the result is never empty.
+fn random_deletion(words: &[&str], p: f64, rng: &mut impl Rng, out: &mut String) {
+    if let [word] = words {
+        out.push_str(word);
         return;
     }
-    let kept: Vec<&str> = words.iter().copied().filter(|_| !rng.gen_bool(p)).collect();
-    if kept.is_empty() {
-        *words = vec![words[rng.gen_range(0..words.len())]];
-    } else {
-        *words = kept;
+    let start = out.len();
+    for word in words {
+        if !rng.gen_bool(p) {
+            if out.len() > start {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    }
+    if out.len() == start {
+        out.push_str(words[rng.gen_range(0..words.len())]);
     }
 }
 
