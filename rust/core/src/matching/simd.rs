@@ -4,12 +4,12 @@
 //!   nearest open column;
 //! * `row_min` — each row's cheapest column, for the greedy start;
 //! * `transpose` — the range-checked transposed copy of items with more rows than columns
-//!   (it was half the time of the 49×16 and 196×77 batches as a scalar loop).
+//!   (as a scalar loop it is a large share of the time of such batches).
 //!
-//! Why by hand: the natural loop is a min-reduction with an index and conditional stores,
-//! which LLVM compiles to scalar code with branches (the profile showed the scan at ~60% of
-//! the solve and about 1 µs per 80-column row). With compare masks and blends each of the 8
-//! lanes keeps its own running minimum; the lanes are combined once at the end.
+//! Why by hand: the scan is most of the solve, and its natural loop is a min-reduction with
+//! an index and conditional stores, which LLVM compiles to scalar code with branches. With
+//! compare masks and blends each of the 8 lanes keeps its own running minimum; the lanes are
+//! combined once at the end.
 //!
 //! Columns that must not be picked (already closed in this search, or padding) carry
 //! `blocked = +inf`; columns that already have a row carry `taken = +inf`. Adding these
@@ -70,8 +70,9 @@ fn scan_portable(s: RowScan<'_>, shift: f32, row: u32) -> ScanResult {
 }
 
 /// Combines the 8 lanes' running minima: the smallest value and, among the lanes holding
-/// it, the lowest column — so the answer does not depend on the lane count. All in registers
-/// (a scalar loop over the lanes cost as much as the scan of a 50-column row).
+/// it, the lowest column — so the answer does not depend on the lane count. All in registers:
+/// it runs once per scanned row, and a scalar loop over the lanes would cost as much as
+/// scanning a short row.
 ///
 /// # Safety
 /// The CPU must support AVX2.
@@ -96,8 +97,7 @@ unsafe fn reduce(
 }
 
 /// The AVX2 kernel: 8 columns per step, branch-free (compare masks and blends). Each lane
-/// keeps its own running minimum and its column; lanes are combined at the end. (Two
-/// interleaved sets of lanes, to shorten the compare→blend chain, measured no faster.)
+/// keeps its own running minimum and its column; lanes are combined at the end.
 ///
 /// # Safety
 /// The CPU must support AVX2; all slices of `s` must have the same length, a multiple of 8.
