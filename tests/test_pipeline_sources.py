@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -254,6 +255,52 @@ def test_state_dict_resumes_at_the_exact_next_sample(tmp_path, source):
     for a, b in zip(rest, resumed, strict=True):
         assert torch.equal(a["image"], b["image"])
         assert torch.equal(a["masked_text"], b["masked_text"])
+
+
+@pytest.mark.parametrize("source", ["shards", "synthetic"])
+def test_the_next_epoch_read_ahead_is_what_a_fresh_start_gives(tmp_path, source):
+    # A training pipeline builds the next epoch's first batches while the current one ends;
+    # every way of going on must see the batches a pipeline started afresh there would give.
+    spec = make_shards(tmp_path, 2, 7) if source == "shards" else "synthetic"
+    kw = dict(num_samples=14) if source == "synthetic" else {}
+
+    def make() -> lightclip.DataPipeline:
+        return pipe(spec, batch_size=3, shuffle_buffer=5, all_captions=True, seed=4, **kw)
+
+    def epoch_of(p: lightclip.DataPipeline, epoch: int) -> list[dict]:
+        p.set_epoch(epoch)
+        return all_batches(p)
+
+    def same(a: list[dict], b: list[dict]) -> None:
+        assert [x["key"] for x in a] == [x["key"] for x in b]
+        for x, y in zip(a, b, strict=True):
+            assert torch.equal(x["image"], y["image"]) and torch.equal(x["text"], y["text"])
+
+    expected = {e: epoch_of(make(), e) for e in (1, 2, 5)}
+    assert [x["key"] for x in expected[1]] != [x["key"] for x in expected[2]]
+    p = make()
+    yielded = len(all_batches(p))  # epoch 0, then its read-ahead of epoch 1
+    assert p.epoch == 1
+    deadline = time.monotonic() + 30
+    while p.stats()["batches"] == yielded and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert p.stats()["batches"] > yielded, "nothing of epoch 1 was built ahead"
+    same(all_batches(p), expected[1])  # iterating on
+    same(epoch_of(p, 2), expected[2])  # set_epoch to the epoch read ahead
+    same(epoch_of(p, 5), expected[5])  # set_epoch elsewhere drops the read-ahead
+    # A saved position inside an epoch, restored after a read-ahead, is exact too.
+    q = make()
+    q.set_epoch(1)
+    it = iter(q)
+    next(it)
+    state = q.state_dict()
+    it.close()
+    r = make()
+    all_batches(r)
+    r.load_state_dict(state)
+    same(all_batches(r), expected[1][1:])
+    r.close()
+    same(all_batches(r), expected[2])  # close() stops the threads; iterating restarts them
 
 
 def test_text_fields_follow_the_tokenizer_and_mlm_rules(tmp_path):

@@ -19,9 +19,11 @@ synthetic size, size bounds, shuffle buffer). ``replace`` makes a changed copy::
     (0.0, (0.8, 1.0))
 
 Iterating a pipeline runs the rest of the current epoch from its current position; when the
-epoch ends the position moves to the start of the next one. ``set_epoch(e)`` jumps to the start
-of epoch ``e``, ``state_dict()`` / ``load_state_dict()`` save and restore the position exactly
-(the next batch after a restore is the one that would have come next). Batch contents depend
+epoch ends the position moves to the start of the next one, whose first batches a training
+pipeline (``train=True``) is already building in the background (``close()`` stops that).
+``set_epoch(e)`` jumps to the start of epoch ``e``, ``state_dict()`` / ``load_state_dict()``
+save and restore the position exactly (the next batch after a restore is the one that would
+have come next). Batch contents depend
 only on ``(seed, epoch, rank, world_size)`` and the sample's place in the epoch, never on the
 number of threads.
 
@@ -347,6 +349,7 @@ class DataPipeline:
                     "between them with rank/world_size)"
                 )
             self._iterating = True
+        epoch_done = False
         try:
             self._core.start(self._epoch, self._consumed)
             while True:
@@ -354,14 +357,22 @@ class DataPipeline:
                 self._log_skips()
                 if batch is None:
                     self._epoch, self._consumed = self._epoch + 1, 0
+                    epoch_done = True
                     return
                 self._epoch = batch.pop("_epoch")
                 self._consumed = batch.pop("_consumed")
                 yield self._finish(batch)
         finally:
-            self._core.stop()
+            if not epoch_done:  # an abandoned epoch: what was read ahead is of no use
+                self._core.stop()
             with self._iter_lock:
                 self._iterating = False
+
+    def close(self) -> None:
+        """Stops the background threads: a training pipeline reads the next epoch's first
+        batches while the current one ends (so that epoch starts without a wait); ``close``
+        ends that when no further epoch will be read. Iterating again restarts them."""
+        self._core.stop()
 
     def _finish(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self._pin and torch.cuda.is_available():

@@ -129,6 +129,7 @@ class ResampledShards:
                     self._draw, self._inner = self._draw + 1, None
             finally:
                 batches.close()  # type: ignore[attr-defined]
+                pipeline.close()  # each draw reads its shards once: no read-ahead
         self.set_epoch(self._epoch + 1)
 
     def stats(self) -> dict[str, Any]:

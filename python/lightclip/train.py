@@ -268,6 +268,8 @@ def finish(run: Run) -> None:
     """The end of the run, or of its interrupted part: the last metrics and checkpoint, then,
     when the run is complete, the evaluations not done yet and the export."""
     result = run.result
+    if hasattr(run.data, "close"):
+        run.data.close()  # it reads ahead into an epoch this run will not train
     report(run)
     result.interrupted = run.stop.requested and _more_to_do(run)
     checkpoints.save_at_end(run)

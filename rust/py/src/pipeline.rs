@@ -174,6 +174,7 @@ impl PyPipeline {
                 shuffle: train,
                 shuffle_buffer,
                 shuffle_buffer_bytes,
+                read_ahead: train,
             };
             Pipeline::new(Source::open(&source, &options)?, sample, batches, threads)
         };
@@ -187,8 +188,15 @@ impl PyPipeline {
     }
 
     /// Starts epoch `epoch` after its first `skip` items of the order (a resumed position).
+    /// A stream that has read ahead to the start of exactly this epoch is kept.
     fn start(&self, py: Python<'_>, epoch: u64, skip: u64) {
         let old = self.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(stream) = old.as_ref() {
+            if skip == 0 && stream.positioned_at(epoch) {
+                *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = old;
+                return;
+            }
+        }
         let inner = &self.inner;
         // Dropping the old stream joins its producer, which may be mid-batch: without the GIL.
         let new = py.allow_threads(move || {
@@ -198,7 +206,8 @@ impl PyPipeline {
         *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(new);
     }
 
-    /// Stops the running epoch (if any) and frees its threads and buffers.
+    /// Stops the running epoch and what it read ahead (if any) and frees its threads and
+    /// buffers.
     fn stop(&self, py: Python<'_>) {
         let old = self.stream.lock().unwrap_or_else(|e| e.into_inner()).take();
         py.allow_threads(move || drop(old));
@@ -225,7 +234,11 @@ impl PyPipeline {
                 )?))
             }
             Some(Err(e)) => Err(BindingError::from(e).into()),
-            None => Ok(None),
+            None => {
+                // The end of the epoch; a training stream is already reading the next one.
+                *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
+                Ok(None)
+            }
         }
     }
 

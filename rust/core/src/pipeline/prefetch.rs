@@ -1,5 +1,12 @@
 //! The running pipeline: a producer thread builds batches ahead into a bounded queue.
 //!
+//! A training pipeline's producer does not stop at the end of an epoch: it goes on with the
+//! next epoch's first batches (from its start, the order a fresh start of that epoch would
+//! give) while the consumer finishes the current one, so the first step of an epoch does not
+//! wait for the shuffle buffer to refill and the first batch to be built. The queue holds an
+//! end-of-epoch mark between the epochs; [`EpochStream::positioned_at`] tells whether a
+//! stream can serve a new start of an epoch as it is.
+//!
 //! Memory is bounded by construction: at most `prefetch` finished batches wait in the queue,
 //! one is being built (each under `limits::MAX_BATCH_BYTES`), and the shard reader holds at
 //! most its channel (256 samples, 256 MiB) plus the shuffle buffer (`shuffle_buffer` samples,
@@ -38,6 +45,8 @@ pub struct BatchConfig {
     pub shuffle_buffer: usize,
     /// Bytes of samples the shard shuffle buffer may hold (it holds at least one).
     pub shuffle_buffer_bytes: u64,
+    /// Go on into the next epoch when one ends (training; an evaluation pass reads one).
+    pub read_ahead: bool,
 }
 
 impl BatchConfig {
@@ -165,82 +174,112 @@ impl Pipeline {
         self.pool.current_num_threads()
     }
 
-    /// Starts epoch `epoch` after its first `skip` items (a resumed position).
+    /// Starts epoch `epoch` after its first `skip` items (a resumed position); with
+    /// `read_ahead` the stream goes on with the following epochs from their starts.
     pub fn start(&self, epoch: u64, skip: u64) -> EpochStream {
         let source = Arc::clone(&self.source);
         let sample = Arc::clone(&self.sample);
         let stats = Arc::clone(&self.stats);
         let pool = Arc::clone(&self.pool);
         let cfg = self.batches.clone();
-        EpochStream::spawn(cfg.prefetch, move |tx| {
-            let plan = EpochPlan {
-                seed: cfg.seed,
-                epoch,
-                rank: cfg.rank,
-                world_size: cfg.world_size,
-                shuffle: cfg.shuffle,
-                shuffle_buffer: cfg.shuffle_buffer,
-                shuffle_buffer_bytes: cfg.shuffle_buffer_bytes,
-            };
-            let mut items: Box<dyn Iterator<Item = Positioned> + Send> =
-                Box::new((0u64..).zip(source.epoch(plan)));
-            // Replaying the order up to the resume point reads but never decodes.
-            let mut consumed = 0u64;
-            for _ in 0..skip {
-                if items.next().is_none() {
-                    break;
-                }
-                consumed += 1;
-            }
-            let ctx = BatchContext {
-                source: &source,
-                sample: &sample,
-                policy: cfg.policy,
-                stats: &stats,
-                epoch,
-                batch_size: cfg.batch_size,
-                drop_last: cfg.drop_last,
-                rank: cfg.rank,
-                world_size: cfg.world_size,
-            };
-            let mut produced = 0u64;
+        EpochStream::spawn(cfg.prefetch, epoch, move |tx| {
+            let mut epoch = epoch;
+            let mut skip = skip;
             loop {
-                let result = pool.install(|| next_batch(&mut items, &ctx, &mut consumed));
-                match result {
-                    Ok(Some(batch)) => {
-                        produced += 1;
-                        if tx.send(Ok(batch)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(None) => {
-                        if produced == 0
-                            && skip == 0
-                            && !(cfg.drop_last && stats.snapshot().dropped_tail > 0)
-                        {
-                            let snapshot = stats.snapshot();
-                            let reason = if snapshot.skipped.is_empty() {
-                                "the source yielded no samples for this rank (empty source)"
-                                    .to_string()
-                            } else {
-                                format!("the source yielded no usable samples for this rank; skipped so far: {:?}", snapshot.skipped)
-                            };
-                            let location = Location {
-                                source: describe(&source),
-                                member: None,
-                                index: None,
-                            };
-                            let _ = tx.send(Err(CoreError::data(location, reason)));
-                        }
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+                if !produce_epoch(tx, &source, &sample, &stats, &pool, &cfg, epoch, skip) {
+                    return;
                 }
+                if !cfg.read_ahead || tx.send(Produced::EpochEnd).is_err() {
+                    return;
+                }
+                epoch += 1;
+                skip = 0;
             }
         })
+    }
+}
+
+/// Sends the batches of `epoch` after its first `skip` items; false when the stream must
+/// end here (the consumer is gone, or an error was sent).
+#[allow(clippy::too_many_arguments)]
+fn produce_epoch(
+    tx: &Sender<Produced>,
+    source: &Arc<Source>,
+    sample: &SampleConfig,
+    stats: &Arc<Stats>,
+    pool: &ThreadPool,
+    cfg: &BatchConfig,
+    epoch: u64,
+    skip: u64,
+) -> bool {
+    let plan = EpochPlan {
+        seed: cfg.seed,
+        epoch,
+        rank: cfg.rank,
+        world_size: cfg.world_size,
+        shuffle: cfg.shuffle,
+        shuffle_buffer: cfg.shuffle_buffer,
+        shuffle_buffer_bytes: cfg.shuffle_buffer_bytes,
+    };
+    let mut items: Box<dyn Iterator<Item = Positioned> + Send> =
+        Box::new((0u64..).zip(source.epoch(plan)));
+    // Replaying the order up to the resume point reads but never decodes.
+    let mut consumed = 0u64;
+    for _ in 0..skip {
+        if items.next().is_none() {
+            break;
+        }
+        consumed += 1;
+    }
+    let ctx = BatchContext {
+        source,
+        sample,
+        policy: cfg.policy,
+        stats,
+        epoch,
+        batch_size: cfg.batch_size,
+        drop_last: cfg.drop_last,
+        rank: cfg.rank,
+        world_size: cfg.world_size,
+    };
+    let dropped_before = stats.snapshot().dropped_tail;
+    let mut produced = 0u64;
+    loop {
+        match pool.install(|| next_batch(&mut items, &ctx, &mut consumed)) {
+            Ok(Some(batch)) => {
+                produced += 1;
+                if tx.send(Produced::Batch(Ok(batch))).is_err() {
+                    return false;
+                }
+            }
+            Ok(None) => {
+                let dropped_tail = stats.snapshot().dropped_tail > dropped_before;
+                if produced == 0 && skip == 0 && !(cfg.drop_last && dropped_tail) {
+                    let snapshot = stats.snapshot();
+                    let reason = if snapshot.skipped.is_empty() {
+                        "the source yielded no samples for this rank (empty source)".to_string()
+                    } else {
+                        format!(
+                            "the source yielded no usable samples for this rank; skipped so \
+                             far: {:?}",
+                            snapshot.skipped
+                        )
+                    };
+                    let location = Location {
+                        source: describe(source),
+                        member: None,
+                        index: None,
+                    };
+                    let _ = tx.send(Produced::Batch(Err(CoreError::data(location, reason))));
+                    return false;
+                }
+                return true;
+            }
+            Err(e) => {
+                let _ = tx.send(Produced::Batch(Err(e)));
+                return false;
+            }
+        }
     }
 }
 
@@ -253,43 +292,69 @@ fn describe(source: &Source) -> String {
     }
 }
 
-/// The batches of one epoch, produced ahead on a background thread.
+/// What the producer puts in the queue: a batch (or the error that ends the stream), or the
+/// mark between one epoch's batches and the next's.
+// The queue holds at most `prefetch` items, so the mark's unused room costs nothing worth a
+// box per batch.
+#[allow(clippy::large_enum_variant)]
+pub enum Produced {
+    Batch(Result<Batch>),
+    EpochEnd,
+}
+
+/// The batches of one epoch (and, reading ahead, of the following ones), produced ahead on a
+/// background thread.
 pub struct EpochStream {
-    rx: Option<Receiver<Result<Batch>>>,
+    rx: Option<Receiver<Produced>>,
     handle: Option<JoinHandle<()>>,
     failed: Option<CoreError>,
+    /// The epoch whose batches come next.
+    epoch: u64,
+    /// Nothing of `epoch` has been taken yet (and the stream started at its start or came to
+    /// it by reading ahead).
+    at_epoch_start: bool,
 }
 
 /// The producer thread's name, as panics and errors report it.
 const PRODUCER: &str = "lightclip-prefetch";
 
 impl EpochStream {
-    /// Runs `produce` on a background thread that sends its batches into a queue of `depth`.
-    /// If it panics (a bug), the stream ends with a [`CoreError::Panic`] instead of looking
-    /// like a short epoch.
+    /// Runs `produce` on a background thread that sends into a queue of `depth`, starting
+    /// with the batches of `epoch`. If it panics (a bug), the stream ends with a
+    /// [`CoreError::Panic`] instead of looking like a short epoch.
     pub fn spawn(
         depth: usize,
-        produce: impl FnOnce(&Sender<Result<Batch>>) + Send + 'static,
+        epoch: u64,
+        produce: impl FnOnce(&Sender<Produced>) + Send + 'static,
     ) -> EpochStream {
-        let (tx, rx) = bounded::<Result<Batch>>(depth);
+        let (tx, rx) = bounded::<Produced>(depth);
         let handle = std::thread::Builder::new()
             .name(PRODUCER.into())
             .spawn(move || produce(&tx));
-        match handle {
-            Ok(h) => EpochStream {
-                rx: Some(rx),
-                handle: Some(h),
-                failed: None,
-            },
-            Err(e) => EpochStream {
-                rx: None,
-                handle: None,
-                failed: Some(CoreError::invalid(
+        let (rx, handle, failed) = match handle {
+            Ok(h) => (Some(rx), Some(h), None),
+            Err(e) => (
+                None,
+                None,
+                Some(CoreError::invalid(
                     "threads",
                     format!("cannot start the prefetch thread: {e}"),
                 )),
-            },
+            ),
+        };
+        EpochStream {
+            rx,
+            handle,
+            failed,
+            epoch,
+            at_epoch_start: true,
         }
+    }
+
+    /// Whether the next batch is the first of `epoch`: a new start of `epoch` from its
+    /// beginning may keep this stream (and what it has read ahead).
+    pub fn positioned_at(&self, epoch: u64) -> bool {
+        self.at_epoch_start && self.epoch == epoch && self.failed.is_none() && self.rx.is_some()
     }
 
     /// The next batch; blocks until it is ready. `None` at the end of the epoch.
@@ -297,8 +362,14 @@ impl EpochStream {
         if let Some(e) = self.failed.take() {
             return Some(Err(e));
         }
+        self.at_epoch_start = false;
         match self.rx.as_ref()?.recv() {
-            Ok(item) => Some(item),
+            Ok(Produced::Batch(item)) => Some(item),
+            Ok(Produced::EpochEnd) => {
+                self.epoch += 1;
+                self.at_epoch_start = true;
+                None
+            }
             // The producer is gone: the end of the epoch, unless it died of a panic.
             Err(_) => self.finish().map(Err),
         }
@@ -363,6 +434,7 @@ mod tests {
             shuffle: false,
             shuffle_buffer: 0,
             shuffle_buffer_bytes: 1 << 20,
+            read_ahead: false,
         }
     }
 
@@ -384,8 +456,8 @@ mod tests {
 
     #[test]
     fn a_panicking_producer_ends_the_stream_with_an_error() {
-        let mut stream = EpochStream::spawn(1, |tx| {
-            let _ = tx.send(Err(CoreError::invalid("x", "first item")));
+        let mut stream = EpochStream::spawn(1, 0, |tx| {
+            let _ = tx.send(Produced::Batch(Err(CoreError::invalid("x", "first item"))));
             panic!("boom at batch 2");
         });
         assert!(stream.next_batch().unwrap().is_err());
@@ -398,10 +470,10 @@ mod tests {
         }
         assert!(stream.next_batch().is_none());
         // A formatted panic message is kept too; a clean end stays a plain end.
-        let mut stream = EpochStream::spawn(1, |_| panic!("slot {} of {}", 3, 4));
+        let mut stream = EpochStream::spawn(1, 0, |_| panic!("slot {} of {}", 3, 4));
         let e = stream.next_batch().unwrap().unwrap_err();
         assert!(e.to_string().contains("panicked: slot 3 of 4"), "{e}");
-        let mut stream = EpochStream::spawn(1, |_| {});
+        let mut stream = EpochStream::spawn(1, 0, |_| {});
         assert!(stream.next_batch().is_none());
     }
 
@@ -459,6 +531,52 @@ mod tests {
             .unwrap()
             .start(0, 0);
         assert_eq!(stream.next_batch().unwrap().unwrap().size, 4);
+    }
+
+    fn pixels(batch: &Batch) -> Vec<f32> {
+        match &batch.images {
+            ImageBuffer::Float32(v) => v.clone(),
+            ImageBuffer::Uint8(v) => v.iter().map(|&p| f32::from(p)).collect(),
+        }
+    }
+
+    #[test]
+    fn reading_ahead_serves_the_next_epoch_as_a_fresh_start_would() {
+        let training = |read_ahead| {
+            let mut sample = sample_config(16, 8);
+            sample.train = true;
+            let batches = BatchConfig {
+                shuffle: true,
+                read_ahead,
+                ..batch_config(4)
+            };
+            build(batches, sample, 2).unwrap()
+        };
+        let pipeline = training(true);
+        let mut stream = pipeline.start(0, 0);
+        assert!(stream.positioned_at(0) && !stream.positioned_at(1));
+        // 6 samples in batches of 4: two batches, then the end of epoch 0.
+        assert_eq!(stream.next_batch().unwrap().unwrap().size, 4);
+        assert!(!stream.positioned_at(0));
+        assert_eq!(stream.next_batch().unwrap().unwrap().size, 2);
+        assert!(stream.next_batch().is_none());
+        assert!(stream.positioned_at(1) && !stream.positioned_at(2));
+        // What it read ahead is epoch 1 as a fresh start of epoch 1 gives it.
+        let mut fresh = training(false).start(1, 0);
+        for _ in 0..2 {
+            let (ahead, again) = (
+                stream.next_batch().unwrap().unwrap(),
+                fresh.next_batch().unwrap().unwrap(),
+            );
+            assert_eq!(ahead.text, again.text);
+            assert_eq!(pixels(&ahead), pixels(&again));
+        }
+        assert!(stream.next_batch().is_none() && fresh.next_batch().is_none());
+        assert!(
+            !fresh.positioned_at(2),
+            "without read-ahead a stream ends with its epoch"
+        );
+        assert!(stream.positioned_at(2));
     }
 
     #[test]
