@@ -356,8 +356,7 @@ class LightCLIP(nn.Module):
         text, masked_text, mlm_labels = (
             None if t is None else t[:, :keep] for t in (text, masked_text, mlm_labels)
         )
-        mlm = masked_text is not None and self.mlm_head is not None
-        states, masked_states, masked_prefix = self._text_passes(text, masked_text if mlm else None)
+        states = self.text.forward_tokens(text, checked=True)
         text_features = self.text.pool(states, text, eot)
         out: dict[str, torch.Tensor | None] = {
             "image_features": F.normalize(image_features, dim=-1),
@@ -380,62 +379,48 @@ class LightCLIP(nn.Module):
             out["image_tokens"] = F.normalize(image_tokens, dim=-1)
             words = F.normalize(words, dim=-1)
             out["word_tokens"] = F.pad(words, (0, 0, 0, context - keep))
-        if mlm:
-            out.update(self._mlm(stages, masked_states, masked_prefix, mlm_labels))
+        if masked_text is not None and self.mlm_head is not None:
+            out.update(self._mlm(stages, text, masked_text, mlm_labels))
             if mlm_labels is None and keep < context:
                 for k in ("mlm_logits_text", "mlm_logits_fused"):
                     if out[k] is not None:
                         out[k] = F.pad(out[k], (0, 0, 0, context - keep))
         return out
 
-    def _text_passes(
-        self, text: torch.Tensor, masked_text: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Final states of the clean and the masked caption, and the masked caption's hidden
-        states after the first fused stage (where the fused pass branches off).
-
-        The two captions go through the tower as one batch of 2B rows: every op of the text
-        tower is row-wise, so each half equals its own pass, and one batch of twice the rows
-        costs less than two batches on a small tower whose ops are too short to fill the cores.
-        """
-        if masked_text is None:
-            return self.text.forward_tokens(text, checked=True), None, None
-        rows = text.shape[0]
-        branch = min(self.fusion.stages) if self.fusion is not None else None
-        prefix: dict[str, torch.Tensor] = {}
-
-        def keep_prefix(stage: int, h: torch.Tensor) -> torch.Tensor:
-            if stage == branch:
-                prefix["masked"] = h[rows:]
-            return h
-
-        x = self.text.embed(torch.cat([text, masked_text]), checked=True)
-        both = self.text.ln_final(self.text.run_stages(x, 1, keep_prefix))
-        return both[:rows], both[rows:], prefix.get("masked")
-
     def _mlm(
         self,
         stages: list[torch.Tensor],
-        masked_states: torch.Tensor,
-        masked_prefix: torch.Tensor | None,
+        text: torch.Tensor,
+        masked_text: torch.Tensor,
         mlm_labels: torch.Tensor | None,
     ) -> dict[str, torch.Tensor | None]:
         assert self.mlm_head is not None
         select = None if mlm_labels is None else mlm_labels != -100
-        passes = [masked_states]
-        if self.fusion is not None and masked_prefix is not None:
-            # The fused pass starts from the masked pass's states after the first fused stage.
+
+        def logits(states: torch.Tensor) -> torch.Tensor:
+            return self.mlm_head(states if select is None else states[select])  # type: ignore[misc]
+
+        x = self.text.embed(masked_text, "masked_text", checked=True)
+        fused_states = None
+        if self.fusion is None:
+            masked_states = self.text.ln_final(self.text.run_stages(x))
+        else:
+            # Both passes agree up to the first fused stage: run that prefix once.
             first = min(self.fusion.stages)
+            prefix: dict[str, torch.Tensor] = {}
+
+            def keep_prefix(stage: int, h: torch.Tensor) -> torch.Tensor:
+                if stage == first:
+                    prefix["h"] = h
+                return h
+
+            masked_states = self.text.ln_final(self.text.run_stages(x, 1, keep_prefix))
             inject = self.fusion.hook(self.fusion.image_tokens(stages))
-            h = inject(first, masked_prefix)
-            passes.append(self.text.ln_final(self.text.run_stages(h, first + 1, inject)))
-        if select is not None:
-            passes = [p[select] for p in passes]
-        # One vocabulary projection for both passes: the largest matmul of the step, done once.
-        logits = self.mlm_head(torch.cat(passes)).split([p.shape[0] for p in passes])
+            h = inject(first, prefix["h"])
+            fused_states = self.text.ln_final(self.text.run_stages(h, first + 1, inject))
         return {
-            "mlm_logits_text": logits[0],
-            "mlm_logits_fused": logits[1] if len(logits) > 1 else None,
+            "mlm_logits_text": logits(masked_states),
+            "mlm_logits_fused": None if fused_states is None else logits(fused_states),
             "mlm_labels": None if select is None else mlm_labels[select],  # type: ignore[index]
         }
 
