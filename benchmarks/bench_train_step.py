@@ -133,6 +133,7 @@ def lightclip_step(recipe: str, shards: str, size: int, args) -> dict:
         warmup_steps=args.warmup_steps,
         workers=None,
         sync_rust_calls=False,
+        epoch_batches=64,
     )
     overrides = dict(aug_cfg={**AUG, **LIGHTCLIP_ONLY_AUG}, lr=LR, wd=WD, eps=EPS)
     return measure(recipe, size, options, **overrides)

@@ -96,8 +96,8 @@ _SYNTHETIC_DEFAULTS = (
 )
 # Real photos at 224 px and up: SPEC §2's MoCo-v2 recipe (AugmentationConfig's defaults).
 _REAL_DEFAULTS = (AugmentationConfig(), 0.5)
-# Real photos at small sizes (the tiny presets' 64 px, up to 128 px): chosen by measurement on
-# Flickr8k (issue #20), where the MoCo-v2 strengths kept a small model from learning.
+# Real photos at small sizes (the tiny presets' 64 px, up to 128 px): the MoCo-v2 strengths
+# leave too little of a small picture for a small model to learn from.
 SMALL_IMAGE_SIZE = 128
 _SMALL_REAL_DEFAULTS = (
     AugmentationConfig(crop_scale=(0.6, 1.0), jitter_p=0.3, grayscale_p=0.0, blur_p=0.0),
@@ -196,7 +196,7 @@ class DataPipeline:
 
     ``augmentation`` (:class:`AugmentationConfig`, used when ``train``) defaults to
     :func:`augmentation_defaults`: SPEC §2's MoCo-v2 recipe for real photos above 128 px,
-    milder for smaller ones (where it was measured to keep small models from learning), and
+    milder for smaller ones (where they keep small models from learning), and
     milder still for synthetic data, whose captions name colours and places. ``text``
     (:class:`TextConfig`) defaults to 77 tokens, open_clip's vocabulary, MLM masking on and
     EDA as :func:`default_eda_prob` says when training; ``reading`` (:class:`ReadingConfig`)
