@@ -151,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--precision", default="fp32", help="fp32, amp, amp_bf16 or bf16")
+    p.add_argument("--channels-last", action="store_true", help="lightclip train --channels-last")
+    p.add_argument("--torchcompile", action="store_true", help="lightclip train --torchcompile")
+    p.add_argument(
+        "--fused-adamw",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lightclip train --fused-adamw / --no-fused-adamw (default: fused where torch has it)",
+    )
     p.add_argument(
         "--sync-rust-calls",
         action="store_true",
@@ -174,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(head))
     for size in args.sizes:
         for recipe in args.recipes:
-            r = measure(recipe, size, args)
+            r = measure(
+                recipe,
+                size,
+                args,
+                channels_last=args.channels_last,
+                torchcompile=args.torchcompile,
+                fused_adamw=args.fused_adamw,
+            )
             print(
                 f"{recipe:<10} {size:>4} {r['samples_per_s']:>10.1f} {r['step_s']:>7.2f} "
                 f"{r['data_time_ms']:>8.1f} {r['matching_ms']:>9.2f} {r['labels_ms']:>10.2f} "
