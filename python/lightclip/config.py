@@ -200,6 +200,27 @@ class TrainConfig:
     label_ramp: bool = _opt("ramp linearly between label phases instead of switching", False)
     label_ramp_width: float = _opt("progress span of each ramp (with --label-ramp)", 0.1)
 
+    # --- distillation from a frozen teacher (lightclip.teacher) -------------------------------
+    distill_model: str | None = _opt(
+        "teacher model (open_clip's flag): a lightclip preset or open_clip model name (with "
+        "--distill-pretrained), or a local-dir: folder (a lightclip or open_clip export)"
+    )
+    distill_pretrained: str | None = _opt(
+        "the teacher's weights: a checkpoint file (or a registered tag) for --distill-model"
+    )
+    w_distill: float | None = _opt(
+        "weight of the soft-target distillation loss (default with a teacher: 1.0; 0: the "
+        "teacher only gives --distill-labels)"
+    )
+    distill_temperature: float | None = _opt(
+        "temperature of the teacher's distributions (default: the teacher's own logit scale)"
+    )
+    distill_labels: bool = _opt(
+        "the similarity-aware phase of --soft-labels weighs the negatives by the teacher's "
+        "similarities instead of the student's own",
+        False,
+    )
+
     # --- logging and checkpoints --------------------------------------------------------------
     logs: str = _opt("folder for runs (logs/<name>/...); --logs-dir under torchrun", "./logs")
     name: str | None = _opt("run name (default: model-recipe-timestamp)")
@@ -242,6 +263,8 @@ class TrainConfig:
             if getattr(self, key) is None:
                 # Fusion only feeds the MLM loss: --no-mlm alone also turns it off.
                 setattr(self, key, value and bool(self.mlm) if key == "fusion" else value)
+        if self.distill_model is not None and self.w_distill is None:
+            self.w_distill = 1.0
         self.aug_cfg = parse_aug_cfg(self.aug_cfg)
         self._validate()
 
@@ -314,6 +337,7 @@ class TrainConfig:
         if unknown:
             bad("report_to", f"takes {REPORTERS}, got {sorted(unknown)}")
         self._validate_open_clip_flags(bad)
+        self._validate_distillation(bad)
         if self.overwrite and self.resume is not None:
             bad("overwrite", "and --resume exclude each other: resume the run or replace it")
 
@@ -341,6 +365,40 @@ class TrainConfig:
             bad("dataset_resampled", f"draws shards; --dataset-type is {self.dataset_type}")
         if self.csv_separator is not None and len(self.csv_separator) != 1:
             bad("csv_separator", f"must be one character, got {self.csv_separator!r}")
+
+    def _validate_distillation(self, bad: Any) -> None:
+        """The teacher's flags: a teacher needs its weights, and the loss flags need a
+        teacher (given alone they would be ignored silently)."""
+        model, pretrained = self.distill_model, self.distill_pretrained
+        if model is None:
+            if pretrained is not None:
+                bad("distill_pretrained", "needs --distill-model (which model these weights are)")
+            for name in ("w_distill", "distill_temperature"):
+                if getattr(self, name) is not None:
+                    bad(name, "needs --distill-model (a teacher to distil from)")
+            if self.distill_labels:
+                bad("distill_labels", "needs --distill-model (a teacher to take labels from)")
+            return
+        if model.startswith("local-dir:"):
+            if pretrained is not None:
+                bad(
+                    "distill_pretrained",
+                    f"with --distill-model {model}: the folder brings its own weights",
+                )
+        elif pretrained is None:
+            bad(
+                "distill_model",
+                f"{model} needs --distill-pretrained (a teacher with random weights teaches "
+                "nothing); a local-dir: folder brings its own",
+            )
+        if self.w_distill is not None and self.w_distill < 0:
+            bad("w_distill", f"must be >= 0, got {self.w_distill}")
+        if self.distill_temperature is not None and not self.distill_temperature > 0:
+            bad("distill_temperature", f"must be positive, got {self.distill_temperature}")
+        if self.distill_labels and not self.soft_labels:
+            bad("distill_labels", "needs --soft-labels (it replaces their similarity-aware phase)")
+        if not self.w_distill and not self.distill_labels:
+            bad("w_distill", "is 0 and --distill-labels is off: the teacher would do nothing")
 
     @property
     def reporters(self) -> list[str]:

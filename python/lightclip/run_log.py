@@ -41,8 +41,14 @@ def check_reporters(config: TrainConfig) -> None:
         ) from None
 
 
-_BAR_KEYS = ("loss", "loss_ins", "loss_tok", "loss_mlm", "lr", "samples_per_s")
-_SHORT = {"loss_ins": "ins", "loss_tok": "tok", "loss_mlm": "mlm", "samples_per_s": "smp/s"}
+_BAR_KEYS = ("loss", "loss_ins", "loss_tok", "loss_mlm", "loss_distill", "lr", "samples_per_s")
+_SHORT = {
+    "loss_ins": "ins",
+    "loss_tok": "tok",
+    "loss_mlm": "mlm",
+    "loss_distill": "distill",
+    "samples_per_s": "smp/s",
+}
 
 
 class RunLog:

@@ -1,12 +1,14 @@
-"""The LightCLIP losses, one module each: L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm, summed
-with their weights by :class:`LightCLIPLoss`."""
+"""The LightCLIP losses, one module each: L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm
+(+ w_distill L_distill with a teacher), summed with their weights by :class:`LightCLIPLoss`."""
 
+from .distillation import DistillationLoss
 from .lightclip_loss import LightCLIPLoss
 from .mlm import MaskedLanguageModelLoss
 from .soft_clip import SoftClipLoss
 from .token_alignment import TokenAlignmentLoss
 
 __all__: list[str] = [
+    "DistillationLoss",
     "LightCLIPLoss",
     "MaskedLanguageModelLoss",
     "SoftClipLoss",

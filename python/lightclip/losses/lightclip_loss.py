@@ -1,7 +1,9 @@
-"""L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2): the training loss of one step.
+"""L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2), + w_distill L_distill with a teacher:
+the training loss of one step.
 
-:class:`LightCLIPLoss` owns the three losses the switches turn on and their weights, and turns
-the model's outputs (with the batch) into the total and its parts.
+:class:`LightCLIPLoss` owns the losses the switches turn on and their weights, and turns the
+model's outputs (with the batch, and the teacher's output as ``out["teacher"]``) into the
+total and its parts.
 
     >>> import torch
     >>> from lightclip.config import TrainConfig
@@ -22,7 +24,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..errors import InvalidInputError
 from ..labels import LabelSchedule
+from .distillation import DistillationLoss, teacher_logits
 from .mlm import IGNORE_INDEX, MaskedLanguageModelLoss
 from .soft_clip import SoftClipLoss
 from .token_alignment import TokenAlignmentLoss
@@ -33,7 +37,12 @@ if TYPE_CHECKING:
 
 class LightCLIPLoss(nn.Module):
     """``forward(out, batch, progress) -> (total, parts)``: ``parts`` holds ``ins`` and, where
-    switched on, ``tok`` and ``mlm``; ``total`` is their weighted sum.
+    switched on, ``tok``, ``mlm`` and ``distill``; ``total`` is their weighted sum.
+
+    ``distill``: the soft-target distillation loss against ``out["teacher"]``;
+    ``teacher_labels``: the similarity-aware phase of the soft labels weighs the negatives by
+    the teacher's similarities instead of the student's own. Both at the teacher's logit scale
+    or at ``1 / distill_temperature``.
 
     ``world_size`` > 1 makes the MLM loss divide by the masked-token count averaged over the
     ranks (one all-reduce a step), see :class:`MaskedLanguageModelLoss`.
@@ -45,6 +54,9 @@ class LightCLIPLoss(nn.Module):
         *,
         token_loss: bool = True,
         mlm: bool = True,
+        distill: bool = False,
+        teacher_labels: bool = False,
+        distill_temperature: float | None = None,
         weights: dict[str, float] | None = None,
         local_loss: bool = False,
         gather_with_grad: bool = False,
@@ -54,7 +66,17 @@ class LightCLIPLoss(nn.Module):
         self.ins = SoftClipLoss(schedule, local_loss=local_loss, gather_with_grad=gather_with_grad)
         self.tok = TokenAlignmentLoss() if token_loss else None
         self.mlm = MaskedLanguageModelLoss() if mlm else None
-        self.weights = {"ins": 1.0, "tok": 1.0, "mlm": 1.0, **(weights or {})}
+        self.distill = (
+            DistillationLoss(
+                distill_temperature, local_loss=local_loss, gather_with_grad=gather_with_grad
+            )
+            if distill
+            else None
+        )
+        self.teacher_labels = teacher_labels
+        self.distill_temperature = distill_temperature
+        self.local_loss = local_loss
+        self.weights = {"ins": 1.0, "tok": 1.0, "mlm": 1.0, "distill": 1.0, **(weights or {})}
         self.world_size = world_size
 
     @classmethod
@@ -75,7 +97,16 @@ class LightCLIPLoss(nn.Module):
             schedule,
             token_loss=bool(config.token_loss),
             mlm=bool(config.mlm),
-            weights={"ins": config.w_ins, "tok": config.w_tok, "mlm": config.w_mlm},
+            # A teacher with --w-distill 0 only gives labels: no part that adds nothing.
+            distill=config.distill_model is not None and bool(config.w_distill),
+            teacher_labels=config.distill_labels,
+            distill_temperature=config.distill_temperature,
+            weights={
+                "ins": config.w_ins,
+                "tok": config.w_tok,
+                "mlm": config.w_mlm,
+                "distill": config.w_distill or 0.0,
+            },
             local_loss=config.local_loss,
             gather_with_grad=config.gather_with_grad,
             world_size=world_size,
@@ -92,9 +123,24 @@ class LightCLIPLoss(nn.Module):
         self, out: dict[str, Any], batch: dict[str, Any], progress: float
     ) -> dict[str, torch.Tensor]:
         """The unweighted losses. ``progress`` in [0, 1] is the label schedule's clock."""
+        teacher = out.get("teacher")
+        label_logits = None
+        if self.teacher_labels:
+            if teacher is None:
+                raise InvalidInputError(
+                    "teacher_labels needs the teacher's output (out['teacher'])"
+                )
+            per_image, per_text, _ = teacher_logits(
+                teacher, self.distill_temperature, local_loss=self.local_loss
+            )
+            label_logits = (per_image, per_text)
         parts = {
             "ins": self.ins(
-                out["image_features"], out["text_features"], out["logit_scale"], progress
+                out["image_features"],
+                out["text_features"],
+                out["logit_scale"],
+                progress,
+                label_logits=label_logits,
             )
         }
         if self.tok is not None:
@@ -112,6 +158,10 @@ class LightCLIPLoss(nn.Module):
                 count = count / self.world_size
             parts["mlm"] = self.mlm(
                 out["mlm_logits_text"], out.get("mlm_logits_fused"), labels, num_masked=count
+            )
+        if self.distill is not None:
+            parts["distill"] = self.distill(
+                out["image_features"], out["text_features"], out["logit_scale"], teacher
             )
         return parts
 

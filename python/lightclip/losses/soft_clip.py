@@ -87,7 +87,11 @@ class SoftClipLoss(nn.Module):
         text_features: torch.Tensor,
         logit_scale: torch.Tensor | float,
         progress: float,
+        label_logits: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``label_logits``: the ``(per_image, per_text)`` logits whose softmax weighs the
+        negatives in the similarity-aware phase (a teacher's, same rows as these logits);
+        None: the student's own, detached, as the paper has it."""
         _check_features(image_features, text_features)
         ctx = current_context()
         all_images, all_texts = gather_features(
@@ -99,10 +103,19 @@ class SoftClipLoss(nn.Module):
         )
         if self.local_loss and ctx.is_distributed:
             return self._local_rows_loss(
-                image_features, text_features, all_images, all_texts, logit_scale, progress, ctx
+                image_features,
+                text_features,
+                all_images,
+                all_texts,
+                logit_scale,
+                progress,
+                ctx,
+                label_logits,
             )
         logits = _at_least_float32(logit_scale * all_images @ all_texts.T)
-        targets_i2t, targets_t2i = soft_labels(logits, progress, schedule=self.schedule)
+        # soft_labels takes the text->image weights column-wise from the same matrix.
+        source = logits if label_logits is None else label_logits[0]
+        targets_i2t, targets_t2i = soft_labels(source, progress, schedule=self.schedule)
         return 0.5 * (
             soft_cross_entropy(logits, targets_i2t) + soft_cross_entropy(logits.T, targets_t2i)
         )
@@ -116,14 +129,16 @@ class SoftClipLoss(nn.Module):
         logit_scale: torch.Tensor | float,
         progress: float,
         ctx: DistributedContext,
+        label_logits: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> torch.Tensor:
         # This rank's images against every text, and its texts against every image: the same
         # rows of z and zᵀ the full loss has, so the row-wise targets are the same too.
         offset = ctx.rank * image_features.shape[0]
         logits_per_image = _at_least_float32(logit_scale * image_features @ all_texts.T)
         logits_per_text = _at_least_float32(logit_scale * text_features @ all_images.T)
-        targets_i2t = soft_label_rows(logits_per_image, progress, offset, schedule=self.schedule)
-        targets_t2i = soft_label_rows(logits_per_text, progress, offset, schedule=self.schedule)
+        source_i, source_t = label_logits or (logits_per_image, logits_per_text)
+        targets_i2t = soft_label_rows(source_i, progress, offset, schedule=self.schedule)
+        targets_t2i = soft_label_rows(source_t, progress, offset, schedule=self.schedule)
         return 0.5 * (
             soft_cross_entropy(logits_per_image, targets_i2t)
             + soft_cross_entropy(logits_per_text, targets_t2i)
