@@ -44,10 +44,10 @@ from torch import nn
 from .data import CLIP_MEAN, CLIP_STD
 from .errors import InvalidInputError
 from .models.config import EOT_TOKEN_ID, MASK_TOKEN_ID
+from .weight_sources import LOCAL_DIR
 
 #: open_clip's BPE vocabulary; ours adds one mask token after it.
 BPE_VOCAB_SIZE = MASK_TOKEN_ID
-LOCAL_DIR = "local-dir:"
 
 
 @dataclass

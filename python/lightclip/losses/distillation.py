@@ -55,13 +55,13 @@ def pair_logits(
         gather_with_grad=gather_with_grad,
         context=ctx,
     )
-    if local_loss and ctx.is_distributed:
-        rows_images, rows_texts = image_features, text_features
-        offset = ctx.rank * image_features.shape[0]
-    else:
-        rows_images, rows_texts, offset = all_images, all_texts, 0
-    per_image = _at_least_float32(scale * rows_images @ all_texts.T)
-    per_text = _at_least_float32(scale * rows_texts @ all_images.T)
+    if not (local_loss and ctx.is_distributed):
+        # Every row: the text->image logits are the image->text ones transposed.
+        per_image = _at_least_float32(scale * all_images @ all_texts.T)
+        return per_image, per_image.T, 0
+    offset = ctx.rank * image_features.shape[0]
+    per_image = _at_least_float32(scale * image_features @ all_texts.T)
+    per_text = _at_least_float32(scale * text_features @ all_images.T)
     return per_image, per_text, offset
 
 
