@@ -137,7 +137,7 @@ def test_train_flags_give_the_same_loss_curve(tmp_path, monkeypatch) -> None:
     assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
 
 
-def test_flags_parse_as_open_clip_spells_them() -> None:
+def test_the_flags_parse_from_the_command_line() -> None:
     from lightclip.config import parse_args
 
     config = parse_args(["--torchcompile", "--channels-last", "--no-fused-adamw"])

@@ -9,7 +9,7 @@ groups (open_clip's: the stem, each stage or transformer block, the head), so th
   the batch's last EOT, the masked-position selection) outside any graph, where they would
   break it or force a recompilation per caption length;
 * a block runs compiled whichever path calls it (``forward``, ``forward_train``, the fused
-  MLM pass, gradient checkpointing), and identical blocks share one compiled graph;
+  MLM pass, gradient checkpointing);
 * ``state_dict`` keys, checkpoints and exports are those of the plain model.
 
     >>> import lightclip, torch
