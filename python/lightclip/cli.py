@@ -1,4 +1,4 @@
-"""The ``lightclip`` command line: ``lightclip info``, ``demo``, ``train``, ``eval``.
+"""The ``lightclip`` command line: info, demo, train, eval, export, teacher-embeddings.
 
 Each sub-command lives in its own module and registers itself here; errors a user can fix
 are printed as one line and a non-zero exit, never a traceback wall.
@@ -66,6 +66,17 @@ def _add_eval_command(sub: Any) -> None:
     export.set_defaults(run=run_export)
 
 
+def _add_teacher_embeddings_command(sub: Any) -> None:
+    from .teacher_embeddings import add_arguments, run
+
+    parser = sub.add_parser(
+        "teacher-embeddings",
+        help="run a distillation teacher once over shards and store its embeddings beside them",
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightclip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
     _add_train_command(sub)
     _add_eval_command(sub)
+    _add_teacher_embeddings_command(sub)
     return parser
 
 

@@ -1,0 +1,550 @@
+"""Teacher embeddings offline: a teacher run once over a shard set, its embeddings stored
+beside each shard (``lightclip teacher-embeddings``), and the reader of those files.
+
+One safetensors file per shard, ``<shard file name>.teacher.safetensors`` (beside the shard, or
+in ``--out``). It holds the teacher's L2-normalised embeddings, in float32 by default:
+
+* ``image_features`` ``[N, D]``: one row per sample, the embedding of the *clean* image, the
+  evaluation preprocessing at the teacher's resolution (resize the short side, centre crop),
+  not of a training augmentation. MobileCLIP's reinforced datasets store one embedding per
+  stored augmentation; we store the clean view only, so offline image targets do not follow
+  the student's crop.
+* ``text_features`` ``[M, D]``: every caption of every sample (a Flickr8k sample has 5), since
+  training draws one at random each epoch; sample ``i``'s captions are rows
+  ``text_offsets[i]:text_offsets[i + 1]``, in the order the data pipeline lists them
+  (``batch["all_captions"]``). Captions are tokenized at the teacher's context length.
+* ``text_offsets`` ``[N + 1]`` (int64) and ``logit_scale`` ``[]`` (the exponentiated scale).
+
+float32 because then the stored rows are the online teacher's own numbers (the loss computes in
+float32 anyway); ``--dtype float16`` halves the files where their size matters (a wide teacher
+over many captions), and the reader takes either. The header's metadata (all strings) says what
+the rows belong to, and the reader refuses a file that does not match:
+
+    format               "lightclip-teacher-embeddings"
+    format_version       "1" (a newer one is refused, not misread)
+    shard_name           the shard's file name
+    shard_size           its size in bytes
+    shard_sha256         the sha256 of the whole shard file
+    teacher_model        --distill-model as given (information only)
+    teacher_pretrained   --distill-pretrained as given, or ""
+    teacher_sha256       teacher_fingerprint(): its state dict and preprocessing
+    teacher_image_size   the resolution the images were embedded at
+    teacher_context_length
+    embed_dim            D
+    keys                 JSON list of the sample keys, in row order
+
+A store is read whole into memory (``4 * D`` bytes per image and per caption in float32).
+From Python, with the teacher of the training run::
+
+    teacher = Teacher.load("local-dir:runs/big/inference_model", None, device="cuda")
+    write_teacher_embeddings("flickr8k/train-{000000..000005}.tar", teacher)
+    store = load_teacher_embeddings("flickr8k/train-{000000..000005}.tar", teacher=teacher)
+    out = store.output(batch["key"], caption_indices)  # a TeacherOutput, as teacher(...) gives
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from . import _core
+from .data import DataPipeline, ReadingConfig
+from .errors import DataError, InvalidInputError
+from .teacher import Teacher, TeacherOutput, _mean_std
+from .tokenizer import get_tokenizer
+
+logger = logging.getLogger("lightclip.teacher_embeddings")
+
+FORMAT = "lightclip-teacher-embeddings"
+FORMAT_VERSION = 1
+SUFFIX = ".teacher.safetensors"
+DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+__all__ = [
+    "FORMAT_VERSION",
+    "TeacherEmbeddings",
+    "add_arguments",
+    "embeddings_path",
+    "load_teacher_embeddings",
+    "run",
+    "shard_fingerprint",
+    "teacher_fingerprint",
+    "write_teacher_embeddings",
+]
+
+
+# ---------------------------------------------------------------------- identities
+
+
+def shard_fingerprint(shard: str | os.PathLike[str]) -> tuple[int, str]:
+    """``(size in bytes, sha256 hex)`` of a shard file."""
+    digest = hashlib.sha256()
+    try:
+        with open(shard, "rb") as f:
+            size = 0
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as e:
+        raise DataError(f"shard {shard}: cannot read it: {e}") from None
+    return size, digest.hexdigest()
+
+
+def teacher_fingerprint(teacher: Teacher) -> str:
+    """A sha256 over the teacher's state dict (names, dtypes, shapes, bytes, in name order)
+    and its preprocessing (resolution, context length, mean/std): what its embeddings depend
+    on. The model's name does not enter it, so a moved folder is the same teacher."""
+    digest = hashlib.sha256()
+    state = teacher.model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{tensor.dtype}|{tuple(state[name].shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    mean, std = _mean_std(teacher.model)
+    preprocessing = {
+        "image_size": teacher.image_size,
+        "context_length": teacher.context_length,
+        "mean": list(mean),
+        "std": list(std),
+    }
+    digest.update(json.dumps(preprocessing, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def embeddings_path(shard: str | os.PathLike[str], folder: str | os.PathLike[str] | None) -> Path:
+    """Where the store of ``shard`` lives: beside it, or in ``folder`` under its file name."""
+    shard = Path(shard)
+    return (shard.parent if folder is None else Path(folder)) / f"{shard.name}{SUFFIX}"
+
+
+def _shards(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+    else:
+        source = "::".join(os.fspath(s) for s in source)
+    shards = list(dict.fromkeys(_core.shard_names(source)))  # a shard named twice: one store
+    if not shards:
+        raise InvalidInputError(f"no shards in {source!r}")
+    return shards
+
+
+def _check_distinct_names(shards: list[str], folder: str | os.PathLike[str] | None) -> None:
+    if folder is None:
+        return
+    names: dict[str, str] = {}
+    for shard in shards:
+        other = names.setdefault(Path(shard).name, shard)
+        if other != shard:
+            raise InvalidInputError(
+                f"--out {folder}: shards {other} and {shard} have the same file name, so "
+                "their stores would be one file; store them beside their shards instead"
+            )
+
+
+# ---------------------------------------------------------------------- writing
+
+
+@torch.no_grad()
+def _embed_shard(
+    shard: str, teacher: Teacher, batch_size: int, threads: int | None, device: torch.device
+) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
+    data = DataPipeline(
+        shard,
+        batch_size=batch_size,
+        image_size=teacher.image_size,
+        train=False,
+        threads=threads,
+        rank=0,
+        world_size=1,
+        all_captions=True,
+        reading=ReadingConfig(on_error="skip"),
+    )
+    tokenizer = get_tokenizer(context_length=teacher.context_length)
+    keys: list[str] = []
+    images: list[torch.Tensor] = []
+    texts: list[torch.Tensor] = []
+    counts: list[int] = []
+    for batch in data:
+        keys += batch["key"]
+        model = teacher.model
+        images.append(
+            model.encode_image(
+                teacher.images_for_teacher(batch["image"].to(device)), normalize=True
+            )
+            .float()
+            .cpu()
+        )
+        captions = [caption for sample in batch["all_captions"] for caption in sample]
+        counts += [len(sample) for sample in batch["all_captions"]]
+        for start in range(0, len(captions), batch_size):
+            tokens = tokenizer(captions[start : start + batch_size]).to(device)
+            texts.append(model.encode_text(tokens, normalize=True).float().cpu())
+    if not keys:
+        raise DataError(f"shard {shard}: no usable sample (see the pipeline's skip log)")
+    dim = images[0].shape[1]
+    offsets = torch.zeros(len(keys) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(counts, dtype=torch.int64).cumsum(0)
+    text = torch.cat(texts) if texts else torch.zeros(0, dim)
+    return keys, torch.cat(images), text, offsets
+
+
+def _metadata(
+    shard: str,
+    fingerprint: tuple[int, str],
+    teacher: Teacher,
+    teacher_sha: str,
+    pretrained: str | None,
+    keys: list[str],
+    dim: int,
+) -> dict[str, str]:
+    size, sha = fingerprint
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "shard_name": Path(shard).name,
+        "shard_size": str(size),
+        "shard_sha256": sha,
+        "teacher_model": teacher.name,
+        "teacher_pretrained": pretrained or "",
+        "teacher_sha256": teacher_sha,
+        "teacher_image_size": str(teacher.image_size),
+        "teacher_context_length": str(teacher.context_length),
+        "embed_dim": str(dim),
+        "keys": json.dumps(keys),
+    }
+
+
+def write_teacher_embeddings(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    teacher: Teacher,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    pretrained: str | None = None,
+    batch_size: int = 64,
+    threads: int | None = None,
+    dtype: str = "float32",
+    force: bool = False,
+) -> list[Path]:
+    """Embeds every shard of ``source`` with ``teacher`` and writes one store per shard
+    (beside it, or in ``out``); returns their paths. A store that already matches its shard
+    and this teacher is kept unless ``force``. ``pretrained`` is only recorded."""
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"--dtype {dtype}: one of {', '.join(DTYPES)}")
+    if batch_size < 1:
+        raise InvalidInputError(f"--batch-size must be at least 1, got {batch_size}")
+    shards = _shards(source)
+    _check_distinct_names(shards, out)
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    teacher_sha = teacher_fingerprint(teacher)
+    device = teacher.pixel_scale.device
+    written = []
+    for shard in shards:
+        path = embeddings_path(shard, out)
+        if not force and path.is_file():
+            try:
+                _open_store(path, shard, teacher_sha)
+                logger.info("%s: up to date", path)
+                written.append(path)
+                continue
+            except (DataError, InvalidInputError) as e:
+                logger.info("%s: rewriting (%s)", path, e)
+        fingerprint = shard_fingerprint(shard)  # before reading: what the rows come from
+        keys, images, texts, offsets = _embed_shard(shard, teacher, batch_size, threads, device)
+        tensors = {
+            "image_features": images.to(DTYPES[dtype]).contiguous(),
+            "text_features": texts.to(DTYPES[dtype]).contiguous(),
+            "text_offsets": offsets,
+            "logit_scale": teacher.model.logit_scale.detach().exp().float().cpu().reshape(()),
+        }
+        metadata = _metadata(
+            shard, fingerprint, teacher, teacher_sha, pretrained, keys, images.shape[1]
+        )
+        # Written beside and renamed: an interrupted run leaves no half store under the name.
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            raise DataError(
+                f"cannot write {path}: {e.strerror}; put the stores elsewhere with --out FOLDER "
+                "(and give training the same folder)"
+            ) from None
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _open_store(path: Path, shard: str, teacher_sha: str | None) -> dict[str, str]:
+    """The metadata of the store at ``path``, checked against ``shard`` and the teacher."""
+    if not path.is_file():
+        raise DataError(
+            f"shard {shard}: no teacher embeddings at {path} "
+            "(write them with `lightclip teacher-embeddings`)"
+        )
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"{path}: not a readable teacher-embeddings file: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{path}: not a teacher-embeddings file (format {meta.get('format')!r})")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError:
+        raise DataError(f"{path}: bad format_version {meta.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format version {version} is newer than this lightclip reads "
+            f"({FORMAT_VERSION}); upgrade lightclip or rewrite the store"
+        )
+    if version < 1:
+        raise DataError(f"{path}: bad format_version {version}")
+    size, sha = shard_fingerprint(shard)
+    if (str(size), sha) != (meta.get("shard_size"), meta.get("shard_sha256")):
+        raise DataError(
+            f"{path}: written for another shard ({meta.get('shard_name')}, "
+            f"{meta.get('shard_size')} bytes, sha256 {str(meta.get('shard_sha256'))[:12]}...) "
+            f"than {shard} ({size} bytes, sha256 {sha[:12]}...): the shard changed since; "
+            "rewrite the embeddings"
+        )
+    if teacher_sha is not None and meta.get("teacher_sha256") != teacher_sha:
+        raise InvalidInputError(
+            f"{path}: embeddings of another teacher ({meta.get('teacher_model')}, sha256 "
+            f"{str(meta.get('teacher_sha256'))[:12]}...) than expected (sha256 "
+            f"{teacher_sha[:12]}...: the teacher given, else the first shard's store's)"
+        )
+    return meta
+
+
+def _read_tensors(path: Path, meta: dict[str, str]) -> tuple[list[str], dict[str, torch.Tensor]]:
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        keys = json.loads(meta["keys"])
+        dim = int(meta["embed_dim"])
+    except (SafetensorError, OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: damaged teacher-embeddings file: {e!r}") from None
+    need = ("image_features", "text_features", "text_offsets", "logit_scale")
+    missing = [name for name in need if name not in tensors]
+    if missing:
+        raise DataError(f"{path}: damaged teacher-embeddings file: no {', '.join(missing)}")
+    images, texts, offsets = (tensors[n] for n in need[:3])
+    ok = (
+        isinstance(keys, list)
+        and images.shape == (len(keys), dim)
+        and texts.ndim == 2
+        and texts.shape[1] == dim
+        and offsets.shape == (len(keys) + 1,)
+        and int(offsets[0]) == 0
+        and int(offsets[-1]) == texts.shape[0]
+        and bool((offsets[1:] >= offsets[:-1]).all())
+    )
+    if not ok:
+        raise DataError(f"{path}: damaged teacher-embeddings file: shapes do not agree")
+    return keys, tensors
+
+
+@dataclass
+class TeacherEmbeddings:
+    """The stored teacher embeddings of a shard set, looked up by sample key.
+
+    ``image_features[row]`` / ``text_features[text_offsets[row] + caption]``, where ``row`` is
+    ``index[key]``. A key that occurs in two shards is ambiguous for a lookup by key alone and
+    raises :class:`~lightclip.errors.DataError`; so does a key that is in no store."""
+
+    image_features: torch.Tensor
+    text_features: torch.Tensor
+    text_offsets: torch.Tensor
+    logit_scale: torch.Tensor
+    index: dict[str, int]
+    ambiguous: dict[str, list[str]]
+    teacher_sha256: str
+    teacher_model: str
+
+    def __len__(self) -> int:
+        return self.image_features.shape[0]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.index
+
+    @property
+    def embed_dim(self) -> int:
+        return self.image_features.shape[1]
+
+    def row(self, key: str) -> int:
+        if key in self.ambiguous:
+            raise DataError(
+                f"sample key {key!r} is in several shards ({', '.join(self.ambiguous[key])}): "
+                "a lookup by key cannot tell which"
+            )
+        if key not in self.index:
+            raise DataError(f"sample key {key!r}: not in the teacher embeddings")
+        return self.index[key]
+
+    def captions(self, key: str) -> torch.Tensor:
+        """The teacher's embeddings of every caption of ``key``, ``[n_captions, D]``."""
+        row = self.row(key)
+        return self.text_features[self.text_offsets[row] : self.text_offsets[row + 1]].float()
+
+    def output(
+        self,
+        keys: Sequence[str],
+        caption_indices: Sequence[int],
+        device: str | torch.device = "cpu",
+    ) -> TeacherOutput:
+        """A batch's :class:`~lightclip.teacher.TeacherOutput`: the clean image of each key
+        and its caption ``caption_indices[i]`` (its place in ``batch["all_captions"][i]``), in
+        float32 on ``device``: what the distillation loss takes in place of an online teacher."""
+        if len(keys) != len(caption_indices):
+            raise InvalidInputError(
+                f"{len(keys)} keys and {len(caption_indices)} caption indices: one each per row"
+            )
+        rows = torch.tensor([self.row(key) for key in keys], dtype=torch.int64)
+        starts = self.text_offsets[rows]
+        counts = self.text_offsets[rows + 1] - starts
+        picks = torch.tensor(list(caption_indices), dtype=torch.int64)
+        bad = (picks < 0) | (picks >= counts)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise DataError(
+                f"sample key {keys[i]!r}: caption {int(picks[i])} asked for, the store has "
+                f"{int(counts[i])}"
+            )
+        return TeacherOutput(
+            image_features=self.image_features[rows].to(device, torch.float32),
+            text_features=self.text_features[starts + picks].to(device, torch.float32),
+            logit_scale=self.logit_scale.to(device),
+        )
+
+
+def load_teacher_embeddings(
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    teacher: Teacher | str | None = None,
+) -> TeacherEmbeddings:
+    """The stores of every shard of ``source`` (paths or brace patterns, as
+    :class:`~lightclip.DataPipeline` takes them), read from beside the shards or from
+    ``folder``. Each is checked against its shard (size and sha256) and, when ``teacher`` (a
+    :class:`~lightclip.teacher.Teacher` or its :func:`teacher_fingerprint`) is given, against
+    it; all must come from one teacher. A missing, damaged or newer-format file raises
+    :class:`~lightclip.errors.DataError`; another teacher
+    :class:`~lightclip.errors.InvalidInputError`."""
+    shards = _shards(source)
+    _check_distinct_names(shards, folder)
+    expected = teacher_fingerprint(teacher) if isinstance(teacher, Teacher) else teacher
+    images, texts, offsets, scales = [], [], [], []
+    index: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    ambiguous: dict[str, list[str]] = {}
+    first: dict[str, str] | None = None
+    rows = text_rows = 0
+    for shard in shards:
+        path = embeddings_path(shard, folder)
+        meta = _open_store(path, shard, expected)
+        if first is None:
+            first = meta
+            expected = meta["teacher_sha256"]  # every other store: the same teacher
+        keys, tensors = _read_tensors(path, meta)
+        for i, key in enumerate(keys):
+            if key in owner:
+                ambiguous.setdefault(key, [owner[key]]).append(shard)
+            owner[key] = shard
+            index[key] = rows + i
+        images.append(tensors["image_features"])
+        texts.append(tensors["text_features"])
+        offsets.append(tensors["text_offsets"][1:] + text_rows)
+        scales.append(tensors["logit_scale"].float().reshape(()))
+        rows += len(keys)
+        text_rows += tensors["text_features"].shape[0]
+    assert first is not None  # _shards gives at least one
+    dims = {t.shape[1] for t in images}
+    if len(dims) > 1:
+        raise DataError(f"stores of one teacher with embedding widths {sorted(dims)}")
+    return TeacherEmbeddings(
+        image_features=torch.cat(images),
+        text_features=torch.cat(texts),
+        text_offsets=torch.cat([torch.zeros(1, dtype=torch.int64), *offsets]),
+        logit_scale=scales[0],
+        index=index,
+        ambiguous=ambiguous,
+        teacher_sha256=first["teacher_sha256"],
+        teacher_model=first["teacher_model"],
+    )
+
+
+# ---------------------------------------------------------------------- command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--train-data",
+        required=True,
+        help="webdataset shards: paths or brace patterns joined by '::', as lightclip train",
+    )
+    parser.add_argument(
+        "--distill-model",
+        required=True,
+        help="the teacher, spelt as for lightclip train (a preset, an open_clip model name or "
+        "a local-dir: export)",
+    )
+    parser.add_argument(
+        "--distill-pretrained", help="the teacher's weights (as for lightclip train)"
+    )
+    parser.add_argument(
+        "--out",
+        help="folder for the stores (default: beside each shard, as <shard>.teacher.safetensors)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per teacher pass")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the teacher runs (default: cuda when available)",
+    )
+    parser.add_argument("--workers", type=int, help="data pipeline threads (default: one per core)")
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="stored precision (float32: the online teacher's numbers; float16: half the size)",
+    )
+    parser.add_argument("--force", action="store_true", help="rewrite stores that already match")
+
+
+def run(args: argparse.Namespace) -> int:
+    teacher = Teacher.load(args.distill_model, args.distill_pretrained, device=args.device)
+    paths = write_teacher_embeddings(
+        args.train_data,
+        teacher,
+        out=args.out,
+        pretrained=args.distill_pretrained,
+        batch_size=args.batch_size,
+        threads=args.workers,
+        dtype=args.dtype,
+        force=args.force,
+    )
+    for path in paths:
+        print(path)
+    return 0
