@@ -192,7 +192,7 @@ def test_training_leaves_the_teacher_untouched_and_out_of_checkpoint_and_export(
         made.append(original(config, device))
         return made[-1]
 
-    monkeypatch.setattr(train_module.Teacher, "from_config", keep)
+    monkeypatch.setattr(Teacher, "from_config", keep)  # what distillation_teacher() calls
     config = _config(
         tmp_path,
         recipe="lightclip",

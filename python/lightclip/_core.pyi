@@ -276,6 +276,7 @@ class Pipeline:
         prefetch: int,
         return_captions: bool,
         all_captions: bool,
+        sample_ids: bool,
         augmentation: AugmentationConfig,
         text: TextConfig,
         reading: ReadingConfig,

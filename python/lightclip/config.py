@@ -203,10 +203,17 @@ class TrainConfig:
     # --- distillation from a frozen teacher (lightclip.teacher) -------------------------------
     distill_model: str | None = _opt(
         "teacher model (open_clip's flag): a lightclip preset or open_clip model name (with "
-        "--distill-pretrained), or a local-dir: folder (a lightclip or open_clip export)"
+        "--distill-pretrained), or a local-dir: folder (a lightclip or open_clip export); with "
+        "--distill-embeddings it is not run, only checked to be the teacher of the stores"
     )
     distill_pretrained: str | None = _opt(
         "the teacher's weights: a checkpoint file (or a registered tag) for --distill-model"
+    )
+    distill_embeddings: str | None = _opt(
+        "distil from stored teacher embeddings (lightclip teacher-embeddings) instead of running "
+        "the teacher: the folder they were written to (its --out), or 'auto' (beside the "
+        "shards). They embed each clean image (no augmentation) and each caption as written (no "
+        "EDA, no left/right swap), where an online teacher sees the student's augmented batch"
     )
     w_distill: float | None = _opt(
         "weight of the soft-target distillation loss (default with a teacher: 1.0; 0: the "
@@ -263,7 +270,7 @@ class TrainConfig:
             if getattr(self, key) is None:
                 # Fusion only feeds the MLM loss: --no-mlm alone also turns it off.
                 setattr(self, key, value and bool(self.mlm) if key == "fusion" else value)
-        if self.distill_model is not None and self.w_distill is None:
+        if self.distills and self.w_distill is None:
             self.w_distill = 1.0
         self.aug_cfg = parse_aug_cfg(self.aug_cfg)
         self._validate()
@@ -366,26 +373,41 @@ class TrainConfig:
         if self.csv_separator is not None and len(self.csv_separator) != 1:
             bad("csv_separator", f"must be one character, got {self.csv_separator!r}")
 
+    @property
+    def distills(self) -> bool:
+        """Whether the run has a teacher: run online (--distill-model) or stored
+        (--distill-embeddings)."""
+        return self.distill_model is not None or self.distill_embeddings is not None
+
     def _validate_distillation(self, bad: Any) -> None:
         """The teacher's flags: a teacher needs its weights, and the loss flags need a
         teacher (given alone they would be ignored silently)."""
         model, pretrained = self.distill_model, self.distill_pretrained
-        if model is None:
-            if pretrained is not None:
-                bad("distill_pretrained", "needs --distill-model (which model these weights are)")
+        if model is None and pretrained is not None:
+            bad("distill_pretrained", "needs --distill-model (which model these weights are)")
+        if not self.distills:
+            teacher = "--distill-model or --distill-embeddings"
             for name in ("w_distill", "distill_temperature"):
                 if getattr(self, name) is not None:
-                    bad(name, "needs --distill-model (a teacher to distil from)")
+                    bad(name, f"needs {teacher} (a teacher to distil from)")
             if self.distill_labels:
-                bad("distill_labels", "needs --distill-model (a teacher to take labels from)")
+                bad("distill_labels", f"needs {teacher} (a teacher to take labels from)")
             return
-        if model.startswith("local-dir:"):
+        if self.distill_embeddings is not None:
+            if not self.distill_embeddings.strip():
+                bad("distill_embeddings", "needs a folder, or 'auto' for beside the shards")
+            if self.dataset_type not in ("auto", "webdataset"):
+                bad(
+                    "distill_embeddings",
+                    f"reads stores of webdataset shards; --dataset-type is {self.dataset_type}",
+                )
+        if model is not None and model.startswith("local-dir:"):
             if pretrained is not None:
                 bad(
                     "distill_pretrained",
                     f"with --distill-model {model}: the folder brings its own weights",
                 )
-        elif pretrained is None:
+        elif model is not None and pretrained is None:
             bad(
                 "distill_model",
                 f"{model} needs --distill-pretrained (a teacher with random weights teaches "

@@ -185,6 +185,14 @@ class DataPipeline:
     (plus ``"label"`` for folders, synthetic data and labelled shards, ``"captions"`` with
     ``return_captions=True``, ``"all_captions"`` and ``"key"`` with ``all_captions=True``).
 
+    ``sample_ids=True`` adds what names each row without the caption lists: ``"key"`` (the
+    sample key), ``"shard"`` (the shard or file it came from, as the source names it: keys are
+    unique only within one) and ``"caption_index"`` (a list of ints, the drawn caption's place
+    in ``all_captions``, chosen before the flip's left/right swap and EDA edit its text; -1
+    for a sample without captions). That is how a row finds its stored teacher embeddings
+    (:mod:`lightclip.teacher_embeddings`); they are lists, as the keys, because that lookup is
+    on the host, and a tensor would follow the batch onto the device.
+
     ``source``: shard paths or brace patterns (``"dir/train-{000000..000005}.tar"``, several
     joined by ``::``), a ``.csv``/``.tsv`` file, an image folder (one class per sub-folder), or
     ``"synthetic"`` / ``"synthetic:train"`` / ``"synthetic:heldout"``.
@@ -226,6 +234,7 @@ class DataPipeline:
         drop_last: bool | None = None,
         return_captions: bool = False,
         all_captions: bool = False,
+        sample_ids: bool = False,
         image_dtype: str = "float32",
         pin_memory: bool = False,
         device: str | torch.device | None = None,
@@ -304,6 +313,7 @@ class DataPipeline:
             prefetch=prefetch,
             return_captions=return_captions,
             all_captions=all_captions,
+            sample_ids=sample_ids,
             augmentation=augmentation,
             text=text,
             reading=reading,
@@ -503,6 +513,8 @@ def build_pipeline(
         world_size=world_size,
         text=TextConfig(context_length=context_length),
     )
+    if train and config.distill_embeddings is not None:
+        kwargs["sample_ids"] = True  # the rows of the stored teacher embeddings
     if train:
         # eda_prob None: the source's default.
         kwargs["text"] = kwargs["text"].replace(eda_prob=config.eda_prob, mlm=bool(config.mlm))

@@ -64,7 +64,7 @@ class Run:
     loss: LightCLIPLoss
     lr_at: Callable[[int], float]
     image_size: int
-    teacher: Any = None  # the frozen lightclip.teacher.Teacher with --distill-model, else None
+    teacher: Any = None  # teacher_embeddings.distillation_teacher(): online, stored or None
     log: Any = None  # the RunLog and the StopOnCtrlC, entered around the epochs
     stop: Any = None
     step: int = 0

@@ -108,6 +108,10 @@ class Teacher(nn.Module):
             return None
         return cls.load(config.distill_model, config.distill_pretrained, device=device)
 
+    def output_for(self, batch: dict[str, Any]) -> TeacherOutput:
+        """The teacher's output of a training batch (already on the teacher's device)."""
+        return self(batch["image"], batch["text"])
+
     def images_for_teacher(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-2:] != (self.image_size, self.image_size):
             size = (self.image_size, self.image_size)

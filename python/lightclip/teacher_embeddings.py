@@ -34,17 +34,21 @@ the rows belong to, and the reader refuses a file that does not match:
     keys                 JSON list of the sample keys, in row order
 
 A store is read whole into memory (``4 * D`` bytes per image and per caption in float32).
-From Python, with the teacher of the training run::
+``lightclip train --distill-embeddings DIR|auto`` distils from the stores instead of running
+the teacher (:func:`distillation_teacher`): each batch row finds its embeddings by the sample
+key, shard and drawn caption the pipeline reports (``DataPipeline(sample_ids=True)``). From
+Python, with the teacher of the training run::
 
     teacher = Teacher.load("local-dir:runs/big/inference_model", None, device="cuda")
     write_teacher_embeddings("flickr8k/train-{000000..000005}.tar", teacher)
     store = load_teacher_embeddings("flickr8k/train-{000000..000005}.tar", teacher=teacher)
-    out = store.output(batch["key"], caption_indices)  # a TeacherOutput, as teacher(...) gives
+    out = store.output_for(batch)  # a TeacherOutput, as teacher.output_for(batch) gives
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import hashlib
 import json
@@ -54,13 +58,14 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from . import _core
-from .data import DataPipeline, ReadingConfig
+from .data import DataPipeline, ReadingConfig, is_shard_source
 from .errors import DataError, InvalidInputError
 from .teacher import Teacher, TeacherOutput, _mean_std
 from .tokenizer import get_tokenizer
@@ -76,6 +81,7 @@ __all__ = [
     "FORMAT_VERSION",
     "TeacherEmbeddings",
     "add_arguments",
+    "distillation_teacher",
     "embeddings_path",
     "load_teacher_embeddings",
     "run",
@@ -371,15 +377,23 @@ class TeacherEmbeddings:
     """The stored teacher embeddings of a shard set, looked up by sample key.
 
     ``image_features[row]`` / ``text_features[text_offsets[row] + caption]``, where ``row`` is
-    ``index[key]``. A key that occurs in two shards is ambiguous for a lookup by key alone and
-    raises :class:`~lightclip.errors.DataError`; so does a key that is in no store."""
+    ``index[key]``. A key that occurs in two shards (``ambiguous[key]``: its row in each) needs
+    its shard to be looked up, as the pipeline's ``batch["shard"]`` names it; without one it
+    raises :class:`~lightclip.errors.DataError`, as does a key that is in no store.
+
+    It is also what training distils from with ``--distill-embeddings``: :meth:`to` moves the
+    embeddings to the training device once, and :meth:`output_for` gives each batch's
+    :class:`~lightclip.teacher.TeacherOutput`, as :meth:`Teacher.output_for
+    <lightclip.teacher.Teacher.output_for>` does by running the teacher. Its targets are of the
+    clean image and the caption as written, where an online teacher sees the student's crop,
+    flip and EDA-edited caption."""
 
     image_features: torch.Tensor
     text_features: torch.Tensor
-    text_offsets: torch.Tensor
+    text_offsets: torch.Tensor  # on the host: the lookups are
     logit_scale: torch.Tensor
     index: dict[str, int]
-    ambiguous: dict[str, list[str]]
+    ambiguous: dict[str, dict[str, int]]
     teacher_sha256: str
     teacher_model: str
 
@@ -393,11 +407,16 @@ class TeacherEmbeddings:
     def embed_dim(self) -> int:
         return self.image_features.shape[1]
 
-    def row(self, key: str) -> int:
-        if key in self.ambiguous:
+    def row(self, key: str, shard: str | None = None) -> int:
+        """The row of ``key``; ``shard`` (the shard path as the source names it) tells a key
+        that is in several shards apart."""
+        rows = self.ambiguous.get(key)
+        if rows is not None:
+            if shard in rows:
+                return rows[shard]
             raise DataError(
-                f"sample key {key!r} is in several shards ({', '.join(self.ambiguous[key])}): "
-                "a lookup by key cannot tell which"
+                f"sample key {key!r} is in several shards ({', '.join(rows)}): "
+                + ("a lookup by key cannot tell which" if shard is None else f"not in {shard}")
             )
         if key not in self.index:
             raise DataError(f"sample key {key!r}: not in the teacher embeddings")
@@ -413,15 +432,24 @@ class TeacherEmbeddings:
         keys: Sequence[str],
         caption_indices: Sequence[int],
         device: str | torch.device = "cpu",
+        shards: Sequence[str] | None = None,
     ) -> TeacherOutput:
         """A batch's :class:`~lightclip.teacher.TeacherOutput`: the clean image of each key
         and its caption ``caption_indices[i]`` (its place in ``batch["all_captions"][i]``), in
-        float32 on ``device``: what the distillation loss takes in place of an online teacher."""
-        if len(keys) != len(caption_indices):
+        float32 on ``device``: what the distillation loss takes in place of an online teacher.
+        ``shards[i]`` (``batch["shard"]``) is needed only for a key that is in several shards.
+        The indices are checked on the host, then the rows gathered where the embeddings are."""
+        if len(keys) != len(caption_indices) or (shards is not None and len(shards) != len(keys)):
             raise InvalidInputError(
-                f"{len(keys)} keys and {len(caption_indices)} caption indices: one each per row"
+                f"{len(keys)} keys, {len(caption_indices)} caption indices"
+                + ("" if shards is None else f" and {len(shards)} shards")
+                + ": one each per row"
             )
-        rows = torch.tensor([self.row(key) for key in keys], dtype=torch.int64)
+        where = [None] * len(keys) if shards is None else shards
+        rows = torch.tensor(
+            [self.row(key, shard) for key, shard in zip(keys, where, strict=True)],
+            dtype=torch.int64,
+        )
         starts = self.text_offsets[rows]
         counts = self.text_offsets[rows + 1] - starts
         picks = torch.tensor(list(caption_indices), dtype=torch.int64)
@@ -433,10 +461,44 @@ class TeacherEmbeddings:
                 f"{int(counts[i])}"
             )
         return TeacherOutput(
-            image_features=self.image_features[rows].to(device, torch.float32),
-            text_features=self.text_features[starts + picks].to(device, torch.float32),
+            image_features=_gather(self.image_features, rows).to(device, torch.float32),
+            text_features=_gather(self.text_features, starts + picks).to(device, torch.float32),
             logit_scale=self.logit_scale.to(device),
         )
+
+    def to(self, device: str | torch.device) -> TeacherEmbeddings:
+        """A copy with the embeddings on ``device`` (the index and the offsets stay on the
+        host, where the lookups are): read once at the start of training, so a step moves
+        only its row numbers."""
+        return dataclasses.replace(
+            self,
+            image_features=self.image_features.to(device),
+            text_features=self.text_features.to(device),
+            logit_scale=self.logit_scale.to(device),
+        )
+
+    def output_for(self, batch: dict[str, Any]) -> TeacherOutput:
+        """The stored teacher output of a training batch, by its ``"key"``, ``"shard"`` and
+        ``"caption_index"`` (``DataPipeline(sample_ids=True)``), on the embeddings' device."""
+        missing = [name for name in ("key", "shard", "caption_index") if name not in batch]
+        if missing:
+            raise DataError(
+                f"--distill-embeddings: the batch has no {', '.join(map(repr, missing))}: stored "
+                "embeddings are looked up by sample, so the data needs "
+                "DataPipeline(..., sample_ids=True)"
+            )
+        return self.output(
+            batch["key"],
+            batch["caption_index"],
+            device=self.image_features.device,
+            shards=batch["shard"],
+        )
+
+
+def _gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    if table.device.type == "cuda":  # pinned, the row numbers go over without a sync
+        rows = rows.pin_memory()
+    return table[rows.to(table.device, non_blocking=True)]
 
 
 def load_teacher_embeddings(
@@ -458,7 +520,7 @@ def load_teacher_embeddings(
     images, texts, offsets, scales = [], [], [], []
     index: dict[str, int] = {}
     owner: dict[str, str] = {}
-    ambiguous: dict[str, list[str]] = {}
+    ambiguous: dict[str, dict[str, int]] = {}
     first: dict[str, str] | None = None
     rows = text_rows = 0
     for shard in shards:
@@ -470,7 +532,7 @@ def load_teacher_embeddings(
         keys, tensors = _read_tensors(path, meta)
         for i, key in enumerate(keys):
             if key in owner:
-                ambiguous.setdefault(key, [owner[key]]).append(shard)
+                ambiguous.setdefault(key, {owner[key]: index[key]})[shard] = rows + i
             owner[key] = shard
             index[key] = rows + i
         images.append(tensors["image_features"])
@@ -493,6 +555,29 @@ def load_teacher_embeddings(
         teacher_sha256=first["teacher_sha256"],
         teacher_model=first["teacher_model"],
     )
+
+
+def distillation_teacher(
+    config: Any, device: str | torch.device
+) -> Teacher | TeacherEmbeddings | None:
+    """What a training run distils from: with ``--distill-embeddings`` the stores of its
+    ``--train-data`` shards on ``device`` (checked, when ``--distill-model`` is given too, to be
+    that teacher's, which is then loaded once for its fingerprint and not run), else the online
+    teacher of ``--distill-model``, else None. Both answer ``output_for(batch)``."""
+    if config.distill_embeddings is None:
+        return Teacher.from_config(config, device)
+    if not is_shard_source(config.train_data):
+        raise InvalidInputError(
+            f"--distill-embeddings reads the stores of webdataset shards; --train-data "
+            f"{config.train_data} is not a shard source"
+        )
+    folder = None if config.distill_embeddings == "auto" else config.distill_embeddings
+    expected = None
+    if config.distill_model is not None:
+        teacher = Teacher.load(config.distill_model, config.distill_pretrained, device="cpu")
+        expected = teacher_fingerprint(teacher)
+    store = load_teacher_embeddings(config.train_data, folder=folder, teacher=expected)
+    return store.to(device)
 
 
 # ---------------------------------------------------------------------- command

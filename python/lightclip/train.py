@@ -11,7 +11,8 @@ or from Python / a notebook::
     result = train(TrainConfig(model="lightclip-tiny-mnv2", steps=100, batch_size=32))
 
 The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (``losses.LightCLIPLoss``), plus
-w_distill L_distill against a frozen teacher with ``--distill-model`` (``teacher.py``); each step
+w_distill L_distill against a frozen teacher with ``--distill-model`` (``teacher.py``) or its
+stored embeddings with ``--distill-embeddings`` (``teacher_embeddings.py``); each step
 also logs the collapse diagnostics of ``diagnostics.py``. This file is the loop; the pieces it
 wires together live where a reader looks for them: the model in ``models``, the Rust data
 pipeline in ``data.py``, the run's length and learning rate in ``schedules.py``, rank / device /
@@ -65,7 +66,7 @@ from .runtime import (
 )
 from .schedules import progress_at, training_schedule
 from .step_metrics import Accumulator
-from .teacher import Teacher
+from .teacher_embeddings import distillation_teacher
 
 
 def train(config: TrainConfig, *, on_step: StepHook | None = None, data: Any = None) -> TrainResult:
@@ -97,7 +98,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     apply_model_options(model, config, rt.print)  # --pretrained, --lock-*, checkpointing
     model, ddp_model = place_model(model, rt, config.precision)  # ddp_model: DDP-wrapped
     image_size = config.image_size or model.config.image_size
-    teacher = Teacher.from_config(config, rt.device)  # frozen; None without --distill-model
+    teacher = distillation_teacher(config, rt.device)  # frozen or stored; None: no teacher
 
     # ------------------------------------------------------------------ data, optimizer, loss
     if data is None:
@@ -189,8 +190,8 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
                     masked_text=batch["masked_text"] if config.mlm else None,
                     mlm_labels=batch["mlm_labels"] if config.mlm else None,
                 )
-                if run.teacher is not None:  # same batch, no gradient (teacher.py)
-                    out["teacher"] = run.teacher(batch["image"], batch["text"])
+                if run.teacher is not None:  # same batch, no gradient, or its stored rows
+                    out["teacher"] = run.teacher.output_for(batch)
                 total, parts = step_loss(run, out, batch, progress)
             loss = total / config.accum_freq
             (run.scaler.scale(loss) if run.scaler is not None else loss).backward()

@@ -98,7 +98,7 @@ class LightCLIPLoss(nn.Module):
             token_loss=bool(config.token_loss),
             mlm=bool(config.mlm),
             # A teacher with --w-distill 0 only gives labels: no part that adds nothing.
-            distill=config.distill_model is not None and bool(config.w_distill),
+            distill=config.distills and bool(config.w_distill),
             teacher_labels=config.distill_labels,
             distill_temperature=config.distill_temperature,
             weights={

@@ -28,8 +28,17 @@ use config::{PyAugmentationConfig, PyReadingConfig, PyTextConfig};
 pub struct PyPipeline {
     inner: Pipeline,
     stream: Mutex<Option<EpochStream>>,
-    return_captions: bool,
+    extras: Extras,
+}
+
+/// What a batch's dict carries besides its tensors. `sample_ids` (the key, the shard and the
+/// drawn caption's index) is what a lookup in per-sample stores needs, without the cost of
+/// every caption list that `all_captions` builds.
+#[derive(Clone, Copy)]
+struct Extras {
+    captions: bool,
     all_captions: bool,
+    sample_ids: bool,
 }
 
 fn tensor<T: tch::kind::Element>(data: &[T], shape: &[i64]) -> PyResult<PyTensor> {
@@ -42,8 +51,7 @@ fn tensor<T: tch::kind::Element>(data: &[T], shape: &[i64]) -> PyResult<PyTensor
 fn batch_to_dict<'py>(
     py: Python<'py>,
     batch: Batch,
-    captions: bool,
-    all: bool,
+    extras: Extras,
 ) -> PyResult<Bound<'py, PyDict>> {
     let (b, s, c) = (
         batch.size as i64,
@@ -63,12 +71,20 @@ fn batch_to_dict<'py>(
     if let Some(labels) = &batch.labels {
         d.set_item("label", tensor(labels, &[b])?)?;
     }
-    if captions {
+    if extras.captions {
         d.set_item("captions", batch.captions)?;
     }
-    if all {
+    if extras.all_captions {
         d.set_item("all_captions", batch.all_captions)?;
+    }
+    if extras.all_captions || extras.sample_ids {
         d.set_item("key", batch.keys)?;
+    }
+    if extras.sample_ids {
+        d.set_item("shard", batch.sources)?;
+        // A list, like the keys it goes with: the lookup it serves is on the host, and a
+        // tensor would follow the batch onto the device and cost a sync to read back.
+        d.set_item("caption_index", batch.caption_indices)?;
     }
     d.set_item("_epoch", batch.epoch)?;
     d.set_item("_consumed", batch.consumed)?;
@@ -80,7 +96,8 @@ impl PyPipeline {
     #[new]
     #[pyo3(signature = (
         source, *, batch_size, image_size, train, seed, threads, rank, world_size, drop_last,
-        image_dtype, prefetch, return_captions, all_captions, augmentation, text, reading
+        image_dtype, prefetch, return_captions, all_captions, sample_ids, augmentation, text,
+        reading
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -98,6 +115,7 @@ impl PyPipeline {
         prefetch: usize,
         return_captions: bool,
         all_captions: bool,
+        sample_ids: bool,
         augmentation: PyRef<'_, PyAugmentationConfig>,
         text: PyRef<'_, PyTextConfig>,
         reading: PyRef<'_, PyReadingConfig>,
@@ -182,8 +200,11 @@ impl PyPipeline {
         Ok(PyPipeline {
             inner,
             stream: Mutex::new(None),
-            return_captions,
-            all_captions,
+            extras: Extras {
+                captions: return_captions,
+                all_captions,
+                sample_ids,
+            },
         })
     }
 
@@ -226,12 +247,7 @@ impl PyPipeline {
         match item {
             Some(Ok(batch)) => {
                 *self.stream.lock().unwrap_or_else(|e| e.into_inner()) = Some(stream);
-                Ok(Some(batch_to_dict(
-                    py,
-                    batch,
-                    self.return_captions,
-                    self.all_captions,
-                )?))
+                Ok(Some(batch_to_dict(py, batch, self.extras)?))
             }
             Some(Err(e)) => Err(BindingError::from(e).into()),
             None => {

@@ -40,8 +40,12 @@ pub struct Batch {
     /// Class labels, for labelled sources.
     pub labels: Option<Vec<i64>>,
     pub captions: Vec<String>,
+    /// Each sample's drawn caption as its place in `all_captions` (-1: none).
+    pub caption_indices: Vec<i64>,
     pub all_captions: Vec<Vec<String>>,
     pub keys: Vec<String>,
+    /// The shard (file) each sample came from.
+    pub sources: Vec<String>,
     /// The epoch and how many items of its order were consumed once this batch is taken:
     /// what `state_dict` records.
     pub epoch: u64,
@@ -76,8 +80,10 @@ impl Batch {
             word_lengths: Vec::with_capacity(hint),
             labels: None,
             captions: Vec::with_capacity(hint),
+            caption_indices: Vec::with_capacity(hint),
             all_captions: Vec::with_capacity(hint),
             keys: Vec::with_capacity(hint),
+            sources: Vec::with_capacity(hint),
             epoch,
             consumed: 0,
         })
@@ -162,8 +168,10 @@ impl Batch {
             (None, None) => {}
         }
         self.captions.push(info.caption);
+        self.caption_indices.push(info.caption_index);
         self.all_captions.push(info.all_captions);
         self.keys.push(info.key);
+        self.sources.push(info.source);
     }
 }
 

@@ -66,7 +66,13 @@ pub struct Slot<'a> {
 #[derive(Debug, Clone)]
 pub struct SampleInfo {
     pub key: String,
+    /// The file or shard the sample came from (`Location::source`): keys are unique only
+    /// within one.
+    pub source: String,
     pub caption: String,
+    /// The place of the drawn caption in `all_captions`, before the flip's left/right swap,
+    /// EDA and truncation edited its text; -1 when the sample has none (a labelled sample).
+    pub caption_index: i64,
     pub all_captions: Vec<String>,
     pub label: Option<i64>,
     pub word_length: i64,
@@ -185,12 +191,14 @@ pub fn process_sample(
         };
         return Err(Skip::new("empty_caption", raw.location.clone(), reason));
     }
-    let mut caption = match captions.len() {
-        0 => String::new(),
-        n if cfg.train && n > 1 => captions[rng(streams::CAPTION).gen_range(0..n)].clone(),
-        _ => captions[0].clone(),
+    let caption_index = match captions.len() {
+        0 => None,
+        n if cfg.train && n > 1 => Some(rng(streams::CAPTION).gen_range(0..n)),
+        _ => Some(0),
     };
-    caption = truncate_chars(&caption, MAX_CAPTION_CHARS).to_string();
+    let mut caption = caption_index
+        .map(|i| truncate_chars(&captions[i], MAX_CAPTION_CHARS).to_string())
+        .unwrap_or_default();
 
     let pixels = load_pixels(raw, source, cfg)?;
     let (image, flip) = if cfg.train {
@@ -238,8 +246,10 @@ pub fn process_sample(
     }
     Ok(SampleInfo {
         key: raw.key.clone(),
+        source: raw.location.source.clone(),
         word_length: word_length(slot.text) as i64,
         caption,
+        caption_index: caption_index.map_or(-1, |i| i as i64),
         all_captions: captions,
         label: raw.label,
     })
@@ -270,6 +280,87 @@ mod tests {
         assert!(!has_text(" \t\u{7f}\u{85}\u{a0}\n"));
         assert!(has_text("\0a\0"));
         assert!(has_text("é"));
+    }
+
+    fn drawn(captions: &[&str], label: Option<i64>, train: bool, flip_p: f32) -> Vec<SampleInfo> {
+        let options = crate::pipeline::source::SourceOptions::default();
+        let source = Source::open("synthetic", &options).unwrap();
+        let cfg = SampleConfig {
+            image_size: 8,
+            train,
+            augment: AugmentConfig {
+                flip_p,
+                ..AugmentConfig::default()
+            },
+            max_pixels: 1 << 20,
+            image_dtype: ImageDtype::Uint8,
+            context_length: 4,
+            tokenizer: None,
+            eda: None,
+            mlm: None,
+            seed: 7,
+        };
+        let raw = RawSample {
+            key: "k".into(),
+            location: crate::error::Location {
+                source: "shard-3.tar".into(),
+                ..Default::default()
+            },
+            payload: Payload::Synthetic(0),
+            captions: captions.iter().map(|c| c.to_string()).collect(),
+            label,
+        };
+        let (mut image, mut text, mut masked, mut labels) =
+            (vec![0u8; 192], [0; 4], [0; 4], [0; 4]);
+        (0..40)
+            .map(|sample_id| {
+                let slot = Slot {
+                    image: ImageSlot::Byte(&mut image),
+                    text: &mut text,
+                    masked: &mut masked,
+                    mlm_labels: &mut labels,
+                };
+                process_sample(&raw, &source, &cfg, 0, sample_id, slot).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_caption_index_names_the_drawn_caption_in_all_captions() {
+        // Empty captions are filtered out before the draw: indices are into the kept ones.
+        let captions = [
+            "a dog on the left",
+            " ",
+            "a cat",
+            "\0",
+            "two birds right here",
+        ];
+        for info in drawn(&captions, None, true, 0.0) {
+            let i = usize::try_from(info.caption_index).unwrap();
+            assert_eq!(info.caption, info.all_captions[i]);
+            assert_eq!(info.all_captions.len(), 3);
+            assert_eq!(info.source, "shard-3.tar");
+        }
+        let picked: std::collections::HashSet<i64> = drawn(&captions, None, true, 0.0)
+            .iter()
+            .map(|info| info.caption_index)
+            .collect();
+        assert_eq!(
+            picked.len(),
+            3,
+            "40 draws should reach every caption: {picked:?}"
+        );
+        // The flip edits the text, not which caption was drawn.
+        for info in drawn(&captions, None, true, 1.0) {
+            let original = &info.all_captions[info.caption_index as usize];
+            assert_eq!(info.caption, swap_left_right(original));
+        }
+        assert!(drawn(&captions, None, false, 0.0)
+            .iter()
+            .all(|info| info.caption_index == 0));
+        assert!(drawn(&[], Some(2), true, 0.0)
+            .iter()
+            .all(|info| info.caption_index == -1 && info.caption.is_empty()));
     }
 
     #[test]
