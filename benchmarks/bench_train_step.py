@@ -55,6 +55,8 @@ class StepClock:
 
         def step(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # a stamp marks finished work, not queued work
             self.stamps.append(time.perf_counter())
             return out
 
@@ -88,14 +90,15 @@ def openclip_step(export_dir: Path, shards: str, size: int, workers: int, args) 
             "--beta1", str(BETAS[0]), "--beta2", str(BETAS[1]),
             "--warmup", str(max(total // 20, 1)),
             "--epochs", "1",
-            "--precision", "fp32",
+            "--precision", args.precision,
         ]
     )  # fmt: skip
-    oc.device, oc.distributed, oc.world_size, oc.rank, oc.local_rank = "cpu", False, 1, 0, 0
+    oc.device, oc.distributed, oc.world_size, oc.rank, oc.local_rank = args.device, False, 1, 0, 0
     oc.distill, oc.wandb, oc.save_logs, oc.log_every_n_steps = False, False, False, 10**9
     model, preprocess_train, preprocess_val = load_openclip(
         export_dir, aug_cfg=dict(AUG), output_dict=True
     )
+    model.to(args.device)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{export_dir}")
     data = get_data(oc, (preprocess_train, preprocess_val), epoch=0, tokenizer=tokenizer)
     # open_clip's parameter groups: no weight decay on gains, biases and the temperature.
@@ -126,8 +129,8 @@ def lightclip_step(recipe: str, shards: str, size: int, args) -> dict:
     options = SimpleNamespace(
         model=args.model,
         train_data=shards,
-        device="cpu",
-        precision="fp32",
+        device=args.device,
+        precision=args.precision,
         batch_size=args.batch_size,
         steps=args.steps,
         warmup_steps=args.warmup_steps,
@@ -148,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup-steps", type=int, default=4)
     p.add_argument("--openclip-workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU figures")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "amp_bf16"],
+        help="both trainers' --precision",
+    )
     args = p.parse_args(argv)
     shards = str(args.data_dir / "train-{000000..000005}.tar")
     if not (args.data_dir / "train-000000.tar").is_file():
@@ -162,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     from lightclip.openclip_export import export_openclip
 
     print(
-        f"{args.model}, batch {args.batch_size}, fp32 on cpu, {torch.get_num_threads()} torch "
+        f"{args.model}, batch {args.batch_size}, {args.precision} on {args.device}, "
+        f"{torch.get_num_threads()} torch "
         f"threads, {args.steps} steps after {args.warmup_steps} warm-up, Flickr8k train shards"
     )
     head = f"{'px':>4} {'trainer':<28} {'samples/s':>10} {'ms/step':>8} {'vs open_clip':>13}"
