@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -316,9 +318,27 @@ def test_the_command_reports_a_bad_teacher_in_one_line(shards, tmp_path, capsys)
 
 
 def test_a_read_only_shard_folder_is_a_clear_error(shards, teacher, monkeypatch):
-    def refuse(*args, **kwargs):  # as mkstemp in a read-only folder (root ignores chmod)
-        raise PermissionError(13, "Permission denied")
+    real_open, folder = os.open, str(Path(shards).parent)
 
-    monkeypatch.setattr("lightclip.teacher_embeddings.tempfile.mkstemp", refuse)
+    def refuse(file, *args, **kwargs):  # as a read-only folder would (root ignores chmod)
+        if os.path.dirname(os.fspath(file)) == folder:
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(DataError, match="cannot write .*shard-000.tar.teacher.* --out FOLDER"):
         write_teacher_embeddings(shards, teacher, threads=1)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_a_store_gets_the_mode_a_plain_open_would_give(shards, teacher, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        (path, _) = write_teacher_embeddings(shards, teacher, threads=1)
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain").stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []

@@ -54,7 +54,8 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,9 +279,31 @@ def write_teacher_embeddings(
         metadata = _metadata(
             shard, fingerprint, teacher, teacher_sha, pretrained, keys, images.shape[1]
         )
-        # Written beside and renamed: an interrupted run leaves no half store under the name.
+        tmp = _temp_beside(path)
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            mode = stat.S_IMODE(os.stat(tmp).st_mode)
+            save_file(tensors, tmp, metadata=metadata)
+            os.chmod(tmp, mode)  # safetensors writes its files 0o600
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(path)
+    return written
+
+
+def _temp_beside(path: Path) -> str:
+    """A new empty file beside ``path`` to write the store into and rename over it, so an
+    interrupted run leaves no half store under the name. Created as ``open(path, "w")``
+    would create it (0o666 less the umask), not with mkstemp's 0o600: a store is data that
+    others training on the same shards read. Its mode is the one the store keeps."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
@@ -288,15 +311,6 @@ def write_teacher_embeddings(
                 f"cannot write {path}: {e.strerror}; put the stores elsewhere with --out FOLDER "
                 "(and give training the same folder)"
             ) from None
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        written.append(path)
-    return written
 
 
 # ---------------------------------------------------------------------- reading
