@@ -199,7 +199,8 @@ def check_compatible(
         raise CheckpointError(
             f"{source} does not fit model {model_name!r} ({detail}; "
             f"{len(missing)} missing, {len(unexpected)} unexpected tensors) - was it trained "
-            "with other LightCLIP switches (--token-loss/--token-space/--mlm/--fusion)?"
+            "with other LightCLIP switches (--token-loss/--token-space/--mlm/--fusion/"
+            "--w-distill-feature)?"
         )
     for key, value in own.items():
         if tuple(state[key].shape) != tuple(value.shape):

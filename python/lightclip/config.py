@@ -219,6 +219,12 @@ class TrainConfig:
         "weight of the soft-target distillation loss (default with a teacher: 1.0; 0: the "
         "teacher only gives --distill-labels)"
     )
+    w_distill_feature: float = _opt(
+        "weight of feature distillation (0: off): the student's normalised image and text "
+        "embeddings, mapped by a training-only linear projection to the teacher's width, pulled "
+        "towards the teacher's by mean (1 - cosine); needs a teacher, online or stored",
+        0.0,
+    )
     distill_temperature: float | None = _opt(
         "temperature of the teacher's distributions (default: the teacher's own logit scale)"
     )
@@ -392,6 +398,8 @@ class TrainConfig:
                     bad(name, f"needs {teacher} (a teacher to distil from)")
             if self.distill_labels:
                 bad("distill_labels", f"needs {teacher} (a teacher to take labels from)")
+            if self.w_distill_feature:
+                bad("w_distill_feature", f"needs {teacher} (a teacher to distil from)")
             return
         if self.distill_embeddings is not None:
             if not self.distill_embeddings.strip():
@@ -415,12 +423,18 @@ class TrainConfig:
             )
         if self.w_distill is not None and self.w_distill < 0:
             bad("w_distill", f"must be >= 0, got {self.w_distill}")
+        if self.w_distill_feature < 0:
+            bad("w_distill_feature", f"must be >= 0, got {self.w_distill_feature}")
         if self.distill_temperature is not None and not self.distill_temperature > 0:
             bad("distill_temperature", f"must be positive, got {self.distill_temperature}")
         if self.distill_labels and not self.soft_labels:
             bad("distill_labels", "needs --soft-labels (it replaces their similarity-aware phase)")
-        if not self.w_distill and not self.distill_labels:
-            bad("w_distill", "is 0 and --distill-labels is off: the teacher would do nothing")
+        if not self.w_distill and not self.distill_labels and not self.w_distill_feature:
+            bad(
+                "w_distill",
+                "is 0, and --distill-labels and --w-distill-feature are off: the teacher would "
+                "do nothing",
+            )
 
     @property
     def reporters(self) -> list[str]:

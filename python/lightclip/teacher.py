@@ -43,7 +43,7 @@ from torch import nn
 
 from .data import CLIP_MEAN, CLIP_STD
 from .errors import InvalidInputError
-from .models.config import EOT_TOKEN_ID, MASK_TOKEN_ID
+from .models.config import EOT_TOKEN_ID, MASK_TOKEN_ID, SOT_TOKEN_ID
 from .weight_sources import LOCAL_DIR
 
 #: open_clip's BPE vocabulary; ours adds one mask token after it.
@@ -107,6 +107,16 @@ class Teacher(nn.Module):
         if config.distill_model is None:
             return None
         return cls.load(config.distill_model, config.distill_pretrained, device=device)
+
+    @property
+    def embed_dim(self) -> int:
+        """The width of the teacher's embeddings. Read off one short caption's embedding,
+        since open_clip's models do not all say it (a text projection may be a tensor, a
+        Linear or absent)."""
+        text = torch.zeros(1, self.context_length, dtype=torch.long)
+        text[0, 0], text[0, 1] = SOT_TOKEN_ID, EOT_TOKEN_ID
+        with torch.no_grad():
+            return int(self.model.encode_text(text.to(self.pixel_scale.device)).shape[-1])
 
     def output_for(self, batch: dict[str, Any]) -> TeacherOutput:
         """The teacher's output of a training batch (already on the teacher's device)."""

@@ -11,15 +11,16 @@ or from Python / a notebook::
     result = train(TrainConfig(model="lightclip-tiny-mnv2", steps=100, batch_size=32))
 
 The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (``losses.LightCLIPLoss``), plus
-w_distill L_distill against a frozen teacher with ``--distill-model`` (``teacher.py``) or its
-stored embeddings with ``--distill-embeddings`` (``teacher_embeddings.py``); each step
-also logs the collapse diagnostics of ``diagnostics.py``. This file is the loop; the pieces it
-wires together live where a reader looks for them: the model in ``models``, the Rust data
-pipeline in ``data.py``, the run's length and learning rate in ``schedules.py``, rank / device /
-precision / Ctrl-C in ``runtime.py``, the per-step metrics in ``step_metrics.py``, the run's
-state in ``run_state.py``, resume and the ``--save-*`` rules in ``run_checkpoints.py``, when to
-evaluate in ``run_evaluation.py`` (how: ``validation.py``), the NaN guard in
-``run_divergence.py``, the export in ``openclip_export.py``.
+w_distill L_distill (and w_distill_feature L_distill_feature) against a frozen teacher with
+``--distill-model`` (``teacher.py``) or its stored embeddings with ``--distill-embeddings``
+(``teacher_embeddings.py``); each step also logs the collapse diagnostics of
+``diagnostics.py``. This file is the loop; the pieces it wires together live where a reader
+looks for them: the model in ``models``, the Rust data pipeline in ``data.py``, the run's
+length and learning rate in ``schedules.py``, rank / device / precision / Ctrl-C in
+``runtime.py``, the per-step metrics in ``step_metrics.py``, the run's state in
+``run_state.py``, resume and the ``--save-*`` rules in ``run_checkpoints.py``, when to evaluate
+in ``run_evaluation.py`` (how: ``validation.py``), the NaN guard in ``run_divergence.py``, the
+export in ``openclip_export.py``.
 
 Resume is exact: a checkpoint holds the model, the optimizer, the grad scaler, the step, the
 RNG states and the data pipeline's position, all taken at the same optimizer-step boundary, so
@@ -94,11 +95,12 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     seed_everything(config.seed, rt.rank)
 
     # ------------------------------------------------------------------ model
-    model = build_model(config)
+    teacher = distillation_teacher(config, rt.device)  # frozen or stored; None: no teacher
+    # --w-distill-feature's projection, part of the model, is as wide as the teacher's space.
+    model = build_model(config, teacher_dim=None if teacher is None else teacher.embed_dim)
     apply_model_options(model, config, rt.print)  # --pretrained, --lock-*, checkpointing
     model, ddp_model = place_model(model, rt, config.precision)  # ddp_model: DDP-wrapped
     image_size = config.image_size or model.config.image_size
-    teacher = distillation_teacher(config, rt.device)  # frozen or stored; None: no teacher
 
     # ------------------------------------------------------------------ data, optimizer, loss
     if data is None:

@@ -18,6 +18,11 @@ mimicking is the same two cross-entropies).
 
 Distributed, the teacher's features are gathered like the student's (without gradient), so
 both distributions run over the global batch; ``local_loss`` keeps this rank's rows.
+
+:class:`FeatureDistillationLoss` (``--w-distill-feature``) is the feature distillation of
+CLIP-KD and TinyCLIP: each row's student embedding, mapped to the teacher's width by the
+model's training-only ``distill_proj``, pulled towards the teacher's embedding of the same
+image or caption.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import current_context, gather_features
@@ -34,7 +40,7 @@ from .soft_clip import _at_least_float32, soft_cross_entropy
 if TYPE_CHECKING:
     from ..teacher import TeacherOutput
 
-__all__ = ["DistillationLoss", "pair_logits", "teacher_logits"]
+__all__ = ["DistillationLoss", "FeatureDistillationLoss", "pair_logits", "teacher_logits"]
 
 
 def pair_logits(
@@ -130,3 +136,49 @@ class DistillationLoss(nn.Module):
             soft_cross_entropy(student_i, teacher_i.softmax(dim=1))
             + soft_cross_entropy(student_t, teacher_t.softmax(dim=1))
         )
+
+
+class FeatureDistillationLoss(nn.Module):
+    """``forward(image_features, text_features, teacher)``: the mean of ``1 - cos`` between
+    each projected student row (the model's ``distill_image_features`` /
+    ``distill_text_features``) and the teacher's row of the same sample, over the image rows
+    and the text rows alike, in float32.
+
+    Cosine rather than an MSE of raw features: both sides are L2-normalised embeddings, whose
+    lengths say nothing (on unit vectors the MSE is ``2 (1 - cos) / D``, the same loss scaled
+    by the width). Per row, so it needs no gathering across ranks.
+
+        >>> import torch, torch.nn.functional as F
+        >>> from lightclip.teacher import TeacherOutput
+        >>> f, g = (F.normalize(torch.randn(3, 8), dim=-1) for _ in range(2))
+        >>> loss = FeatureDistillationLoss()
+        >>> bool(loss(f, g, TeacherOutput(f, g, torch.tensor(10.0))).abs() < 1e-6)  # same rows
+        True
+        >>> round(float(loss(f, g, TeacherOutput(-f, -g, torch.tensor(10.0)))), 4)
+        2.0
+    """
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        teacher: TeacherOutput | None,
+    ) -> torch.Tensor:
+        if teacher is None:
+            raise InvalidInputError(
+                "the feature distillation loss needs the teacher's output of the batch "
+                "(out['teacher'])"
+            )
+        pairs = (
+            (image_features, teacher.image_features),
+            (text_features, teacher.text_features),
+        )
+        for student, target in pairs:
+            if student.shape != target.shape:
+                raise InvalidInputError(
+                    f"feature distillation: student rows {tuple(student.shape)} (after the "
+                    f"projection), teacher rows {tuple(target.shape)}: they must match"
+                )
+        student = torch.cat([image_features, text_features]).float()
+        target = torch.cat([teacher.image_features, teacher.text_features]).detach().float()
+        return (1.0 - F.cosine_similarity(student, target, dim=-1)).mean()

@@ -1,5 +1,5 @@
-"""L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2), + w_distill L_distill with a teacher:
-the training loss of one step.
+"""L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (SPEC §2), + w_distill L_distill
++ w_distill_feature L_distill_feature with a teacher: the training loss of one step.
 
 :class:`LightCLIPLoss` owns the losses the switches turn on and their weights, and turns the
 model's outputs (with the batch, and the teacher's output as ``out["teacher"]``) into the
@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..labels import LabelSchedule
-from .distillation import DistillationLoss, teacher_logits
+from .distillation import DistillationLoss, FeatureDistillationLoss, teacher_logits
 from .mlm import IGNORE_INDEX, MaskedLanguageModelLoss
 from .soft_clip import SoftClipLoss
 from .token_alignment import TokenAlignmentLoss
@@ -37,12 +37,15 @@ if TYPE_CHECKING:
 
 class LightCLIPLoss(nn.Module):
     """``forward(out, batch, progress) -> (total, parts)``: ``parts`` holds ``ins`` and, where
-    switched on, ``tok``, ``mlm`` and ``distill``; ``total`` is their weighted sum.
+    switched on, ``tok``, ``mlm``, ``distill`` and ``distill_feature``; ``total`` is their
+    weighted sum.
 
     ``distill``: the soft-target distillation loss against ``out["teacher"]``;
     ``teacher_labels``: the similarity-aware phase of the soft labels weighs the negatives by
     the teacher's similarities instead of the student's own. Both at the teacher's logit scale
-    or at ``1 / distill_temperature``.
+    or at ``1 / distill_temperature``. ``distill_feature``: the feature distillation of the
+    model's projected features (``out["distill_image_features"]`` / ``["distill_text_features"]``)
+    towards the teacher's.
 
     ``world_size`` > 1 makes the MLM loss divide by the masked-token count averaged over the
     ranks (one all-reduce a step), see :class:`MaskedLanguageModelLoss`.
@@ -56,6 +59,7 @@ class LightCLIPLoss(nn.Module):
         mlm: bool = True,
         distill: bool = False,
         teacher_labels: bool = False,
+        distill_feature: bool = False,
         distill_temperature: float | None = None,
         weights: dict[str, float] | None = None,
         local_loss: bool = False,
@@ -73,10 +77,18 @@ class LightCLIPLoss(nn.Module):
             if distill
             else None
         )
+        self.distill_feature = FeatureDistillationLoss() if distill_feature else None
         self.teacher_labels = teacher_labels
         self.distill_temperature = distill_temperature
         self.local_loss = local_loss
-        self.weights = {"ins": 1.0, "tok": 1.0, "mlm": 1.0, "distill": 1.0, **(weights or {})}
+        self.weights = {
+            "ins": 1.0,
+            "tok": 1.0,
+            "mlm": 1.0,
+            "distill": 1.0,
+            "distill_feature": 1.0,
+            **(weights or {}),
+        }
         self.world_size = world_size
 
     @classmethod
@@ -100,12 +112,14 @@ class LightCLIPLoss(nn.Module):
             # A teacher with --w-distill 0 only gives labels: no part that adds nothing.
             distill=config.distills and bool(config.w_distill),
             teacher_labels=config.distill_labels,
+            distill_feature=bool(config.w_distill_feature),
             distill_temperature=config.distill_temperature,
             weights={
                 "ins": config.w_ins,
                 "tok": config.w_tok,
                 "mlm": config.w_mlm,
                 "distill": config.w_distill or 0.0,
+                "distill_feature": config.w_distill_feature,
             },
             local_loss=config.local_loss,
             gather_with_grad=config.gather_with_grad,
@@ -162,6 +176,15 @@ class LightCLIPLoss(nn.Module):
         if self.distill is not None:
             parts["distill"] = self.distill(
                 out["image_features"], out["text_features"], out["logit_scale"], teacher
+            )
+        if self.distill_feature is not None:
+            if out.get("distill_image_features") is None:
+                raise InvalidInputError(
+                    "the feature distillation loss needs the model's projected features "
+                    "(a model built with distill_dim, the teacher's embedding width)"
+                )
+            parts["distill_feature"] = self.distill_feature(
+                out["distill_image_features"], out["distill_text_features"], teacher
             )
         return parts
 

@@ -231,9 +231,11 @@ def create_model_from_pretrained(
     return (model, transform) if return_transform else model
 
 
-def build_model(config: TrainConfig) -> LightCLIP:
+def build_model(config: TrainConfig, teacher_dim: int | None = None) -> LightCLIP:
     """The model ``lightclip train`` trains: ``--model`` (a preset or a JSON model config
-    file) with exactly the training-only heads the switches ask for.
+    file) with exactly the training-only heads the switches ask for; ``teacher_dim`` (the
+    teacher's embedding width) sizes the feature-distillation projection that
+    ``--w-distill-feature`` asks for.
 
     Heads that no loss uses are not built: they would cost compute, and DDP refuses
     parameters that receive no gradient.
@@ -257,6 +259,13 @@ def build_model(config: TrainConfig) -> LightCLIP:
         overrides["image_size"] = config.image_size
     if config.token_space is not None:
         overrides["token_space"] = config.token_space
+    if config.w_distill_feature:
+        if teacher_dim is None:
+            raise InvalidInputError(
+                "--w-distill-feature: the model's projection needs the teacher's embedding "
+                "width (build_model(config, teacher_dim=...))"
+            )
+        overrides["distill_dim"] = teacher_dim
     # Seeded here, apart from the global RNG: every rank builds the same initial weights.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)

@@ -2,8 +2,9 @@
 
 A preset names the image tower and sizes both towers; the LightCLIP training-only parts (the
 token outputs for L_tok, image-to-text fusion, MLM head) are switched by ``token_head``,
-``fusion_stages`` and ``mlm``. A plain CLIP baseline is the same config with all three off
-(``as_plain_clip()``), which is also exactly what ``LightCLIP.export()`` builds.
+``fusion_stages`` and ``mlm``, the feature-distillation projection by ``distill_dim``. A plain
+CLIP baseline is the same config with all of them off (``as_plain_clip()``), which is also
+exactly what ``LightCLIP.export()`` builds.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class LightCLIPConfig:
     fusion_stages: tuple[int, ...] = (2, 3)
     fusion_heads: int = 8
     mlm: bool = True
+    # The teacher's embedding width for feature distillation (--w-distill-feature): a
+    # training-only Linear(embed_dim -> distill_dim); 0: none.
+    distill_dim: int = 0
     init_logit_scale: float = field(default_factory=lambda: math.log(1 / 0.07))
     max_logit_scale: float = field(default_factory=lambda: math.log(100.0))
 
@@ -93,7 +97,7 @@ class LightCLIPConfig:
     def has_training_heads(self) -> bool:
         """Whether the model has any training-only output (the joint token space adds no
         module, but its token outputs are still training-only)."""
-        return self.token_head or bool(self.fusion_stages) or self.mlm
+        return self.token_head or bool(self.fusion_stages) or self.mlm or self.distill_dim > 0
 
     def validate(self) -> None:
         def bad(field_name: str, why: str) -> InvalidInputError:
@@ -114,6 +118,8 @@ class LightCLIPConfig:
                 "context_length",
                 f"must be at least 3 (SOT, a word, EOT), got {self.context_length}",
             )
+        if self.distill_dim < 0:
+            raise bad("distill_dim", f"must be >= 0 (0: no projection), got {self.distill_dim}")
         if self.vocab_size <= MASK_TOKEN_ID:
             raise bad("vocab_size", f"must include the mask token id {MASK_TOKEN_ID}")
         for s in self.fusion_stages:
@@ -139,7 +145,7 @@ class LightCLIPConfig:
     def as_plain_clip(self) -> LightCLIPConfig:
         """The same towers with every training-only part switched off."""
         name = self.name.replace("lightclip-", "clip-", 1)
-        return self.replace(name=name, token_head=False, fusion_stages=(), mlm=False)
+        return self.replace(name=name, token_head=False, fusion_stages=(), mlm=False, distill_dim=0)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -11,6 +11,8 @@ State-dict layout (open_clip's ``CustomTextCLIP`` naming, so an export maps stra
     token_proj_text.*     Linear(text width -> d_tok)      both with token_space="heads" only
     fusion.*              image-to-text fusion for the fused MLM pass (fusion.py)
     mlm_head.*            Linear(text width -> vocab) predicting the original tokens
+    distill_proj.*        Linear(embed_dim -> teacher's embed_dim, no bias) for feature
+                          distillation, with ``distill_dim`` only (``--w-distill-feature``)
 
 The token alignment loss's tokens live, by default (``token_space="joint"``), in the joint
 embedding space, mapped there by each tower's own projection (the image tower's
@@ -43,7 +45,13 @@ from .swin import SwinTower
 from .text import TextTransformer
 
 #: Attribute names of the training-only modules; ``export()`` drops exactly these.
-TRAINING_ONLY_MODULES = ("token_proj_image", "token_proj_text", "fusion", "mlm_head")
+TRAINING_ONLY_MODULES = (
+    "token_proj_image",
+    "token_proj_text",
+    "fusion",
+    "mlm_head",
+    "distill_proj",
+)
 
 #: ``forward(image, None)`` / ``forward(None, text)`` without ``output_dict``: open_clip's
 #: (image_features, text_features, logit_scale), the missing side None.
@@ -98,6 +106,17 @@ class LightCLIP(nn.Module):
             self.mlm_head = nn.Linear(config.text_width, config.vocab_size)
             nn.init.normal_(self.mlm_head.weight, std=config.text_width**-0.5)
             nn.init.zeros_(self.mlm_head.bias)
+        self.distill_proj: nn.Linear | None = None
+        if config.distill_dim:
+            # One map for both towers: the student's image and text embeddings share one joint
+            # space and the teacher's share another, so the map between the spaces is one
+            # map. Two would let each tower match the teacher through a map of its own while
+            # the image-text similarities the student is used for stay unconstrained. Equal
+            # widths start at the identity (the loss is then the plain gap between the
+            # embeddings); other widths at nn.Linear's default.
+            self.distill_proj = nn.Linear(config.embed_dim, config.distill_dim, bias=False)
+            if config.distill_dim == config.embed_dim:
+                nn.init.eye_(self.distill_proj.weight)
 
     # ----------------------------------------------------------------- inference (open_clip API)
     def check_images(self, images: torch.Tensor, arg: str = "images") -> None:
@@ -328,7 +347,10 @@ class LightCLIP(nn.Module):
         ([B, C], -100 = not masked) is given, [M, V] at the M masked positions only (the
         vocabulary projection skips every other position), with ``mlm_labels`` [M] the
         matching targets. The MLM entries are None without ``masked_text`` or with MLM off;
-        ``mlm_logits_fused`` is None with fusion off.
+        ``mlm_logits_fused`` is None with fusion off. With ``distill_dim``,
+        ``distill_image_features`` / ``distill_text_features`` [B, distill_dim]: the normalised
+        features through ``distill_proj``, L2-normalised again (the feature distillation's
+        input; absent otherwise).
         """
         self.check_images(images)
         if text.dim() != 2 or text.shape[0] != images.shape[0]:
@@ -369,6 +391,9 @@ class LightCLIP(nn.Module):
             "mlm_logits_fused": None,
             "mlm_labels": None,
         }
+        if self.distill_proj is not None:
+            for key in ("image_features", "text_features"):
+                out[f"distill_{key}"] = F.normalize(self.distill_proj(out[key]), dim=-1)
         words: torch.Tensor | None = None
         if image_tokens is not None:
             words = self.text.project_tokens(states[:, 1 : keep - 1])
