@@ -13,7 +13,7 @@ or from Python / a notebook::
 The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (``losses.LightCLIPLoss``), plus
 w_distill L_distill (and w_distill_feature L_distill_feature) against a frozen teacher with
 ``--distill-model`` (``teacher.py``) or its stored embeddings with ``--distill-embeddings``
-(``teacher_embeddings.py``); each step also logs the collapse diagnostics of
+(``teacher_embeddings/``); each step also logs the collapse diagnostics of
 ``diagnostics.py``. This file is the loop; the pieces it wires together live where a reader
 looks for them: the model in ``models``, the Rust data pipeline in ``data.py``, the run's
 length and learning rate in ``schedules.py``, rank / device / precision / Ctrl-C in
