@@ -5,8 +5,8 @@ running the teacher (``--distill-embeddings``).
 ``store.py`` owns the stored format, the checks a store must pass and its reader
 (:func:`load_teacher_embeddings`, :class:`TeacherEmbeddings`, :func:`distillation_teacher`);
 ``writer.py`` runs the teacher and writes the stores (:func:`write_teacher_embeddings`, the
-command). The writer reads the store's format; the reader never imports the writer, so
-training loads no writing code.
+command). The writer reads the store's format and checks; the reader never imports the
+writer, so the format and its checks can be read, and changed, in one file.
 
     teacher = Teacher.load("local-dir:runs/big/inference_model", None, device="cuda")
     write_teacher_embeddings("flickr8k/train-{000000..000005}.tar", teacher)
