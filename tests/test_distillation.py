@@ -146,6 +146,17 @@ def test_teacher_is_frozen_and_sees_the_batch_at_its_own_size(teacher_dir: Path)
     torch.testing.assert_close(out.image_features, expected)
 
 
+def test_loading_a_teacher_leaves_the_students_random_stream_alone(
+    teacher_dir: Path, open_clip_teacher_dir: Path
+) -> None:
+    torch.manual_seed(7)
+    expected = torch.rand(4)
+    for folder in (teacher_dir, open_clip_teacher_dir):
+        torch.manual_seed(7)
+        Teacher.load(f"local-dir:{folder}", None)
+        assert torch.equal(torch.rand(4), expected)
+
+
 def test_teacher_tokens_are_open_clips_at_its_context_length() -> None:
     open_clip = pytest.importorskip("open_clip")
     captions = ["a photo of a dog " * 6, "a cat", "one two three four five six seven eight nine"]

@@ -98,8 +98,13 @@ class Teacher(nn.Module):
     ) -> Teacher:
         """The teacher ``--distill-model model --distill-pretrained pretrained`` names, on
         ``device``: our presets and exports through ``lightclip.create_model``, everything
-        else through ``open_clip.create_model`` (``weights_only`` loading, no pickled code)."""
-        return cls(_build(model, pretrained), name=model).to(device)
+        else through ``open_clip.create_model`` (``weights_only`` loading, no pickled code).
+
+        Building it draws from no random stream of the caller: a student seeded with
+        ``--seed`` starts from the same weights with a teacher as without one."""
+        with torch.random.fork_rng(devices=[]):  # its throwaway init, overwritten by its weights
+            built = _build(model, pretrained)
+        return cls(built, name=model).to(device)
 
     @classmethod
     def from_config(cls, config: Any, device: str | torch.device) -> Teacher | None:
