@@ -152,6 +152,11 @@ assert lightclip.__file__.startswith(sys.prefix), lightclip.__file__
 eye = torch.eye(3)
 i2t, _ = lightclip.soft_labels(torch.randn(3, 3), 0.5)  # a tensor through libtorch in Rust
 torch.testing.assert_close(i2t, 0.8 * eye + 0.1 * (1 - eye))
+import tempfile  # a run ends with an export: its dependencies come with the wheel
+from lightclip.checkpoint import model_from_checkpoint
+from lightclip.openclip_export import export_openclip
+out = export_openclip(lightclip.create_model("clip-tiny-mnv2"), tempfile.mkdtemp())
+assert model_from_checkpoint(out).config.name == "clip-tiny-mnv2"
 print("ok", lightclip.__version__, "%d.%d" % sys.version_info[:2])
 """
 
