@@ -150,13 +150,23 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> TeacherOutput:
-        image_features = self.model.encode_image(self.images_for_teacher(images), normalize=True)
-        text_features = self.model.encode_text(self.text_for_teacher(text), normalize=True)
         return TeacherOutput(
-            image_features=image_features.float(),
-            text_features=text_features.float(),
-            logit_scale=self.model.logit_scale.detach().exp().float(),
+            image_features=self.embed_images(images),
+            text_features=self.embed_text(self.text_for_teacher(text)),
+            logit_scale=self.logit_scale(),
         )
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's normalised float32 embeddings of a student's images (any size)."""
+        return self.model.encode_image(self.images_for_teacher(images), normalize=True).float()
+
+    def embed_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The teacher's normalised float32 embeddings of token ids at its context length."""
+        return self.model.encode_text(tokens, normalize=True).float()
+
+    def logit_scale(self) -> torch.Tensor:
+        """The teacher's exponentiated logit scale, float32."""
+        return self.model.logit_scale.detach().exp().float()
 
 
 def _build(model: str, pretrained: str | None) -> nn.Module:

@@ -68,19 +68,12 @@ def _embed_shard(
     counts: list[int] = []
     for batch in data:
         keys += batch["key"]
-        model = teacher.model
-        images.append(
-            model.encode_image(
-                teacher.images_for_teacher(batch["image"].to(device)), normalize=True
-            )
-            .float()
-            .cpu()
-        )
+        images.append(teacher.embed_images(batch["image"].to(device)).cpu())
         captions = [caption for sample in batch["all_captions"] for caption in sample]
         counts += [len(sample) for sample in batch["all_captions"]]
         for start in range(0, len(captions), batch_size):
             tokens = tokenizer(captions[start : start + batch_size]).to(device)
-            texts.append(model.encode_text(tokens, normalize=True).float().cpu())
+            texts.append(teacher.embed_text(tokens).cpu())
     if not keys:
         raise DataError(f"shard {shard}: no usable sample (see the pipeline's skip log)")
     dim = images[0].shape[1]
@@ -157,7 +150,7 @@ def write_teacher_embeddings(
             "image_features": images.to(DTYPES[dtype]).contiguous(),
             "text_features": texts.to(DTYPES[dtype]).contiguous(),
             "text_offsets": offsets,
-            "logit_scale": teacher.model.logit_scale.detach().exp().float().cpu().reshape(()),
+            "logit_scale": teacher.logit_scale().cpu().reshape(()),
         }
         metadata = _metadata(
             shard, fingerprint, teacher, teacher_sha, pretrained, keys, images.shape[1]
