@@ -32,7 +32,7 @@ def test_chance_levels_and_table() -> None:
         "text_retrieval_recall@1": 0.3,
     }
     chance = chance_levels(metrics, {"num_images": 100, "num_texts": 500})
-    assert chance["zeroshot_acc1"] == 1 / 8
+    assert chance["zeroshot_acc1"] == chance["zeroshot_generic_acc1"] == 1 / 8
     assert chance["image_retrieval_recall@1"] == pytest.approx(1 / 100)
     assert chance["text_retrieval_recall@1"] == pytest.approx(5 / 500)  # 5 captions per image
     table = results_table(metrics, chance)
@@ -93,6 +93,9 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     clip_cfg = json.loads((tmp_path / "row-clip-seed1" / "config.json").read_text())
     assert (clip_cfg["soft_labels"], clip_cfg["token_loss"], clip_cfg["mlm"]) == (False,) * 3
     assert clip_cfg["seed"] == 1 and clip_cfg["aug_cfg"] == {"scale": [0.9, 1.0]}
+    # The default regime: the shards' own 128 px, channels-last.
+    assert clip_cfg["image_size"] == 128 and clip_cfg["channels_last"] is True
+    assert " at 128 px, 1 steps" in table
     assert json.loads(Path(clip_cfg["model"]).read_text())["text_layers"] == 4
     assert (tmp_path / "ablation.png").exists()
     # The report is rebuilt from the saved runs alone, identically.

@@ -11,6 +11,10 @@ differ:
     lightclip     all three (the full recipe, SPEC §2 loss weights)
     +token-heads  (on request) + token loss through separate heads, another reading of SPEC
 
+The default regime is the one in which the CLIP baseline learns on this small data within ten
+minutes a run on a 2-core CPU: ``lightclip-tiny-mnv2`` at 128 px (the shards' own size),
+1,200 steps of 64, AdamW at lr 2e-3, channels-last.
+
 Each trained model is exported (training-only heads dropped) and evaluated on the Flickr8k
 dev shard (1,000 images, all 5 captions each): image->text and text->image R@1/5/10, and a
 zero-shot figure (``flickr8k_zero_shot``: dev images labelled by the subject their captions
@@ -72,8 +76,12 @@ TRAIN_SHARDS = "train-{000000..000005}.tar"
 DEV_SHARD = "dev-000000.tar"
 
 # Flickr8k is small data: tiny towers, a short run and a high learning rate, picked on its
-# train and dev shards.
-DEFAULTS = dict(towers="tiny-mnv2", steps=600, batch_size=64, lr=2e-3)
+# train and dev shards. At the tiny preset's own 64 px the baseline stays near chance whatever
+# else changes; at the shards' own 128 px and twice the steps it learns within ten minutes a run.
+DEFAULTS = dict(towers="tiny-mnv2", image_size=128, steps=1200, batch_size=64, lr=2e-3)
+# Training options every row gets unless --train-opt says otherwise: channels-last only changes
+# the memory layout (the same numbers, a faster step on CPU).
+DEFAULT_TRAIN_OPTS: dict[str, Any] = dict(channels_last=True)
 
 
 def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
@@ -104,7 +112,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULTS["towers"],
         help="tower preset: model lightclip-<towers> (e.g. tiny-mnv2, tiny-r18, r18)",
     )
-    p.add_argument("--image-size", type=int, default=None, help="default: the preset's")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULTS["image_size"],
+        help="training and evaluation resolution; 0: the preset's own",
+    )
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
@@ -171,7 +184,7 @@ def run_one(
             "batch_size": args.batch_size,
             "lr": args.lr,
             "seed": seed,
-            "image_size": args.image_size,
+            "image_size": args.image_size or None,
             "workers": args.workers,
             "logs": args.out,
             "name": f"row-{key.strip('+')}-seed{seed}",
@@ -180,6 +193,7 @@ def run_one(
             "save_frequency": 0,
             "export": True,
             "overwrite": True,  # a rerun retrains the row in its folder
+            **DEFAULT_TRAIN_OPTS,
             **extra,
             **switches,
         }
@@ -195,12 +209,12 @@ def run_one(
     metrics = evaluate_held_out(
         exported,
         dev_data,
-        image_size=args.image_size,
+        image_size=args.image_size or None,
         zero_shot=False,
         max_batches=args.eval_batches,
     )
     metrics["zeroshot_subject_recall"] = zero_shot_accuracy(
-        exported, dev_data, image_size=args.image_size, max_batches=args.eval_batches
+        exported, dev_data, image_size=args.image_size or None, max_batches=args.eval_batches
     )
     curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "tok_img_cos", "tok_word_cos")
     curve = [
@@ -250,8 +264,10 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace, model: str) -> str:
     head = ["row"] + [name for name, _ in METRICS] + ["train s", "final L_ins"]
     seeds = f"{rows[0]['seeds']} seed{'s' if rows[0]['seeds'] > 1 else ''}"
+    size = getattr(args, "image_size", None)
+    at = f" at {size} px" if size else ""
     lines = [
-        f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), {model}, "
+        f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), {model}{at}, "
         f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; mean ± std over {seeds} "
         "(recall in %; zero-shot: mean per-class recall over 5 subjects, chance 20 %)",
         "",
