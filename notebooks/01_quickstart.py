@@ -96,7 +96,7 @@ from IPython.display import clear_output
 
 # make demo's run, sized for a few minutes on a 2-core CPU. Contrastive learning here sits near
 # ln(batch) for a while before it takes off; more scenes than the run draws, so none repeats.
-STEPS = 4 if FAST else 600
+STEPS = 4 if FAST else 800
 config = lightclip.TrainConfig(
     model="lightclip-tiny-mnv2",          # MobileNetV2-0.5 + 8-layer text tower, 64 px
     train_data="synthetic:train",

@@ -299,6 +299,30 @@ def test_cli_zero_shot_on_synthetic_writes_json(tmp_path, capsys):
     assert "mean_per_class_recall" in capsys.readouterr().out
 
 
+def test_synthetic_data_ships_prompts_in_its_captions_grammar():
+    model = lightclip.create_model("clip-tiny-mnv2").export().eval()
+
+    def heldout() -> lightclip.DataPipeline:
+        size = model.config.image_size
+        return lightclip.DataPipeline(
+            "synthetic:heldout", batch_size=32, image_size=size, train=False
+        )
+
+    data = heldout()
+    assert len(data.templates) == 8 and all("{c}" in t for t in data.templates)
+    prompts = expand_prompts(["red triangle"], data.templates)[0]
+    assert "a small red triangle" in prompts and "a large red triangle on the right" in prompts
+    # Zero-shot without templates uses the source's own, not the generic set (a fresh
+    # pipeline for each pass: the same first batch).
+    default = evaluate_zero_shot(model, heldout(), max_batches=1)
+    given = evaluate_zero_shot(model, heldout(), templates=data.templates, max_batches=1)
+    assert dict(default) == dict(given)
+    train_split = lightclip.DataPipeline(
+        "synthetic:train", batch_size=8, image_size=32, train=False
+    )
+    assert train_split.templates == data.templates
+
+
 def test_flickr8k_dev_retrieval_uses_five_captions_per_image(flickr8k_dir):
     model = lightclip.create_model("clip-tiny-mnv2").export().eval()
     data = lightclip.DataPipeline(

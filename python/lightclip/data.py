@@ -436,8 +436,10 @@ class DataPipeline:
 
     @property
     def templates(self) -> list[str] | None:
-        """The prompts of a ``zeroshot_classification_templates.txt`` beside the shards (or in
-        their parent), one per line with CLIP_benchmark's ``{c}`` slot; None without one."""
+        """The zero-shot prompts the source ships, with CLIP_benchmark's ``{c}`` slot: the lines
+        of a ``zeroshot_classification_templates.txt`` beside the shards (or in their parent),
+        or, for the synthetic data, the phrasings its captions give a lone shape ("a small
+        {c} on the left"); None for other sources."""
         return self._core.templates
 
     @property

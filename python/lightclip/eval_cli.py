@@ -152,8 +152,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--templates",
         help=f"zero-shot prompts: a set ({', '.join(TEMPLATE_SETS)}: OpenAI's 80, read from "
         "open_clip) or a file with one template per line, the class name written {c} (as "
-        "CLIP_benchmark) or {}; default: the zeroshot_classification_templates.txt that came "
-        "with the shards, else generic",
+        "CLIP_benchmark) or {}; default: the source's own (the zeroshot_classification_templates"
+        ".txt that came with the shards, or the synthetic data's caption phrasings), else "
+        "generic",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -154,7 +154,7 @@ def evaluate_zero_shot(
     ``templates``: a set name (``"generic"``, ``"imagenet"``: OpenAI's, from open_clip), a
     templates file or a list of templates (see :func:`lightclip.zero_shot.resolve_templates`);
     None takes ``data.templates`` (the ``zeroshot_classification_templates.txt`` that came with
-    shards), else ``"generic"``.
+    shards, or the synthetic captions' phrasings), else ``"generic"``.
     """
     check_dataset_type(data, "zeroshot_classification")
     if templates is None:

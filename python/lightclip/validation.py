@@ -57,14 +57,15 @@ def evaluate_held_out(
     num_samples: int | None = None,
     seed: int = 0,
     zero_shot: bool | None = None,
-    templates: str = "generic",
+    templates: str | None = None,
     max_batches: int | None = None,
     reading: ReadingConfig | None = None,
 ) -> dict[str, float]:
     """Image<->text retrieval R@1/5/10 on ``source`` (all captions of each image) and, when
     the source is labelled (image folders, synthetic) and ``zero_shot`` is not False,
-    zero-shot top-1/top-5 with prompt ensembling over its class names. ``reading``: how to
-    read the source (a table's columns, say); ``num_samples`` sizes a synthetic one."""
+    zero-shot top-1/top-5 with prompt ensembling over its class names (``templates``: the
+    source's own prompts when None, else "generic"). ``reading``: how to read the source (a
+    table's columns, say); ``num_samples`` sizes a synthetic one."""
     from ._core import ReadingConfig
     from .data import DataPipeline
     from .evaluate import evaluate_retrieval, evaluate_zero_shot

@@ -10,7 +10,7 @@ A template is a string with one slot for the class name, written ``{}`` (``str.f
 come from :func:`resolve_templates`:
 
 * ``"generic"``: :data:`GENERIC_TEMPLATES`, a handful of neutral phrasings written for
-  lightclip that suit any labelled set (the bundled synthetic shapes included);
+  lightclip that suit any labelled set;
 * ``"imagenet"``: OpenAI's 80 ImageNet prompts, read from the installed open_clip
   (``open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES``), so they are exactly the ones
   open_clip and CLIP_benchmark use; without open_clip this is a clear error;

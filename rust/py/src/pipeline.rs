@@ -289,10 +289,11 @@ impl PyPipeline {
         layout.dataset_type.map(|t| t.name())
     }
 
-    /// The lines of the shards' `zeroshot_classification_templates.txt`, if they have one.
+    /// The zero-shot prompts the source ships: the lines of the shards'
+    /// `zeroshot_classification_templates.txt`, or the synthetic captions' phrasings.
     #[getter]
     fn templates(&self) -> Option<Vec<String>> {
-        self.inner.source.shard_layout()?.templates.clone()
+        self.inner.source.templates()
     }
 
     /// Samples per epoch over all ranks, where known without reading the data.

@@ -13,7 +13,7 @@ use super::folder::FolderSource;
 use super::raw::{EpochPlan, RawItem};
 use super::shard_layout::ShardLayout;
 use super::shards::ShardSource;
-use super::synthetic::{Split, SyntheticConfig, SyntheticSource};
+use super::synthetic::{Split, SyntheticConfig, SyntheticSource, TEMPLATES};
 use super::table::TableSource;
 use crate::error::{CoreError, Result};
 use crate::limits::{DEFAULT_MAX_IMAGE_BYTES, MAX_SHARD_NAMES};
@@ -130,6 +130,16 @@ impl Source {
             Source::Shards(s) => s.class_names().map(<[String]>::to_vec),
             Source::Synthetic(s) => Some(s.class_names()),
             Source::Table(_) => None,
+        }
+    }
+
+    /// Zero-shot prompts the source ships: the shards' `zeroshot_classification_templates.txt`,
+    /// or the synthetic captions' own phrasings.
+    pub fn templates(&self) -> Option<Vec<String>> {
+        match self {
+            Source::Shards(s) => s.layout().templates.clone(),
+            Source::Synthetic(_) => Some(TEMPLATES.iter().map(|t| t.to_string()).collect()),
+            _ => None,
         }
     }
 

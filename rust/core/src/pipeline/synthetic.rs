@@ -27,6 +27,21 @@ pub const COLOURS: [(&str, [f32; 3]); 6] = [
 pub const SHAPES: [&str; 6] = ["circle", "square", "triangle", "diamond", "cross", "star"];
 const SIZES: [(&str, f32); 2] = [("small", 0.085), ("large", 0.145)];
 
+/// Zero-shot prompts in the captions' own grammar (`{c}` is a class name, "red triangle"):
+/// every way a caption names a lone shape. As a CLIP_benchmark data set ships its
+/// `zeroshot_classification_templates.txt`, the bundled data ships these; generic prompts
+/// ("a photo of a red triangle.") use words its captions never contain.
+pub const TEMPLATES: [&str; 8] = [
+    "a small {c}",
+    "a large {c}",
+    "a small {c} on the left",
+    "a large {c} on the left",
+    "a small {c} in the middle",
+    "a large {c} in the middle",
+    "a small {c} on the right",
+    "a large {c} on the right",
+];
+
 /// Colour i never appears as shape (i + 2) % 6 in training: every colour and every shape is
 /// still seen in training, in other combinations.
 pub fn is_heldout(colour: usize, shape: usize) -> bool {
@@ -385,6 +400,27 @@ mod tests {
                 assert!(col(a) < col(b), "{}", s.caption);
             }
         }
+    }
+
+    #[test]
+    fn templates_are_the_captions_of_lone_shapes() {
+        let src = source(Split::Train);
+        let mut used = [false; TEMPLATES.len()];
+        for i in 0..2000 {
+            let s = src.scene(i);
+            if let [sh] = s.shapes[..] {
+                let class = format!("{} {}", COLOURS[sh.colour].0, SHAPES[sh.shape]);
+                let hit = TEMPLATES
+                    .iter()
+                    .position(|t| t.replace("{c}", &class) == s.caption);
+                let hit = hit.unwrap_or_else(|| panic!("no template gives {:?}", s.caption));
+                used[hit] = true;
+            }
+        }
+        assert!(
+            used.iter().all(|&u| u),
+            "templates no caption uses: {used:?}"
+        );
     }
 
     #[test]
