@@ -32,8 +32,8 @@ from .validation import evaluate_held_out
 
 DEMO_MODEL = "lightclip-tiny-mnv2"
 HELD_OUT = "synthetic:heldout"
-# Sized for about five minutes on a quiet 2-core CPU. Contrastive learning on this data has a plateau
-# before it takes off, hence the high learning rate. The time budget only guards against a
+# Sized for about five minutes on a quiet 2-core CPU. Contrastive learning on this data has a
+# plateau before it takes off, hence the high learning rate. The time budget only guards against a
 # stuck machine (one several times slower than a quiet 2-core one still finishes): training
 # stops there (checkpoint saved) and evaluation goes on.
 DEMO_STEPS = 800
