@@ -299,7 +299,9 @@ def test_cli_zero_shot_on_synthetic_writes_json(tmp_path, capsys):
     assert "mean_per_class_recall" in capsys.readouterr().out
 
 
-def test_synthetic_data_ships_prompts_in_its_captions_grammar():
+def test_synthetic_data_ships_prompts_in_its_captions_grammar(monkeypatch):
+    import lightclip.evaluate as evaluate_module
+
     model = lightclip.create_model("clip-tiny-mnv2").export().eval()
 
     def heldout() -> lightclip.DataPipeline:
@@ -317,6 +319,16 @@ def test_synthetic_data_ships_prompts_in_its_captions_grammar():
     default = evaluate_zero_shot(model, heldout(), max_batches=1)
     given = evaluate_zero_shot(model, heldout(), templates=data.templates, max_batches=1)
     assert dict(default) == dict(given)
+    built_with = []
+    build = evaluate_module.build_zero_shot_classifier
+
+    def recording_build(model, tokenizer, names, templates, **kw):
+        built_with.append(templates)
+        return build(model, tokenizer, names, templates, **kw)
+
+    monkeypatch.setattr(evaluate_module, "build_zero_shot_classifier", recording_build)
+    evaluate_zero_shot(model, heldout(), max_batches=1)
+    assert built_with == [data.templates]
     train_split = lightclip.DataPipeline(
         "synthetic:train", batch_size=8, image_size=32, train=False
     )

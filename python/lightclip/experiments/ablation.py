@@ -80,7 +80,7 @@ DEV_SHARD = "dev-000000.tar"
 # else changes; at the shards' own 128 px and twice the steps it learns within ten minutes a run.
 DEFAULTS = dict(towers="tiny-mnv2", image_size=128, steps=1200, batch_size=64, lr=2e-3)
 # Training options every row gets unless --train-opt says otherwise: channels-last only changes
-# the memory layout (the same numbers, a faster step on CPU).
+# the memory layout (the same model up to float rounding, a faster step on CPU).
 DEFAULT_TRAIN_OPTS: dict[str, Any] = dict(channels_last=True)
 
 
@@ -152,7 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="train nothing: rewrite the table and plot from --out's ablation.json",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.image_size = args.image_size or None  # 0: the preset's own
+    return args
 
 
 def model_argument(args: argparse.Namespace, out: Path) -> str:
@@ -184,7 +186,7 @@ def run_one(
             "batch_size": args.batch_size,
             "lr": args.lr,
             "seed": seed,
-            "image_size": args.image_size or None,
+            "image_size": args.image_size,
             "workers": args.workers,
             "logs": args.out,
             "name": f"row-{key.strip('+')}-seed{seed}",
@@ -209,12 +211,12 @@ def run_one(
     metrics = evaluate_held_out(
         exported,
         dev_data,
-        image_size=args.image_size or None,
+        image_size=args.image_size,
         zero_shot=False,
         max_batches=args.eval_batches,
     )
     metrics["zeroshot_subject_recall"] = zero_shot_accuracy(
-        exported, dev_data, image_size=args.image_size or None, max_batches=args.eval_batches
+        exported, dev_data, image_size=args.image_size, max_batches=args.eval_batches
     )
     curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "tok_img_cos", "tok_word_cos")
     curve = [
