@@ -134,3 +134,13 @@ def test_small_real_images_get_milder_defaults_than_large_ones() -> None:
     assert augmentation_defaults("x.tar", 128) == small
     assert default_eda_prob("synthetic:train", 224) == 0.0
     assert default_eda_prob("x.tar", 224) == 0.5 and default_eda_prob("x.tar", 64) == 0.0
+
+
+def test_synthetic_defaults_keep_what_the_captions_name() -> None:
+    # Colours (no hue jitter, no grayscale) and the outlines of shapes a few pixels wide (no
+    # blur): the captions name both, at any resolution.
+    for size in (64, 224):
+        synthetic = augmentation_defaults("synthetic:train", size)
+        assert synthetic.jitter[3] == 0.0 and synthetic.grayscale_p == 0.0
+        assert synthetic.blur_p == 0.0
+        assert synthetic.crop_scale[0] >= 0.8

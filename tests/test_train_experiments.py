@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lightclip.demo import chance_levels, results_table, retrieval_chance
 from lightclip.experiments import ablation
@@ -132,3 +133,55 @@ def test_flickr8k_subject_labels() -> None:
 def test_ablation_reports_missing_data(tmp_path: Path, capsys) -> None:
     assert ablation.main(["--data-dir", str(tmp_path), "--steps", "1"]) == 2
     assert "no Flickr8k shards" in capsys.readouterr().err
+
+
+def test_demo_seeds_runs_the_demo_per_seed_with_its_variations(tmp_path: Path) -> None:
+    from lightclip.experiments import demo_seeds
+
+    torch.set_num_threads(1)
+    argv = ["--steps", "2", "--batch-size", "8", "--seeds", "2", "--first-seed", "3"]
+    argv += ["--recipe", "clip", "--lr", "1e-3", "--train-opt", "alpha=0.3"]
+    assert demo_seeds.main([*argv, "--heldout-samples", "48", "--out", str(tmp_path)]) == 0
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [3, 4]
+    for run in runs:
+        config = json.loads((tmp_path / f"seed{run['seed']}" / "config.json").read_text())
+        assert (config["recipe"], config["lr"], config["alpha"]) == ("clip", 1e-3, 0.3)
+        assert (config["seed"], config["steps"], config["batch_size"]) == (run["seed"], 2, 8)
+        metrics = run["metrics"]
+        for _, key in demo_seeds.FIGURES:
+            assert run["ratios"][key] == pytest.approx(metrics[key] / metrics[f"chance_{key}"])
+        assert metrics["chance_image_retrieval_recall@10"] == pytest.approx(10 / 48)
+    mean = sum(r["ratios"]["zeroshot_acc1"] for r in runs) / 2
+    last = (tmp_path / "table.md").read_text().splitlines()[-1]
+    assert last.startswith("| mean ± std") and f"{mean:.2f} ± " in last
+
+
+@pytest.mark.parametrize(
+    ("opt", "message"), [("bogus=1", "not training options"), ("lr=1.0", "flags of their own")]
+)
+def test_demo_seeds_refuses_bad_train_options(tmp_path: Path, capsys, opt, message) -> None:
+    from lightclip.experiments import demo_seeds
+
+    assert demo_seeds.main(["--train-opt", opt, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_centroid_probe_tells_colour_from_shape() -> None:
+    from lightclip.experiments.demo_seeds import centroid_probe
+
+    colours, shapes = ["red", "blue", "green"], ["circle", "square", "star", "cross"]
+    names = [f"{c} {s}" for c in colours for s in shapes]
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, len(names), (600,), generator=generator)
+    colour = F.one_hot(labels // len(shapes), len(colours)).float()
+    shape = F.one_hot(labels % len(shapes), len(shapes)).float()
+    noise = 0.05 * torch.randn(len(labels), 7, generator=generator)
+    both = centroid_probe(torch.cat([colour, shape], dim=1) + noise, labels, names)
+    assert both["probe_colour_acc"] == both["probe_shape_acc"] == 1.0
+    assert both["probe_scenes"] == 300
+    # An embedding that holds the colour only: the shape is a guess among four.
+    blind = centroid_probe(torch.cat([colour, 0 * shape], dim=1) + noise, labels, names)
+    assert blind["probe_colour_acc"] == 1.0
+    assert 0.1 < blind["probe_shape_acc"] < 0.45

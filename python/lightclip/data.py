@@ -87,10 +87,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Per kind of source: its augmentation and its EDA probability when training.
 # The procedural captions are about colour, shape and position: hue jitter and grayscale would
-# make them false, strong crops would cut shapes out, EDA would scramble "to the left of".
+# make them false, strong crops would cut shapes out, EDA would scramble "to the left of", and
+# MoCo-v2's blur (sigma up to 2 px, set for 224 px photos) smears a shape a few pixels wide into
+# its background, colour and outline alike.
 _SYNTHETIC_DEFAULTS = (
     AugmentationConfig(
-        crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), jitter_p=0.8, grayscale_p=0.0
+        crop_scale=(0.8, 1.0),
+        jitter=(0.4, 0.4, 0.2, 0.0),
+        jitter_p=0.8,
+        grayscale_p=0.0,
+        blur_p=0.0,
     ),
     0.0,
 )

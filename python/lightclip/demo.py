@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +44,7 @@ DEMO_LR = 2e-3
 # model cannot memorise the colour-shape pairs of a few thousand scenes.
 DEMO_TRAIN_SAMPLES = 65_536
 DEMO_TRAIN_BUDGET_S = 20 * 60
+_RECIPE_NAMES = {"lightclip": "full LightCLIP recipe", "clip": "CLIP baseline recipe"}
 
 
 def retrieval_chance(k: int, candidates: int, positives: int = 1) -> float:
@@ -101,18 +104,24 @@ def run_demo(
     name: str = "demo",
     progress: bool = True,
     train_budget_s: float | None = DEMO_TRAIN_BUDGET_S,
+    recipe: str = "lightclip",
+    lr: float = DEMO_LR,
+    model: str = DEMO_MODEL,
+    train_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Trains, exports, evaluates and prints the table; returns the held-out metrics (plus
-    ``chance_*`` entries and ``train_seconds``)."""
+    ``chance_*`` entries and ``train_seconds``). ``recipe``, ``lr``, ``model`` (a preset or
+    a model config file) and ``train_options`` (more ``TrainConfig`` fields) vary the run for
+    experiments on it."""
     steps = steps or DEMO_STEPS
     config = TrainConfig(
-        model=DEMO_MODEL,
-        recipe="lightclip",
+        model=model,
+        recipe=recipe,
         train_data="synthetic:train",
         train_num_samples=train_samples,
         steps=steps,
         batch_size=batch_size,
-        lr=DEMO_LR,
+        lr=lr,
         seed=seed,
         logs=logs,
         name=name,
@@ -121,10 +130,11 @@ def run_demo(
         save_every_n_steps=100,
         export=True,
         overwrite=True,  # each demo is a fresh run in the same folder
+        **(train_options or {}),
     )
     print(
-        f"training {DEMO_MODEL} (full LightCLIP recipe) on the bundled synthetic data: "
-        f"{steps} steps x {batch_size} samples at 64 px"
+        f"training {Path(model).stem} ({_RECIPE_NAMES.get(recipe, recipe)}) on the bundled "
+        f"synthetic data: {steps} steps x {batch_size} samples at 64 px"
     )
     start = time.perf_counter()
 

@@ -159,8 +159,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def model_argument(args: argparse.Namespace, out: Path) -> str:
     """The ``--model`` of every row: the preset, or a JSON config with ``--model-opt``."""
-    name = f"lightclip-{args.towers}"
-    overrides = _key_values(args.model_opt, "--model-opt")
+    return preset_with_overrides(f"lightclip-{args.towers}", args.model_opt, out)
+
+
+def preset_with_overrides(name: str, model_opt: list[str], out: Path) -> str:
+    """``name``, or with ``--model-opt`` KEY=VALUE pairs the path of ``out/model.json``: the
+    preset's config with them applied."""
+    overrides = _key_values(model_opt, "--model-opt")
     if not overrides:
         return name
     cfg = get_model_config(name).replace(**overrides)

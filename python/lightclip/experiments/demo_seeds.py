@@ -1,0 +1,235 @@
+"""``make demo`` over several seeds: held-out zero-shot and retrieval as multiples of chance.
+
+The demo's targets (zero-shot top-1 >= 3x chance, R@10 >= 10x) must hold on every seed, not
+on average; this runs the demo's own training and evaluation (``lightclip.demo.run_demo``) for
+each seed, with the variations an experiment on it needs, and prints one line per seed plus
+the mean ± std::
+
+    python -m lightclip.experiments.demo_seeds --seeds 3 --out logs/demo-seeds
+    python -m lightclip.experiments.demo_seeds --recipe clip --out logs/demo-seeds-clip
+    python -m lightclip.experiments.demo_seeds --lr 1e-3 --train-opt r1=0.5 --out logs/x
+
+Each run also gets an attribute probe of its image embeddings (:func:`attribute_probe`): how
+well a nearest-centroid classifier over the training split's colour-shape combinations tells
+the colour and the shape of a lone shape, so a zero-shot failure can be traced to what the
+image tower did not learn.
+
+``<out>/results.json`` keeps every seed's metrics; ``<out>/seed<N>/`` its run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .._core import ReadingConfig
+from ..checkpoint import model_from_checkpoint
+from ..config import TrainConfig
+from ..data import DataPipeline
+from ..demo import DEMO_LR, DEMO_MODEL, DEMO_STEPS, run_demo
+from ..errors import InvalidInputError, LightclipError
+from ..evaluate import default_tokenizer
+from ..validation import eval_pipeline_options
+from .ablation import _key_values, preset_with_overrides
+
+# (label, metric key) in the order the table shows them; each is reported as x chance.
+FIGURES = [
+    ("zero-shot top-1", "zeroshot_acc1"),
+    ("generic prompts", "zeroshot_generic_acc1"),
+    ("t->i R@10", "image_retrieval_recall@10"),
+    ("i->t R@10", "text_retrieval_recall@10"),
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m lightclip.experiments.demo_seeds", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds: first-seed, +1, ...")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=DEMO_STEPS)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=DEMO_LR)
+    p.add_argument("--recipe", default="lightclip", help="lightclip (the demo's) or clip")
+    p.add_argument(
+        "--train-opt",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more TrainConfig fields for every run, e.g. r1=0.5 w_tok=0.2",
+    )
+    p.add_argument(
+        "--model-opt",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{DEMO_MODEL} with these model config fields changed, e.g. text_layers=4",
+    )
+    p.add_argument("--heldout-samples", type=int, default=1000, help="held-out scenes evaluated")
+    p.add_argument("--out", required=True, help="folder for the runs and results.json")
+    p.add_argument("--verbose", action="store_true", help="show each run's own output")
+    return p.parse_args(argv)
+
+
+def ratios(metrics: dict[str, float]) -> dict[str, float]:
+    """Each figure of ``FIGURES`` divided by its chance level."""
+    return {key: metrics[key] / metrics[f"chance_{key}"] for _, key in FIGURES if key in metrics}
+
+
+PROBES = [("colour probe", "probe_colour_acc"), ("shape probe", "probe_shape_acc")]
+
+
+def centroid_probe(
+    features: torch.Tensor, labels: torch.Tensor, class_names: list[str]
+) -> dict[str, float]:
+    """Nearest-centroid classification of ``features`` into ``class_names`` ("red circle"):
+    centroids from the first half, predictions on the second; how often the predicted class
+    has the right colour (first word) and the right shape (second word)."""
+    half = len(features) // 2
+    train, test = F.normalize(features[:half], dim=-1), F.normalize(features[half:], dim=-1)
+    present = [c for c in range(len(class_names)) if bool((labels[:half] == c).any())]
+    centroids = torch.stack(
+        [F.normalize(train[labels[:half] == c].mean(0), dim=0) for c in present]
+    )
+    predicted = torch.tensor(present)[(test @ centroids.t()).argmax(dim=1)]
+    words = [name.split() for name in class_names]
+    pairs = list(zip(predicted.tolist(), labels[half:].tolist(), strict=True))
+    colour = [words[p][0] == words[t][0] for p, t in pairs]
+    shape = [words[p][1] == words[t][1] for p, t in pairs]
+    return {
+        "probe_colour_acc": statistics.fmean(colour),
+        "probe_shape_acc": statistics.fmean(shape),
+        "probe_scenes": float(len(pairs)),
+    }
+
+
+@torch.no_grad()
+def attribute_probe(model: Any, num_samples: int = 3000, seed: int = 0) -> dict[str, float]:
+    """:func:`centroid_probe` of ``model``'s image embeddings of the lone-shape scenes among
+    ``num_samples`` of the training split (unaugmented). A lone shape's caption has one size
+    word ("a small red circle"), which is how those scenes are found."""
+    options = eval_pipeline_options(model, image_size=None, batch_size=250, threads=None, seed=seed)
+    data = DataPipeline(
+        "synthetic:train", reading=ReadingConfig(num_samples=num_samples), **options
+    )
+    tokenizer = default_tokenizer(model)
+    size_words = [int(tokenizer([word])[0, 1]) for word in ("small", "large")]
+    features, labels = [], []
+    for batch in data:
+        lone = sum((batch["text"] == word).sum(dim=1) for word in size_words) == 1
+        features.append(model.encode_image(batch["image"][lone], normalize=True).float())
+        labels.append(batch["label"][lone])
+    return centroid_probe(torch.cat(features), torch.cat(labels), list(data.class_names))
+
+
+def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    head = ["seed"] + [f"{label} (x chance)" for label, _ in FIGURES]
+    head += [f"{label} (%)" for label, _ in PROBES] + ["train s"]
+    lines = [
+        f"make demo's run, {args.recipe} recipe, {args.steps} steps x {args.batch_size}, "
+        f"lr {args.lr}" + "".join(f", {opt}" for opt in [*args.model_opt, *args.train_opt]),
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---:"] * len(head)) + "|",
+    ]
+    for run in runs:
+        cells = [str(run["seed"])] + [f"{run['ratios'][k]:.2f}" for _, k in FIGURES]
+        cells += [f"{100 * run['probe'][k]:.0f}" for _, k in PROBES]
+        lines.append("| " + " | ".join(cells + [f"{run['train_seconds']:.0f}"]) + " |")
+    columns = [[r["ratios"][k] for r in runs] for _, k in FIGURES]
+    columns += [[100 * r["probe"][k] for r in runs] for _, k in PROBES]
+    columns.append([r["train_seconds"] for r in runs])
+    cells = ["mean ± std"]
+    for values in columns:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        cells.append(f"{statistics.fmean(values):.2f} ± {std:.2f}")
+    lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# What run_demo sets from this script's own flags: --train-opt may not set them again.
+_OWN_FIELDS = {"seed", "steps", "batch_size", "lr", "recipe", "logs", "name", "progress", "model"}
+
+
+def train_options(pairs: list[str]) -> dict[str, Any]:
+    """``--train-opt`` as TrainConfig fields, refusing unknown ones and the script's own."""
+    options = _key_values(pairs, "--train-opt")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InvalidInputError(f"--train-opt: {unknown} are not training options")
+    clash = sorted(set(options) & _OWN_FIELDS)
+    if clash:
+        raise InvalidInputError(f"--train-opt: {clash} have flags of their own (or are fixed)")
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if min(args.seeds, args.steps, args.batch_size, args.heldout_samples) < 1:
+            raise InvalidInputError(
+                "--seeds, --steps, --batch-size and --heldout-samples must be at least 1"
+            )
+        options = train_options(args.train_opt)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        model = preset_with_overrides(DEMO_MODEL, args.model_opt, Path(args.out))
+        runs = run_seeds(args, model, options)
+    except LightclipError as e:
+        print(f"demo_seeds: error: {e}", file=sys.stderr)
+        return 2
+    report = table(runs, args)
+    (Path(args.out) / "table.md").write_text(report + "\n")
+    print()
+    print(report)
+    return 0
+
+
+def run_seeds(
+    args: argparse.Namespace, model: str, options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    out = Path(args.out)
+    runs: list[dict[str, Any]] = []
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        quiet = (
+            contextlib.nullcontext() if args.verbose else contextlib.redirect_stdout(io.StringIO())
+        )
+        with quiet:
+            metrics = run_demo(
+                seed=seed,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                logs=str(out),
+                name=f"seed{seed}",
+                progress=False,
+                recipe=args.recipe,
+                lr=args.lr,
+                model=model,
+                heldout_samples=args.heldout_samples,
+                train_options=options,
+            )
+        exported = model_from_checkpoint(out / f"seed{seed}" / "inference_model").eval()
+        run = {"seed": seed, "metrics": metrics, "ratios": ratios(metrics)}
+        run["probe"] = attribute_probe(exported, seed=seed)
+        run["train_seconds"] = metrics["train_seconds"]
+        runs.append(run)
+        shown = ", ".join(f"{label} {run['ratios'][k]:.2f}x" for label, k in FIGURES)
+        shown += "".join(f", {label} {100 * run['probe'][k]:.0f} %" for label, k in PROBES)
+        print(f"seed {seed}: {shown}, trained {run['train_seconds']:.0f} s", flush=True)
+        # Written after every seed: an experiment stopped half-way keeps what it measured.
+        (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
+    return runs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
