@@ -28,6 +28,7 @@ import torch
 
 from .checkpoint import model_from_checkpoint
 from .config import TrainConfig
+from .models import get_model_config
 from .openclip_export import export_inference_model
 from .train import train
 from .validation import evaluate_held_out
@@ -132,9 +133,10 @@ def run_demo(
         overwrite=True,  # each demo is a fresh run in the same folder
         **(train_options or {}),
     )
+    at = "" if model.endswith(".json") else f" at {get_model_config(model).image_size} px"
     print(
         f"training {Path(model).stem} ({_RECIPE_NAMES.get(recipe, recipe)}) on the bundled "
-        f"synthetic data: {steps} steps x {batch_size} samples at 64 px"
+        f"synthetic data: {steps} steps x {batch_size} samples{at}"
     )
     start = time.perf_counter()
 
