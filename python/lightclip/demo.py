@@ -112,10 +112,10 @@ def run_demo(
 ) -> dict[str, float]:
     """Trains, exports, evaluates and prints the table; returns the held-out metrics (plus
     ``chance_*`` entries and ``train_seconds``). ``recipe``, ``lr``, ``model`` (a preset or
-    a model config file) and ``train_options`` (more ``TrainConfig`` fields) vary the run for
-    experiments on it."""
+    a model config file) and ``train_options`` (``TrainConfig`` fields, over the demo's own)
+    vary the run for experiments on it."""
     steps = steps or DEMO_STEPS
-    config = TrainConfig(
+    fields: dict[str, Any] = dict(
         model=model,
         recipe=recipe,
         train_data="synthetic:train",
@@ -131,8 +131,8 @@ def run_demo(
         save_every_n_steps=100,
         export=True,
         overwrite=True,  # each demo is a fresh run in the same folder
-        **(train_options or {}),
     )
+    config = TrainConfig(**{**fields, **(train_options or {})})
     at = "" if model.endswith(".json") else f" at {get_model_config(model).image_size} px"
     print(
         f"training {Path(model).stem} ({_RECIPE_NAMES.get(recipe, recipe)}) on the bundled "

@@ -157,8 +157,9 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-# What run_demo sets from this script's own flags: --train-opt may not set them again.
-_OWN_FIELDS = {"seed", "steps", "batch_size", "lr", "recipe", "logs", "name", "progress", "model"}
+# Fields this script sets from its own flags, and the export the probe reads: --train-opt
+# may not set them again (it may override the rest of the demo's settings).
+_OWN_FIELDS = {"seed", "steps", "batch_size", "lr", "recipe", "model", "logs", "name", "export"}
 
 
 def train_options(pairs: list[str]) -> dict[str, Any]:
