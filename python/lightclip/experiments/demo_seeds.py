@@ -145,10 +145,10 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for run in runs:
         cells = [str(run["seed"])] + [f"{run['ratios'][k]:.2f}" for _, k in FIGURES]
         cells += [f"{100 * run['probe'][k]:.0f}" for _, k in PROBES]
-        lines.append("| " + " | ".join(cells + [f"{run['train_seconds']:.0f}"]) + " |")
+        lines.append("| " + " | ".join(cells + [f"{run['metrics']['train_seconds']:.0f}"]) + " |")
     columns = [[r["ratios"][k] for r in runs] for _, k in FIGURES]
     columns += [[100 * r["probe"][k] for r in runs] for _, k in PROBES]
-    columns.append([r["train_seconds"] for r in runs])
+    columns.append([r["metrics"]["train_seconds"] for r in runs])
     cells = ["mean ± std"]
     for values in columns:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
@@ -222,11 +222,10 @@ def run_seeds(
         exported = model_from_checkpoint(out / f"seed{seed}" / "inference_model").eval()
         run = {"seed": seed, "metrics": metrics, "ratios": ratios(metrics)}
         run["probe"] = attribute_probe(exported, seed=seed)
-        run["train_seconds"] = metrics["train_seconds"]
         runs.append(run)
         shown = ", ".join(f"{label} {run['ratios'][k]:.2f}x" for label, k in FIGURES)
         shown += "".join(f", {label} {100 * run['probe'][k]:.0f} %" for label, k in PROBES)
-        print(f"seed {seed}: {shown}, trained {run['train_seconds']:.0f} s", flush=True)
+        print(f"seed {seed}: {shown}, trained {metrics['train_seconds']:.0f} s", flush=True)
         # Written after every seed: an experiment stopped half-way keeps what it measured.
         (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
     return runs
