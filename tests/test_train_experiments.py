@@ -186,3 +186,63 @@ def test_centroid_probe_tells_colour_from_shape() -> None:
     blind = centroid_probe(torch.cat([colour, 0 * shape], dim=1) + noise, labels, names)
     assert blind["probe_colour_acc"] == 1.0
     assert 0.1 < blind["probe_shape_acc"] < 0.45
+
+
+def test_mask_words_masks_exactly_the_given_words() -> None:
+    from lightclip.experiments.demo_seeds import mask_words
+    from lightclip.tokenizer import MASK_TOKEN
+
+    text = torch.tensor([[1, 7, 5, 9, 2, 0], [1, 5, 5, 3, 2, 0]])
+    masked, labels = mask_words(text, [5, 9])
+    m = MASK_TOKEN
+    assert masked.tolist() == [[1, 7, m, m, 2, 0], [1, m, m, 3, 2, 0]]
+    assert labels.tolist() == [[-100, -100, 5, 9, -100, -100], [-100, 5, 5, -100, -100, -100]]
+
+
+def test_fused_mlm_probe_needs_the_fused_pass() -> None:
+    import lightclip
+    from lightclip.experiments.demo_seeds import fused_mlm_probe
+
+    torch.set_num_threads(1)
+    assert fused_mlm_probe(lightclip.create_model("clip-tiny-mnv2").eval(), num_samples=8) == {}
+    model = lightclip.create_model("lightclip-tiny-mnv2", seed=0).eval()
+    probe = fused_mlm_probe(model, num_samples=8)
+    assert set(probe) == {"mlm_colour_acc", "mlm_shape_acc"}
+    assert all(0.0 <= v <= 1.0 for v in probe.values())
+
+
+def test_lone_shapes_pick_one_shape_scenes_with_their_caption_words() -> None:
+    import lightclip
+    from lightclip._core import ReadingConfig
+    from lightclip.experiments.shape_supervised import LoneShapes
+    from lightclip.validation import eval_pipeline_options
+
+    model = lightclip.create_model("lightclip-tiny-mnv2")
+    options = eval_pipeline_options(model, image_size=None, batch_size=60, threads=1, seed=0)
+    data = lightclip.DataPipeline(
+        "synthetic:train", reading=ReadingConfig(num_samples=60), **options
+    )
+    batch = next(iter(data))
+    lone = LoneShapes(model, list(data.class_names))
+    images, colour, shape = lone(batch)
+    tokenizer = lightclip.get_tokenizer("lightclip-tiny-mnv2")
+    word = {w: int(tokenizer([w])[0, 1]) for w in lone.colours + lone.shapes + ["small", "large"]}
+    rows = [
+        t for t in batch["text"] if int(sum((t == word[s]).sum() for s in ("small", "large"))) == 1
+    ]
+    assert 5 < len(rows) == len(images) < 60
+    for text, c, s in zip(rows, colour.tolist(), shape.tolist(), strict=True):
+        assert word[lone.colours[c]] in text.tolist() and word[lone.shapes[s]] in text.tolist()
+
+
+def test_shape_supervised_smoke_run(tmp_path: Path) -> None:
+    from lightclip.experiments import shape_supervised
+
+    torch.set_num_threads(1)
+    argv = ["--seeds", "2", "--steps", "2", "--eval-every", "1", "--eval-samples", "60"]
+    assert shape_supervised.main([*argv, "--batch-size", "16", "--out", str(tmp_path)]) == 0
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert [[row["step"] for row in rows] for rows in runs.values()] == [[1, 2], [1, 2]]
+    assert all(0 <= row["shape_acc"] <= 1 for rows in runs.values() for row in rows)
+    assert (tmp_path / "table.md").read_text().splitlines()[-1].startswith("| 2 | ")
+    assert shape_supervised.main(["--steps", "0", "--out", str(tmp_path)]) == 2

@@ -39,6 +39,7 @@ from ..data import DataPipeline
 from ..demo import DEMO_LR, DEMO_MODEL, DEMO_STEPS, run_demo
 from ..errors import InvalidInputError, LightclipError
 from ..evaluate import default_tokenizer
+from ..tokenizer import MASK_TOKEN
 from ..validation import eval_pipeline_options
 from .ablation import _key_values, preset_with_overrides
 
@@ -87,6 +88,8 @@ def ratios(metrics: dict[str, float]) -> dict[str, float]:
 
 
 PROBES = [("colour probe", "probe_colour_acc"), ("shape probe", "probe_shape_acc")]
+# The fused MLM pass restoring a masked word from the image (training model; lightclip recipe).
+MLM_PROBES = [("MLM colour", "mlm_colour_acc"), ("MLM shape", "mlm_shape_acc")]
 
 
 def centroid_probe(
@@ -132,9 +135,47 @@ def attribute_probe(model: Any, num_samples: int = 3000, seed: int = 0) -> dict[
     return centroid_probe(torch.cat(features), torch.cat(labels), list(data.class_names))
 
 
+def mask_words(text: torch.Tensor, word_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``text`` with every token in ``word_ids`` replaced by the mask token, and the MLM labels
+    for it (the original token there, -100 elsewhere)."""
+    where = torch.isin(text, torch.tensor(word_ids, dtype=text.dtype))
+    masked = text.masked_fill(where, MASK_TOKEN)
+    labels = torch.where(where, text, torch.full_like(text, -100))
+    return masked, labels
+
+
+@torch.no_grad()
+def fused_mlm_probe(model: Any, num_samples: int = 400, seed: int = 0) -> dict[str, float]:
+    """How often the training model's fused MLM pass (masked caption + image) restores the
+    masked words when every colour word, or every shape word, of a caption is masked: top-1
+    among the data's colours (or shapes), so chance is one in six. Scenes of
+    ``synthetic:train``, unaugmented. Empty for a model without fusion."""
+    if getattr(model, "fusion", None) is None or getattr(model, "mlm_head", None) is None:
+        return {}
+    options = eval_pipeline_options(model, image_size=None, batch_size=200, threads=None, seed=seed)
+    data = DataPipeline(
+        "synthetic:train", reading=ReadingConfig(num_samples=num_samples), **options
+    )
+    tokenizer = default_tokenizer(model)
+    names = [name.split() for name in data.class_names]
+    hits: dict[str, list[bool]] = {"colour": [], "shape": []}
+    for batch in data:
+        for attribute, position in (("colour", 0), ("shape", 1)):
+            words = sorted({name[position] for name in names})
+            ids = torch.tensor([int(tokenizer([word])[0, 1]) for word in words])
+            masked, labels = mask_words(batch["text"], ids.tolist())
+            out = model.forward_train(
+                batch["image"], batch["text"], masked_text=masked, mlm_labels=labels
+            )
+            predicted = ids[out["mlm_logits_fused"][:, ids].argmax(dim=1)]
+            hits[attribute] += (predicted == out["mlm_labels"]).tolist()
+    return {f"mlm_{k}_acc": statistics.fmean(v) for k, v in hits.items() if v}
+
+
 def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    probes = PROBES + [p for p in MLM_PROBES if all(p[1] in r["probe"] for r in runs)]
     head = ["seed"] + [f"{label} (x chance)" for label, _ in FIGURES]
-    head += [f"{label} (%)" for label, _ in PROBES] + ["train s"]
+    head += [f"{label} (%)" for label, _ in probes] + ["train s"]
     lines = [
         f"make demo's run, {args.recipe} recipe, {args.steps} steps x {args.batch_size}, "
         f"lr {args.lr}" + "".join(f", {opt}" for opt in [*args.model_opt, *args.train_opt]),
@@ -144,10 +185,10 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     for run in runs:
         cells = [str(run["seed"])] + [f"{run['ratios'][k]:.2f}" for _, k in FIGURES]
-        cells += [f"{100 * run['probe'][k]:.0f}" for _, k in PROBES]
+        cells += [f"{100 * run['probe'][k]:.0f}" for _, k in probes]
         lines.append("| " + " | ".join(cells + [f"{run['metrics']['train_seconds']:.0f}"]) + " |")
     columns = [[r["ratios"][k] for r in runs] for _, k in FIGURES]
-    columns += [[100 * r["probe"][k] for r in runs] for _, k in PROBES]
+    columns += [[100 * r["probe"][k] for r in runs] for _, k in probes]
     columns.append([r["metrics"]["train_seconds"] for r in runs])
     cells = ["mean ± std"]
     for values in columns:
@@ -222,9 +263,16 @@ def run_seeds(
         exported = model_from_checkpoint(out / f"seed{seed}" / "inference_model").eval()
         run = {"seed": seed, "metrics": metrics, "ratios": ratios(metrics)}
         run["probe"] = attribute_probe(exported, seed=seed)
+        last = out / f"seed{seed}" / "checkpoints" / "epoch_latest.pt"
+        if last.is_file():  # absent with --train-opt save_most_recent=False
+            run["probe"].update(fused_mlm_probe(model_from_checkpoint(last).eval(), seed=seed))
         runs.append(run)
         shown = ", ".join(f"{label} {run['ratios'][k]:.2f}x" for label, k in FIGURES)
-        shown += "".join(f", {label} {100 * run['probe'][k]:.0f} %" for label, k in PROBES)
+        shown += "".join(
+            f", {label} {100 * run['probe'][k]:.0f} %"
+            for label, k in PROBES + MLM_PROBES
+            if k in run["probe"]
+        )
         print(f"seed {seed}: {shown}, trained {metrics['train_seconds']:.0f} s", flush=True)
         # Written after every seed: an experiment stopped half-way keeps what it measured.
         (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
