@@ -147,3 +147,25 @@ def test_any_multiple_of_32_is_accepted_and_others_are_refused() -> None:
     with pytest.raises(lightclip.InvalidInputError, match="image_size"):
         lightclip.create_model("clip-mnv2", image_size=100)
     assert isinstance(LightCLIPConfig().replace(image_size=96), LightCLIPConfig)
+
+
+@pytest.mark.parametrize("preset", ["lightclip-tiny-mnv2", "lightclip-tiny-r18"])
+def test_zero_init_residual_starts_every_residual_block_as_the_identity(preset: str) -> None:
+    from lightclip.models.mobilenet import InvertedResidual
+    from lightclip.models.resnet import BasicBlock
+
+    torch.manual_seed(0)
+    for zero in (True, False):
+        model = lightclip.create_model(preset, seed=0, zero_init_residual=zero).train()
+        blocks = [
+            m
+            for m in model.visual.modules()
+            if (isinstance(m, InvertedResidual) and m.use_residual)
+            or (isinstance(m, BasicBlock) and m.downsample is None)
+        ]
+        assert len(blocks) >= 3
+        for block in blocks:
+            channels = block.bn3.num_features if hasattr(block, "bn3") else block.bn2.num_features
+            x = torch.rand(4, channels, 8, 8)  # non-negative, as after the previous block's ReLU
+            same = torch.allclose(block(x), x)
+            assert same == zero

@@ -12,7 +12,9 @@ the mean ± std::
 Each run also gets an attribute probe of its image embeddings (:func:`attribute_probe`): how
 well a nearest-centroid classifier over the training split's colour-shape combinations tells
 the colour and the shape of a lone shape, so a zero-shot failure can be traced to what the
-image tower did not learn.
+image tower did not learn; with the lightclip recipe, a probe of the fused MLM pass
+(:func:`fused_mlm_probe`) says whether the pass that must read a masked colour or shape word
+from the image has learned to.
 
 ``<out>/results.json`` keeps every seed's metrics; ``<out>/seed<N>/`` its run folder.
 """

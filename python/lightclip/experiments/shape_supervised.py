@@ -35,10 +35,11 @@ from ..data import DataPipeline, build_pipeline
 from ..demo import DEMO_LR, DEMO_MODEL, DEMO_STEPS, DEMO_TRAIN_SAMPLES
 from ..errors import InvalidInputError, LightclipError
 from ..evaluate import default_tokenizer
-from ..models import create_model
+from ..models import build_model
 from ..optim import build_optimizer, set_lr
 from ..schedules import default_warmup, lr_at
 from ..validation import eval_pipeline_options
+from .ablation import preset_with_overrides
 
 # Scenes of the evaluation set come from this data seed; the demo trains on data seed 0.
 EVAL_DATA_SEED = 1
@@ -97,10 +98,11 @@ def accuracy(classifier: AttributeClassifier, data: Any, lone: LoneShapes) -> di
     }
 
 
-def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, float]]:
-    """Trains one seed; its evaluations, one per ``--eval-every`` steps and one at the end."""
+def run_seed(args: argparse.Namespace, seed: int, model_name: str) -> list[dict[str, float]]:
+    """Trains one seed of ``model_name``'s image tower (a preset or a model config file);
+    its evaluations, one per ``--eval-every`` steps and one at the end."""
     config = TrainConfig(
-        model=DEMO_MODEL,
+        model=model_name,
         train_data="synthetic:train",
         train_num_samples=DEMO_TRAIN_SAMPLES,
         steps=args.steps,
@@ -109,7 +111,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, float]]:
         seed=seed,
     )
     torch.manual_seed(seed)
-    model = create_model(DEMO_MODEL, seed=seed)
+    model = build_model(config)
     data = build_pipeline(
         config,
         "synthetic:train",
@@ -168,7 +170,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> list[dict[str, float]]:
 
 def table(runs: dict[int, list[dict[str, float]]], args: argparse.Namespace) -> str:
     lines = [
-        f"{DEMO_MODEL}'s image tower, colour and shape heads, lone-shape scenes of make demo's "
+        f"{args.model}'s image tower"
+        + "".join(f", {opt}" for opt in args.model_opt)
+        + ", colour and shape heads, lone-shape scenes of make demo's "
         f"stream, {args.steps} steps x {args.batch_size}, lr {args.lr}; accuracy on "
         f"lone-shape scenes of data seed {EVAL_DATA_SEED}, mean ± std over seeds "
         f"{sorted(runs)} (chance 1 in 6 for each)",
@@ -191,6 +195,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m lightclip.experiments.shape_supervised",
         description=__doc__.splitlines()[0],
     )
+    p.add_argument("--model", default=DEMO_MODEL, help="a preset (the demo's by default)")
+    p.add_argument(
+        "--model-opt",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the preset with these model config fields changed, e.g. width_mult=1.0",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds: first-seed, +1, ...")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=DEMO_STEPS)
@@ -211,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        model = preset_with_overrides(args.model, args.model_opt, out)
         runs: dict[int, list[dict[str, float]]] = {}
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            runs[seed] = run_seed(args, seed)
+            runs[seed] = run_seed(args, seed, model)
             (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}))
     except LightclipError as e:
         print(f"shape_supervised: error: {e}", file=sys.stderr)

@@ -39,6 +39,8 @@ class LightCLIPConfig:
     Image tower options (``image_tower``): ``"resnet18"`` (``attn_heads`` for the attention-pool
     head), ``"mobilenetv2"`` (``width_mult``, ``head_width`` for its 1x1 ``conv_head``),
     ``"swin"`` (``swin_embed_dim``, ``swin_depths``, ``swin_heads``, ``window_size``).
+    ``zero_init_residual`` starts the last BatchNorm of every residual branch (ResNet-18,
+    MobileNet-V2) at zero, so each block starts as the identity (Goyal et al., 2017).
     ``trim_padding`` runs the training text passes only up to the batch's last EOT (exact,
     since the text mask is causal); ``fusion_stages`` lists the text stages (1..3) after which
     image stage s is injected.
@@ -52,6 +54,7 @@ class LightCLIPConfig:
     attn_heads: int = 8
     width_mult: float = 1.0
     head_width: int = 1280
+    zero_init_residual: bool = False
     swin_embed_dim: int = 48
     swin_depths: tuple[int, ...] = (2, 2, 6, 2)
     swin_heads: tuple[int, ...] = (3, 6, 12, 24)

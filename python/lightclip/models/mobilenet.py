@@ -80,7 +80,9 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Trunk(nn.Module):
-    def __init__(self, width_mult: float = 1.0, head_width: int = 1280) -> None:
+    def __init__(
+        self, width_mult: float = 1.0, head_width: int = 1280, zero_init_residual: bool = False
+    ) -> None:
         super().__init__()
         stem = make_divisible(32 * width_mult)
         self.conv_stem = nn.Conv2d(3, stem, 3, 2, 1, bias=False)
@@ -112,6 +114,8 @@ class MobileNetV2Trunk(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if zero_init_residual and isinstance(m, InvertedResidual) and m.use_residual:
+                nn.init.zeros_(m.bn3.weight)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.feature_maps(x)[1:]
@@ -144,7 +148,7 @@ class MobileNetV2Tower(LockableTower):
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
-        self.trunk = MobileNetV2Trunk(cfg.width_mult, cfg.head_width)
+        self.trunk = MobileNetV2Trunk(cfg.width_mult, cfg.head_width, cfg.zero_init_residual)
         self.stage_channels = self.trunk.stage_channels
         self.head = nn.Sequential()
         self.head.add_module("proj", nn.Linear(self.trunk.num_features, cfg.embed_dim, bias=False))

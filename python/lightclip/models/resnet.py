@@ -44,7 +44,12 @@ class BasicBlock(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512), blocks: int = 2) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        blocks: int = 2,
+        zero_init_residual: bool = False,
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
@@ -65,6 +70,8 @@ class ResNetTrunk(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if zero_init_residual and isinstance(m, BasicBlock):
+                nn.init.zeros_(m.bn2.weight)
 
     def stages(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
@@ -101,7 +108,7 @@ class ResNetTower(LockableTower):
 
     def __init__(self, cfg: LightCLIPConfig) -> None:
         super().__init__()
-        self.trunk = ResNetTrunk(self.stage_channels)
+        self.trunk = ResNetTrunk(self.stage_channels, zero_init_residual=cfg.zero_init_residual)
         self.head = AttentionPool2d(
             cfg.image_size // 32, self.stage_channels[-1], cfg.attn_heads, cfg.embed_dim
         )
