@@ -44,7 +44,7 @@ from typing import Any
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..errors import InvalidInputError, LightclipError
-from ..models import get_model_config
+from ..models import write_model_config
 from ..train import train
 from ..validation import evaluate_held_out
 from .flickr8k_zero_shot import zero_shot_accuracy
@@ -166,12 +166,7 @@ def preset_with_overrides(name: str, model_opt: list[str], out: Path) -> str:
     """``name``, or with ``--model-opt`` KEY=VALUE pairs the path of ``out/model.json``: the
     preset's config with them applied."""
     overrides = _key_values(model_opt, "--model-opt")
-    if not overrides:
-        return name
-    cfg = get_model_config(name).replace(**overrides)
-    path = out / "model.json"
-    path.write_text(json.dumps({**cfg.to_dict(), "name": name}, indent=2))
-    return str(path)
+    return write_model_config(name, overrides, out / "model.json") if overrides else name
 
 
 def run_one(

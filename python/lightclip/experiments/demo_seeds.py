@@ -38,12 +38,12 @@ from .._core import ReadingConfig
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..data import DataPipeline
-from ..demo import DEMO_LR, DEMO_MODEL, DEMO_STEPS, run_demo
+from ..demo import DEMO_LR, DEMO_MODEL, DEMO_MODEL_OPTIONS, DEMO_STEPS, run_demo
 from ..errors import InvalidInputError, LightclipError
 from ..evaluate import default_tokenizer
 from ..tokenizer import MASK_TOKEN
 from ..validation import eval_pipeline_options
-from .ablation import _key_values, preset_with_overrides
+from .ablation import _key_values
 
 # (label, metric key) in the order the table shows them; each is reported as x chance.
 FIGURES = [
@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help=f"{DEMO_MODEL} with these model config fields changed, e.g. text_layers=4",
+        help=f"the demo's model ({DEMO_MODEL} with {DEMO_MODEL_OPTIONS}) with these config "
+        "fields changed, e.g. text_layers=4",
     )
     p.add_argument("--heldout-samples", type=int, default=1000, help="held-out scenes evaluated")
     p.add_argument("--out", required=True, help="folder for the runs and results.json")
@@ -160,11 +161,15 @@ def fused_mlm_probe(model: Any, num_samples: int = 400, seed: int = 0) -> dict[s
     )
     tokenizer = default_tokenizer(model)
     names = [name.split() for name in data.class_names]
+    word_ids = {
+        attribute: torch.tensor(
+            [int(tokenizer([word])[0, 1]) for word in sorted({n[position] for n in names})]
+        )
+        for attribute, position in (("colour", 0), ("shape", 1))
+    }
     hits: dict[str, list[bool]] = {"colour": [], "shape": []}
     for batch in data:
-        for attribute, position in (("colour", 0), ("shape", 1)):
-            words = sorted({name[position] for name in names})
-            ids = torch.tensor([int(tokenizer([word])[0, 1]) for word in words])
+        for attribute, ids in word_ids.items():
             masked, labels = mask_words(batch["text"], ids.tolist())
             out = model.forward_train(
                 batch["image"], batch["text"], masked_text=masked, mlm_labels=labels
@@ -227,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         options = train_options(args.train_opt)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        model = preset_with_overrides(DEMO_MODEL, args.model_opt, Path(args.out))
-        runs = run_seeds(args, model, options)
+        model_options = {**DEMO_MODEL_OPTIONS, **_key_values(args.model_opt, "--model-opt")}
+        runs = run_seeds(args, model_options, options)
     except LightclipError as e:
         print(f"demo_seeds: error: {e}", file=sys.stderr)
         return 2
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_seeds(
-    args: argparse.Namespace, model: str, options: dict[str, Any]
+    args: argparse.Namespace, model_options: dict[str, Any], options: dict[str, Any]
 ) -> list[dict[str, Any]]:
     out = Path(args.out)
     runs: list[dict[str, Any]] = []
@@ -258,7 +263,7 @@ def run_seeds(
                 progress=False,
                 recipe=args.recipe,
                 lr=args.lr,
-                model=model,
+                model_options=model_options,
                 heldout_samples=args.heldout_samples,
                 train_options=options,
             )

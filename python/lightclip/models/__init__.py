@@ -112,6 +112,14 @@ def get_model_config(name: str, **overrides: Any) -> LightCLIPConfig:
     return presets[name].replace(**overrides)
 
 
+def write_model_config(name: str, overrides: dict[str, Any], path: str | os.PathLike[str]) -> str:
+    """Writes preset ``name`` with ``overrides`` applied as a JSON model config file (what
+    ``--model`` takes besides a preset name) at ``path``; returns the path."""
+    config = get_model_config(name, **overrides)
+    Path(path).write_text(json.dumps({**config.to_dict(), "name": name}, indent=2))
+    return str(path)
+
+
 def create_model(
     name: str,
     pretrained: str | os.PathLike[str] | None = None,
@@ -322,4 +330,5 @@ __all__ = [
     "create_model_from_pretrained",
     "build_model",
     "apply_model_options",
+    "write_model_config",
 ]
