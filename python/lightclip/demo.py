@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint import model_from_checkpoint
 from .config import TrainConfig
-from .models import get_model_config, write_model_config
+from .models import LightCLIPConfig, get_model_config, write_model_config
 from .openclip_export import export_inference_model
 from .train import train
 from .validation import evaluate_held_out
@@ -116,10 +116,10 @@ def run_demo(
     train_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Trains, exports, evaluates and prints the table; returns the held-out metrics (plus
-    ``chance_*`` entries and ``train_seconds``). ``recipe``, ``lr``, ``model`` (a preset)
-    with ``model_options`` (its config fields changed; written to ``<logs>/<name>.model.json``)
-    and ``train_options`` (``TrainConfig`` fields, over the demo's own) vary the run for
-    experiments on it."""
+    ``chance_*`` entries and ``train_seconds``). ``recipe``, ``lr``, ``model`` (a preset, or
+    a model config file when ``model_options`` is empty) with ``model_options`` (its config
+    fields changed; written to ``<logs>/<name>.model.json``) and ``train_options``
+    (``TrainConfig`` fields, over the demo's own) vary the run for experiments on it."""
     steps = steps or DEMO_STEPS
     preset = model
     if model_options:
@@ -144,10 +144,12 @@ def run_demo(
     )
     config = TrainConfig(**{**fields, **(train_options or {})})
     changed = "".join(f", {k}={v}" for k, v in (model_options or {}).items())
+    size = (
+        LightCLIPConfig.from_json(model) if model.endswith(".json") else get_model_config(model)
+    ).image_size
     print(
-        f"training {preset}{changed} ({_RECIPE_NAMES.get(recipe, recipe)}) on the bundled "
-        f"synthetic data: {steps} steps x {batch_size} samples at "
-        f"{get_model_config(preset, **(model_options or {})).image_size} px"
+        f"training {Path(preset).stem}{changed} ({_RECIPE_NAMES.get(recipe, recipe)}) on the "
+        f"bundled synthetic data: {steps} steps x {batch_size} samples at {size} px"
     )
     start = time.perf_counter()
 
