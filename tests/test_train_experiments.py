@@ -6,6 +6,7 @@ import itertools
 import json
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -89,7 +90,8 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
             assert row[f"{key}_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     table = (tmp_path / "ablation.md").read_text()
     assert "| CLIP baseline |" in table and "| LightCLIP (all) |" in table
-    assert "over 2 seeds" in table
+    assert "| CLIP baseline | 0, 1 |" in table
+    assert "lightclip-tiny-mnv2 (text_layers=4) at 128 px" in table
     # Each row and seed trained with its own switches and the shared overrides.
     clip_cfg = json.loads((tmp_path / "row-clip-seed1" / "config.json").read_text())
     assert (clip_cfg["soft_labels"], clip_cfg["token_loss"], clip_cfg["mlm"]) == (False,) * 3
@@ -103,6 +105,76 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "ablation.md").unlink()
     assert ablation.main(["--out", str(tmp_path), "--report-only"]) == 0
     assert (tmp_path / "ablation.md").read_text() == table
+
+
+def _saved_comparison(folder: Path, rows: list[str], seeds: list[int], **args: Any) -> None:
+    """An ``ablation.json`` as ``ablation.main`` saves it, with made-up recalls."""
+    runs = []
+    for seed in seeds:
+        for row in rows:
+            recall = (10 * seed + rows.index(row)) / 1000
+            runs.append(
+                {
+                    "row": row,
+                    "label": ablation.ROWS[row][0],
+                    "seed": seed,
+                    "train_seconds": 100.0 + seed,
+                    "dev_images": 1000,
+                    "curve": [{"step": 10, "loss_ins": 3.0 + seed}],
+                    **{key: recall for _, key in ablation.METRICS},
+                }
+            )
+    saved = dict(
+        data_dir="d",
+        towers="tiny-mnv2",
+        image_size=128,
+        steps=10,
+        batch_size=4,
+        lr=0.1,
+        train_opt=[],
+        model_opt=["zero_init_residual=True"],
+        eval_batches=None,
+    )
+    folder.mkdir()
+    report = {"args": {**saved, **args}, "model": str(folder / "model.json"), "runs": runs}
+    (folder / "ablation.json").write_text(json.dumps(report))
+
+
+def test_merge_makes_one_table_of_comparisons_run_apart(tmp_path: Path) -> None:
+    _saved_comparison(tmp_path / "a", ["lightclip", "+soft"], [3, 4, 5])
+    _saved_comparison(tmp_path / "b", ["clip"], [3, 4])
+    _saved_comparison(tmp_path / "c", ["clip"], [5])
+    out = tmp_path / "merged"
+    argv = ["--merge", *(str(tmp_path / d) for d in "abc"), "--out", str(out)]
+    assert ablation.main(argv) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    # Rows in the comparison's own order, whichever folder they came from.
+    assert [r["row"] for r in report["rows"]] == ["clip", "+soft", "lightclip"]
+    clip = report["rows"][0]
+    assert clip["seed_list"] == [3, 4, 5]
+    # clip is row 0 of its folders: recall (10 * seed) / 1000 for seeds 3, 4, 5
+    assert clip["image_retrieval_recall@10"] == pytest.approx(0.04)
+    assert clip["image_retrieval_recall@10_std"] == pytest.approx(0.01)
+    assert report["merged_from"] == [str(tmp_path / d) for d in "abc"]
+    table = (out / "ablation.md").read_text()
+    assert "| CLIP baseline | 3–5 | 4.0 ± 1.0 |" in table
+    assert "lightclip-tiny-mnv2 (zero_init_residual=True) at 128 px, 10 steps" in table
+    # The paired view: + soft labels is 0.1 points above LightCLIP (row 0 of folder a) per seed.
+    assert "| + soft labels | 3.1 / 3.1 | 4.1 / 4.1 | 5.1 / 5.1 |" in table
+
+
+def test_merge_refuses_other_experiments_and_repeated_runs(tmp_path: Path, capsys) -> None:
+    _saved_comparison(tmp_path / "a", ["clip"], [0])
+    _saved_comparison(tmp_path / "b", ["clip"], [1], steps=20)
+    _saved_comparison(tmp_path / "c", ["clip", "+soft"], [0])
+    out = str(tmp_path / "out")
+    assert ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", out]) == 2
+    assert "steps 20 against 10" in capsys.readouterr().err
+    assert ablation.main(["--merge", str(tmp_path / "a"), str(tmp_path / "c"), "--out", out]) == 2
+    assert "row clip seed 0 is saved more than once" in capsys.readouterr().err
+    assert ablation.main(["--merge", str(tmp_path / "nothing"), "--out", out]) == 2
+    assert "no " in capsys.readouterr().err
+    assert not (tmp_path / "out" / "ablation.md").exists()
 
 
 def test_final_contrastive_loss_is_the_mean_over_the_last_tenth() -> None:

@@ -27,7 +27,8 @@ the loss curves; the table is printed and written as Markdown and JSON next to a
         --train-opt lr=1e-3 --model-opt text_layers=4                # one regime variant
 
 Results land in ``--out`` (default ``logs/ablation``): ``ablation.md``, ``ablation.json``,
-``ablation.png`` and one run folder per row and seed.
+``ablation.png`` and one run folder per row and seed. A comparison split over several runs of
+this command (rows or seeds at a time) becomes one table with ``--merge DIR [DIR ...]``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,19 @@ METRICS = [
     ("i2t R@10", "text_retrieval_recall@10"),
     ("zero-shot", "zeroshot_subject_recall"),
 ]
+# What makes saved comparisons one experiment: runs that differ in any of these cannot share a
+# table.
+SAME_EXPERIMENT = (
+    "data_dir",
+    "towers",
+    "image_size",
+    "steps",
+    "batch_size",
+    "lr",
+    "train_opt",
+    "model_opt",
+    "eval_batches",
+)
 TRAIN_SHARDS = "train-{000000..000005}.tar"
 DEV_SHARD = "dev-000000.tar"
 
@@ -151,6 +166,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--report-only",
         action="store_true",
         help="train nothing: rewrite the table and plot from --out's ablation.json",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="train nothing: one table and plot in --out of the runs saved in these folders "
+        "(earlier --out folders of the same experiment, each row and seed in one of them)",
     )
     args = p.parse_args(argv)
     args.image_size = args.image_size or None  # 0: the preset's own
@@ -251,7 +274,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for key in dict.fromkeys(r["row"] for r in runs):
         mine = [r for r in runs if r["row"] == key]
-        row: dict[str, Any] = {"row": key, "label": mine[0]["label"], "seeds": len(mine)}
+        row: dict[str, Any] = {
+            "row": key,
+            "label": mine[0]["label"],
+            "seeds": len(mine),
+            "seed_list": sorted(r["seed"] for r in mine),
+        }
         for run in mine:
             run["final_ins"] = final_contrastive_loss(run["curve"])
         for _, k in [*METRICS, ("", "train_seconds"), ("", "final_ins")]:
@@ -263,27 +291,64 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace, model: str) -> str:
-    head = ["row"] + [name for name, _ in METRICS] + ["train s", "final L_ins"]
-    seeds = f"{rows[0]['seeds']} seed{'s' if rows[0]['seeds'] > 1 else ''}"
+def model_label(args: argparse.Namespace) -> str:
+    """The towers and any ``--model-opt`` as a table names them."""
+    options = getattr(args, "model_opt", None)
+    return f"lightclip-{args.towers}" + (f" ({', '.join(options)})" if options else "")
+
+
+def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    head = ["row", "seeds"] + [name for name, _ in METRICS] + ["train s", "final L_ins"]
     size = getattr(args, "image_size", None)
     at = f" at {size} px" if size else ""
     lines = [
-        f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), {model}{at}, "
-        f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; mean ± std over {seeds} "
-        "(recall in %; zero-shot: mean per-class recall over 5 subjects, chance 20 %)",
+        f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), "
+        f"{model_label(args)}{at}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
+        "mean ± std over the seeds (recall in %; zero-shot: mean per-class recall over 5 "
+        "subjects, chance 20 %)",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        "|" + "|".join(["---", "---"] + ["---:"] * (len(head) - 2)) + "|",
     ]
     for r in rows:
-        cells = [r["label"]]
+        cells = [r["label"], _seed_span(r["seed_list"])]
         for _, k in METRICS:
             cells.append(f"{100 * r[k]:.1f} ± {100 * r[f'{k}_std']:.1f}")
         cells.append(f"{r['train_seconds']:.0f} ± {r['train_seconds_std']:.0f}")
         cells.append(f"{r['final_ins']:.2f}" if r["final_ins"] is not None else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def per_seed_table(runs: list[dict[str, Any]]) -> str:
+    """R@10 of every run, rows against seeds: the paired view (same seed, another row) that
+    the means hide."""
+    seeds = sorted({r["seed"] for r in runs})
+    labels = {r["row"]: r["label"] for r in runs}
+    lines = [
+        "R@10 per seed, text→image / image→text (%)",
+        "",
+        "| row | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---:|" * len(seeds),
+    ]
+    for key, label in labels.items():
+        by_seed = {r["seed"]: r for r in runs if r["row"] == key}
+        cells = [
+            f"{100 * by_seed[s]['image_retrieval_recall@10']:.1f} / "
+            f"{100 * by_seed[s]['text_retrieval_recall@10']:.1f}"
+            if s in by_seed
+            else ""
+            for s in seeds
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _seed_span(seeds: list[int]) -> str:
+    contiguous = seeds == list(range(seeds[0], seeds[-1] + 1))
+    if len(seeds) > 2 and contiguous:
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path) -> bool:
@@ -327,13 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = Path(args.data_dir)
     try:
-        if not (data_dir / DEV_SHARD).is_file():
+        if not (args.report_only or args.merge) and not (data_dir / DEV_SHARD).is_file():
             raise InvalidInputError(f"--data-dir: no Flickr8k shards in {data_dir}")
         if args.steps < 1 or args.batch_size < 1 or args.seeds < 1:
             raise InvalidInputError("--steps, --batch-size and --seeds must be at least 1")
         out = Path(args.out)
-        if args.report_only:
-            return report_again(out)
+        if args.report_only or args.merge:
+            return merge_reports([Path(d) for d in args.merge or [out]], out)
         out.mkdir(parents=True, exist_ok=True)
         model = model_argument(args, out)
         data = (str(data_dir / TRAIN_SHARDS), str(data_dir / DEV_SHARD))
@@ -354,28 +419,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report_again(out: Path) -> int:
-    """``--report-only``: the table and plot of the runs saved in ``out``."""
-    path = out / "ablation.json"
-    if not path.is_file():
-        raise InvalidInputError(f"--report-only: no {path}")
-    report = json.loads(path.read_text())
-    args = argparse.Namespace(**report["args"])
-    model = report.get("model", f"lightclip-{args.towers}")
-    table = write_report(report["runs"], args, model, out)
+def merge_reports(folders: list[Path], out: Path) -> int:
+    """``--merge`` / ``--report-only``: the table and plot of the runs saved in ``folders``,
+    written to ``out``; the folders must hold one experiment (:data:`SAME_EXPERIMENT`) and
+    each row and seed once."""
+    reports: list[tuple[Path, dict[str, Any]]] = []
+    for folder in folders:
+        path = folder / "ablation.json"
+        if not path.is_file():
+            raise InvalidInputError(f"--merge: no {path}")
+        reports.append((path, json.loads(path.read_text())))
+    first_path, first = reports[0]
+    for path, report in reports[1:]:
+        for key in SAME_EXPERIMENT:
+            mine, theirs = report["args"].get(key), first["args"].get(key)
+            if mine != theirs:
+                raise InvalidInputError(
+                    f"--merge: {path} is another experiment than {first_path}: "
+                    f"{key} {mine!r} against {theirs!r}"
+                )
+    runs = [run for _, report in reports for run in report["runs"]]
+    twice = [pair for pair, n in Counter((r["row"], r["seed"]) for r in runs).items() if n > 1]
+    if twice:
+        row, seed = twice[0]
+        raise InvalidInputError(f"--merge: row {row} seed {seed} is saved more than once")
+    order = list(ROWS)
+    runs.sort(key=lambda r: (r["seed"], order.index(r["row"])))
+    args = argparse.Namespace(**first["args"])
+    out.mkdir(parents=True, exist_ok=True)
+    sources = [str(p.parent) for p, _ in reports] if len(reports) > 1 else None
+    table = write_report(runs, args, first.get("model", ""), out, merged_from=sources)
     print(table)
-    if plot(summarise(report["runs"]), report["runs"], out / "ablation.png"):
+    if plot(summarise(runs), runs, out / "ablation.png"):
         print(f"\nplot: {out / 'ablation.png'}")
     return 0
 
 
 def write_report(
-    runs: list[dict[str, Any]], args: argparse.Namespace, model: str, out: Path
+    runs: list[dict[str, Any]],
+    args: argparse.Namespace,
+    model: str,
+    out: Path,
+    merged_from: list[str] | None = None,
 ) -> str:
     rows = summarise(runs)
-    table = markdown_table(rows, args, model)
+    table = markdown_table(rows, args) + "\n\n" + per_seed_table(runs)
     (out / "ablation.md").write_text(table + "\n")
     report = {"args": vars(args), "model": model, "rows": rows, "runs": runs}
+    if merged_from:
+        report["merged_from"] = merged_from
     (out / "ablation.json").write_text(json.dumps(report, indent=2))
     return table
 
