@@ -34,7 +34,6 @@ this command (rows or seeds at a time) becomes one table with ``--merge DIR [DIR
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import statistics
 import sys
@@ -46,10 +45,10 @@ from typing import Any
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..errors import InvalidInputError, LightclipError
-from ..models import write_model_config
 from ..train import train
 from ..validation import evaluate_held_out
 from .flickr8k_zero_shot import zero_shot_accuracy
+from .options import key_values, preset_with_overrides
 
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "clip": ("CLIP baseline", dict(recipe="clip")),
@@ -97,20 +96,6 @@ DEFAULTS = dict(towers="tiny-mnv2", image_size=128, steps=1200, batch_size=64, l
 # Training options every row gets unless --train-opt says otherwise: channels-last only changes
 # the memory layout (the same model up to float rounding, a faster step on CPU).
 DEFAULT_TRAIN_OPTS: dict[str, Any] = dict(channels_last=True)
-
-
-def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict; values are Python literals (or plain strings)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"{flag}: expected KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[key] = text
-    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -185,19 +170,12 @@ def model_argument(args: argparse.Namespace, out: Path) -> str:
     return preset_with_overrides(f"lightclip-{args.towers}", args.model_opt, out)
 
 
-def preset_with_overrides(name: str, model_opt: list[str], out: Path) -> str:
-    """``name``, or with ``--model-opt`` KEY=VALUE pairs the path of ``out/model.json``: the
-    preset's config with them applied."""
-    overrides = _key_values(model_opt, "--model-opt")
-    return write_model_config(name, overrides, out / "model.json") if overrides else name
-
-
 def run_one(
     key: str, seed: int, args: argparse.Namespace, model: str, data: tuple[str, str]
 ) -> dict[str, Any]:
     label, switches = ROWS[key]
     train_data, dev_data = data
-    extra = _key_values(args.train_opt, "--train-opt")
+    extra = key_values(args.train_opt, "--train-opt")
     clash = sorted(set(extra) & {*switches, "seed", "steps", "model", "logs", "name"})
     if clash:
         raise InvalidInputError(f"--train-opt: {clash} are set by the experiment itself")

@@ -43,7 +43,7 @@ from ..errors import InvalidInputError, LightclipError
 from ..evaluate import default_tokenizer
 from ..tokenizer import MASK_TOKEN
 from ..validation import eval_pipeline_options
-from .ablation import _key_values
+from .options import key_values
 
 # (label, metric key) in the order the table shows them; each is reported as x chance.
 FIGURES = [
@@ -212,7 +212,7 @@ _OWN_FIELDS = {"seed", "steps", "batch_size", "lr", "recipe", "model", "logs", "
 
 def train_options(pairs: list[str]) -> dict[str, Any]:
     """``--train-opt`` as TrainConfig fields, refusing unknown ones and the script's own."""
-    options = _key_values(pairs, "--train-opt")
+    options = key_values(pairs, "--train-opt")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(options) - known)
     if unknown:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         options = train_options(args.train_opt)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        model_options = {**DEMO_MODEL_OPTIONS, **_key_values(args.model_opt, "--model-opt")}
+        model_options = {**DEMO_MODEL_OPTIONS, **key_values(args.model_opt, "--model-opt")}
         runs = run_seeds(args, model_options, options)
     except LightclipError as e:
         print(f"demo_seeds: error: {e}", file=sys.stderr)

@@ -40,7 +40,7 @@ from ..models import build_model
 from ..optim import build_optimizer, set_lr
 from ..schedules import default_warmup, lr_at
 from ..validation import eval_pipeline_options
-from .ablation import preset_with_overrides
+from .options import preset_with_overrides
 
 # Scenes of the evaluation set come from this data seed; the demo trains on data seed 0.
 EVAL_DATA_SEED = 1
