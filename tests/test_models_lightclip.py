@@ -116,6 +116,9 @@ def perturbed(name: str = "lightclip-tiny-mnv2", **kw) -> lightclip.LightCLIP:
         for block in m.fusion.blocks.values():
             block.attn.out_proj.weight.normal_(0, 0.05, generator=g)
             block.attn.out_proj.bias.normal_(0, 0.05, generator=g)
+        for module in m.visual.modules():  # and the residual branches that start at zero
+            if isinstance(module, torch.nn.BatchNorm2d) and not module.weight.any():
+                module.weight.normal_(1.0, 0.05, generator=g)
     return m
 
 

@@ -155,8 +155,10 @@ def test_zero_init_residual_starts_every_residual_block_as_the_identity(preset: 
     from lightclip.models.resnet import BasicBlock
 
     torch.manual_seed(0)
-    for zero in (True, False):
-        model = lightclip.create_model(preset, seed=0, zero_init_residual=zero).train()
+    # None: the tiny presets' own setting, which is on.
+    for zero, option in ((True, None), (True, True), (False, False)):
+        overrides = {} if option is None else {"zero_init_residual": option}
+        model = lightclip.create_model(preset, seed=0, **overrides).train()
         blocks = [
             m
             for m in model.visual.modules()

@@ -221,7 +221,7 @@ def test_demo_seeds_runs_the_demo_per_seed_with_its_variations(tmp_path: Path) -
         config = json.loads((tmp_path / f"seed{run['seed']}" / "config.json").read_text())
         assert (config["recipe"], config["lr"], config["alpha"]) == ("clip", 1e-3, 0.3)
         assert config["save_every_n_steps"] == 1  # the demo sets 100; --train-opt overrides it
-        # The demo's model options, and --model-opt's over them.
+        # The demo's preset (residual blocks as the identity), with --model-opt's fields.
         model = json.loads(Path(config["model"]).read_text())
         assert (model["zero_init_residual"], model["text_layers"]) == (True, 4)
         assert (config["seed"], config["steps"], config["batch_size"]) == (run["seed"], 2, 8)

@@ -34,10 +34,6 @@ from .train import train
 from .validation import evaluate_held_out
 
 DEMO_MODEL = "lightclip-tiny-mnv2"
-# Every residual block starts as the identity: as initialised otherwise, this MobileNet-V2
-# learns even a shape's colour too slowly for the demo's steps, and how far it gets varies
-# with the seed (experiments.shape_supervised).
-DEMO_MODEL_OPTIONS: dict[str, Any] = {"zero_init_residual": True}
 HELD_OUT = "synthetic:heldout"
 # Sized for about five minutes on a quiet 2-core CPU. Contrastive learning on this data has a
 # plateau before it takes off, hence the high learning rate. The time budget only guards against a
@@ -112,7 +108,7 @@ def run_demo(
     recipe: str = "lightclip",
     lr: float = DEMO_LR,
     model: str = DEMO_MODEL,
-    model_options: dict[str, Any] | None = DEMO_MODEL_OPTIONS,
+    model_options: dict[str, Any] | None = None,
     train_options: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """Trains, exports, evaluates and prints the table; returns the held-out metrics (plus

@@ -38,7 +38,7 @@ from .._core import ReadingConfig
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..data import DataPipeline
-from ..demo import DEMO_LR, DEMO_MODEL, DEMO_MODEL_OPTIONS, DEMO_STEPS, run_demo
+from ..demo import DEMO_LR, DEMO_MODEL, DEMO_STEPS, run_demo
 from ..errors import InvalidInputError, LightclipError
 from ..evaluate import default_tokenizer
 from ..tokenizer import MASK_TOKEN
@@ -76,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help=f"the demo's model ({DEMO_MODEL} with {DEMO_MODEL_OPTIONS}) with these config "
-        "fields changed, e.g. text_layers=4",
+        help=f"the demo's model ({DEMO_MODEL}) with these config fields changed, e.g. "
+        "text_layers=4 zero_init_residual=False",
     )
     p.add_argument("--heldout-samples", type=int, default=1000, help="held-out scenes evaluated")
     p.add_argument("--out", required=True, help="folder for the runs and results.json")
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         options = train_options(args.train_opt)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        model_options = {**DEMO_MODEL_OPTIONS, **key_values(args.model_opt, "--model-opt")}
+        model_options = key_values(args.model_opt, "--model-opt")
         runs = run_seeds(args, model_options, options)
     except LightclipError as e:
         print(f"demo_seeds: error: {e}", file=sys.stderr)

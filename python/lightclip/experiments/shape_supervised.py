@@ -4,11 +4,12 @@
 not its shape. This tells apart the two reasons that could have: a tower (or resolution, or
 augmentation, or schedule) that cannot learn shape that fast, or an objective that does not
 ask for it. It trains the tiny preset's image tower from scratch (``--model-opt
-zero_init_residual=True`` for the demo's), with a colour head and a shape head on its
-embedding, by cross-entropy on the lone-shape scenes of the demo's own training stream: same
-data, augmentation, batch, learning rate, warm-up and cosine schedule, AdamW settings and
-seed. Every ``--eval-every`` steps it measures colour and shape accuracy on
-lone-shape scenes the training never draws (``synthetic:train`` with another data seed)::
+zero_init_residual=False``: the initialisation before the presets took that option), with a
+colour head and a shape head on its embedding, by cross-entropy on the lone-shape scenes of
+the demo's own training stream: same data, augmentation, batch, learning rate, warm-up and
+cosine schedule, AdamW settings and seed. Every ``--eval-every`` steps it measures colour and
+shape accuracy on lone-shape scenes the training never draws (``synthetic:train`` with
+another data seed)::
 
     python -m lightclip.experiments.shape_supervised --seeds 3 --out logs/shape-supervised
 
