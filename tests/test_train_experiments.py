@@ -80,6 +80,8 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
         ("clip", 1),
         ("lightclip", 1),
     ]
+    # Each run keeps its curves, with the collapse diagnostics of every log row.
+    assert all({"loss_ins", "img_cos", "txt_cos"} <= set(r["curve"][-1]) for r in report["runs"])
     for row in report["rows"]:
         assert row["dev_images"] == 128 and row["seeds"] == 2
         runs = [r for r in report["runs"] if r["row"] == row["row"]]

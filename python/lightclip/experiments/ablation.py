@@ -219,7 +219,8 @@ def run_one(
     metrics["zeroshot_subject_recall"] = zero_shot_accuracy(
         exported, dev_data, image_size=args.image_size, max_batches=args.eval_batches
     )
-    curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "tok_img_cos", "tok_word_cos")
+    curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "logit_scale")
+    curve_keys += ("img_cos", "txt_cos", "tok_img_cos", "tok_word_cos")  # collapse diagnostics
     curve = [
         {k: h[k] for k in ("step", *curve_keys) if k in h}
         for h in result.history
