@@ -176,6 +176,16 @@ def test_merge_refuses_other_experiments_and_repeated_runs(tmp_path: Path, capsy
     assert "row clip seed 0 is saved more than once" in capsys.readouterr().err
     assert ablation.main(["--merge", str(tmp_path / "nothing"), "--out", out]) == 2
     assert "no " in capsys.readouterr().err
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ablation.json").write_text('{"args": {}, "runs": [')
+    assert ablation.main(["--merge", str(tmp_path / "d"), "--out", out]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "d" / "ablation.json").write_text("[1, 2]")
+    assert ablation.main(["--merge", str(tmp_path / "d"), "--out", out]) == 2
+    assert "not a saved comparison" in capsys.readouterr().err
+    (tmp_path / "d" / "ablation.json").write_text('{"args": {}, "runs": [{"row": "vit"}]}')
+    assert ablation.main(["--merge", str(tmp_path / "d"), "--out", out]) == 2
+    assert "not one of this comparison's" in capsys.readouterr().err
     assert not (tmp_path / "out" / "ablation.md").exists()
 
 

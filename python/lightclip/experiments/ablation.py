@@ -407,7 +407,13 @@ def merge_reports(folders: list[Path], out: Path) -> int:
         path = folder / "ablation.json"
         if not path.is_file():
             raise InvalidInputError(f"--merge: no {path}")
-        reports.append((path, json.loads(path.read_text())))
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidInputError(f"--merge: cannot read {path}: {e}") from e
+        if not isinstance(report, dict) or not {"args", "runs"} <= set(report):
+            raise InvalidInputError(f"--merge: {path} is not a saved comparison (no args, runs)")
+        reports.append((path, report))
     first_path, first = reports[0]
     for path, report in reports[1:]:
         for key in SAME_EXPERIMENT:
@@ -418,6 +424,12 @@ def merge_reports(folders: list[Path], out: Path) -> int:
                     f"{key} {mine!r} against {theirs!r}"
                 )
     runs = [run for _, report in reports for run in report["runs"]]
+    needed = {"row", "label", "seed", "curve", "train_seconds", *(k for _, k in METRICS)}
+    for run in runs:
+        if not isinstance(run, dict) or not needed <= set(run) or run["row"] not in ROWS:
+            raise InvalidInputError(
+                f"--merge: a saved run is not one of this comparison's: {run!r}"[:300]
+            )
     twice = [pair for pair, n in Counter((r["row"], r["seed"]) for r in runs).items() if n > 1]
     if twice:
         row, seed = twice[0]
