@@ -28,7 +28,7 @@ import torch
 
 from .checkpoint import model_from_checkpoint
 from .config import TrainConfig
-from .models import LightCLIPConfig, get_model_config, write_model_config
+from .models import resolve_model_config, write_model_config
 from .openclip_export import export_inference_model
 from .train import train
 from .validation import evaluate_held_out
@@ -140,9 +140,7 @@ def run_demo(
     )
     config = TrainConfig(**{**fields, **(train_options or {})})
     changed = "".join(f", {k}={v}" for k, v in (model_options or {}).items())
-    size = (
-        LightCLIPConfig.from_json(model) if model.endswith(".json") else get_model_config(model)
-    ).image_size
+    size = resolve_model_config(model).image_size
     print(
         f"training {Path(preset).stem}{changed} ({_RECIPE_NAMES.get(recipe, recipe)}) on the "
         f"bundled synthetic data: {steps} steps x {batch_size} samples at {size} px"

@@ -239,6 +239,20 @@ def create_model_from_pretrained(
     return (model, transform) if return_transform else model
 
 
+def resolve_model_config(model: str) -> LightCLIPConfig:
+    """What ``--model`` names: a preset, or a JSON model config file."""
+    if model.endswith(".json"):
+        if not Path(model).is_file():
+            raise InvalidInputError(f"--model: no such model config file: {model}")
+        return LightCLIPConfig.from_json(model)
+    if model in list_models():
+        return get_model_config(model)
+    raise InvalidInputError(
+        f"--model: unknown model {model!r}; known: {', '.join(list_models())} "
+        "(or a path to a .json model config)"
+    )
+
+
 def build_model(config: TrainConfig, teacher_dim: int | None = None) -> LightCLIP:
     """The model ``lightclip train`` trains: ``--model`` (a preset or a JSON model config
     file) with exactly the training-only heads the switches ask for; ``teacher_dim`` (the
@@ -248,17 +262,7 @@ def build_model(config: TrainConfig, teacher_dim: int | None = None) -> LightCLI
     Heads that no loss uses are not built: they would cost compute, and DDP refuses
     parameters that receive no gradient.
     """
-    if config.model.endswith(".json"):
-        if not Path(config.model).is_file():
-            raise InvalidInputError(f"--model: no such model config file: {config.model}")
-        preset = LightCLIPConfig.from_json(config.model)
-    elif config.model in list_models():
-        preset = get_model_config(config.model)
-    else:
-        raise InvalidInputError(
-            f"--model: unknown model {config.model!r}; known: {', '.join(list_models())} "
-            "(or a path to a .json model config)"
-        )
+    preset = resolve_model_config(config.model)
     fusion_stages = (preset.fusion_stages or (2, 3)) if config.fusion else ()
     overrides: dict[str, Any] = dict(
         token_head=bool(config.token_loss), mlm=bool(config.mlm), fusion_stages=fusion_stages
@@ -331,4 +335,5 @@ __all__ = [
     "build_model",
     "apply_model_options",
     "write_model_config",
+    "resolve_model_config",
 ]
