@@ -44,6 +44,8 @@ def test_recipes_fill_only_the_switches_left_unset() -> None:
         (dict(report_to="csv,mlflow"), "--report-to"),  # csv, tensorboard, wandb only
         (dict(steps=0), "--steps"),
         (dict(eda_prob=1.5), "--eda-prob"),
+        (dict(tok_start=1.0), "--tok-start"),
+        (dict(tok_start=-0.1), "--tok-start"),
     ],
 )
 def test_bad_values_name_their_flag(overrides: dict, flag: str) -> None:

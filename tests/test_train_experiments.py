@@ -94,6 +94,7 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     assert "| CLIP baseline |" in table and "| LightCLIP (all) |" in table
     assert "| CLIP baseline | 0, 1 |" in table
     assert "lightclip-tiny-mnv2 (text_layers=4) at 128 px" in table
+    assert "lr 0.002 (aug_cfg={'scale': (0.9, 1)}); mean" in table
     # Each row and seed trained with its own switches and the shared overrides.
     clip_cfg = json.loads((tmp_path / "row-clip-seed1" / "config.json").read_text())
     assert (clip_cfg["soft_labels"], clip_cfg["token_loss"], clip_cfg["mlm"]) == (False,) * 3
@@ -160,9 +161,40 @@ def test_merge_makes_one_table_of_comparisons_run_apart(tmp_path: Path) -> None:
     assert report["merged_from"] == [str(tmp_path / d) for d in "abc"]
     table = (out / "ablation.md").read_text()
     assert "| CLIP baseline | 3–5 | 4.0 ± 1.0 |" in table
-    assert "lightclip-tiny-mnv2 (zero_init_residual=True) at 128 px, 10 steps" in table
+    # zero_init_residual=True restates the preset: the header names the preset alone.
+    assert "lightclip-tiny-mnv2 at 128 px, 10 steps" in table
     # The paired view: + soft labels is 0.1 points above LightCLIP (row 0 of folder a) per seed.
     assert "| + soft labels | 3.1 / 3.1 | 4.1 / 4.1 | 5.1 / 5.1 |" in table
+
+
+def test_merge_names_the_variants_of_a_row_by_what_they_changed(tmp_path: Path) -> None:
+    _saved_comparison(tmp_path / "a", ["clip", "+token"], [3, 4])
+    _saved_comparison(tmp_path / "b", ["+token"], [3, 4], train_opt=["w_tok=0.03"])
+    _saved_comparison(tmp_path / "c", ["+token"], [3], model_opt=["text_layers=4"])
+    _saved_comparison(tmp_path / "d", ["clip"], [5], model_opt=[])  # the preset as it is
+    out = tmp_path / "merged"
+    argv = ["--merge", *(str(tmp_path / d) for d in "abcd"), "--out", str(out)]
+    assert ablation.main(argv) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    assert [(r["label"], r["seed_list"]) for r in report["rows"]] == [
+        ("CLIP baseline", [3, 4, 5]),
+        ("+ token loss", [3, 4]),
+        ("+ token loss (text_layers=4)", [3]),
+        ("+ token loss (w_tok=0.03)", [3, 4]),
+    ]
+    table = (out / "ablation.md").read_text()
+    assert "| + token loss (w_tok=0.03) | 3.0 / 3.0 | 4.0 / 4.0 |  |" in table
+    # A merged table merges again into the same table.
+    again = tmp_path / "again"
+    assert ablation.main(["--merge", str(out), "--out", str(again)]) == 0
+    assert (again / "ablation.md").read_text() == table
+    # Options every folder shares stay in the header, not in the row labels.
+    _saved_comparison(tmp_path / "e", ["clip"], [0], train_opt=["warmup=5"])
+    _saved_comparison(tmp_path / "f", ["+soft"], [0], train_opt=["warmup=5", "alpha=0.1"])
+    argv = ["--merge", str(tmp_path / "e"), str(tmp_path / "f"), "--out", str(out)]
+    assert ablation.main(argv) == 0
+    table = (out / "ablation.md").read_text()
+    assert "lr 0.1 (warmup=5); mean" in table and "| + soft labels (alpha=0.1) | 0 |" in table
 
 
 def test_merge_refuses_other_experiments_and_repeated_runs(tmp_path: Path, capsys) -> None:

@@ -216,3 +216,25 @@ def test_lightclip_loss_of_the_clip_recipe_is_clips_hard_label_loss() -> None:
     assert set(parts) == {"ins"}
     assert parts["ins"].item() == pytest.approx(reference.item(), rel=1e-5)
     assert total.item() == pytest.approx(3.0 * reference.item(), rel=1e-5)
+
+
+def test_token_loss_counts_from_tok_start_and_is_logged_before() -> None:
+    from lightclip.config import TrainConfig
+    from lightclip.losses import LightCLIPLoss
+
+    config = TrainConfig(recipe="clip", token_loss=True, w_tok=0.5, tok_start=0.4)
+    out, batch = _model_outputs(config)
+    loss = LightCLIPLoss.from_config(config)
+    before_total, before = loss(out, batch, progress=0.39)
+    after_total, after = loss(out, batch, progress=0.4)
+    assert after["tok"].item() > 0
+    assert before["tok"].item() == pytest.approx(after["tok"].item(), rel=1e-6)
+    assert before_total.item() == pytest.approx(before["ins"].item(), rel=1e-6)
+    expected = after["ins"] + 0.5 * after["tok"]
+    assert after_total.item() == pytest.approx(expected.item(), rel=1e-6)
+    # Before the start the token part adds no gradient: the same as the contrastive loss alone.
+    tokens = out["image_tokens"]
+    (grad_before,) = torch.autograd.grad(before_total, tokens, retain_graph=True)
+    (grad_after,) = torch.autograd.grad(after_total, tokens, retain_graph=True)
+    assert grad_before.abs().max() == 0 and grad_after.abs().max() > 0
+

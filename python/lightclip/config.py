@@ -193,6 +193,11 @@ class TrainConfig:
     fusion: bool | None = _opt("image-to-text fusion pass for the MLM loss (needs --mlm)")
     w_ins: float | None = _opt("weight of the instance (contrastive) loss")
     w_tok: float | None = _opt("weight of the token alignment loss")
+    tok_start: float = _opt(
+        "progress from which the token loss counts (before it, it is computed and logged but "
+        "weighs 0); 0: from the first step, SPEC's reading",
+        0.0,
+    )
     w_mlm: float | None = _opt("weight of the MLM loss")
     r1: float = _opt("progress where hard labels give way to uniform smoothing", 0.33)
     r2: float = _opt("progress where uniform smoothing gives way to negative-aware labels", 0.66)
@@ -339,6 +344,8 @@ class TrainConfig:
             bad("r1", f"and --r2 must satisfy 0 <= r1 <= r2 <= 1, got {self.r1}, {self.r2}")
         if not 0.0 < self.label_ramp_width <= 1.0:
             bad("label_ramp_width", f"must be in (0, 1], got {self.label_ramp_width}")
+        if not 0.0 <= self.tok_start < 1.0:
+            bad("tok_start", f"must be in [0, 1), got {self.tok_start}")
         for name in ("w_ins", "w_tok", "w_mlm"):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")

@@ -28,7 +28,10 @@ the loss curves; the table is printed and written as Markdown and JSON next to a
 
 Results land in ``--out`` (default ``logs/ablation``): ``ablation.md``, ``ablation.json``,
 ``ablation.png`` and one run folder per row and seed. A comparison split over several runs of
-this command (rows or seeds at a time) becomes one table with ``--merge DIR [DIR ...]``.
+this command (rows or seeds at a time) becomes one table with ``--merge DIR [DIR ...]``; runs
+made with other ``--train-opt`` or ``--model-opt`` become their own rows, named by what they
+changed (``+ token loss (w_tok=0.03)``), so a setting and the rows it is measured against share
+one table and one per-seed view.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..errors import InvalidInputError, LightclipError
+from ..models import get_model_config, resolve_model_config
 from ..train import train
 from ..validation import evaluate_held_out
 from .flickr8k_zero_shot import zero_shot_accuracy
@@ -74,7 +78,8 @@ METRICS = [
     ("zero-shot", "zeroshot_subject_recall"),
 ]
 # What makes saved comparisons one experiment: runs that differ in any of these cannot share a
-# table.
+# table. Runs that differ in --train-opt or in the model they built can: they are variants of a
+# row, named by what they changed.
 SAME_EXPERIMENT = (
     "data_dir",
     "towers",
@@ -82,8 +87,6 @@ SAME_EXPERIMENT = (
     "steps",
     "batch_size",
     "lr",
-    "train_opt",
-    "model_opt",
     "eval_batches",
 )
 TRAIN_SHARDS = "train-{000000..000005}.tar"
@@ -158,7 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="train nothing: one table and plot in --out of the runs saved in these folders "
-        "(earlier --out folders of the same experiment, each row and seed in one of them)",
+        "(earlier --out folders of the same data, towers, size, steps, batch and lr; runs with "
+        "other --train-opt / --model-opt become rows of their own)",
     )
     args = p.parse_args(argv)
     args.image_size = args.image_size or None  # 0: the preset's own
@@ -248,11 +252,16 @@ def final_contrastive_loss(curve: list[dict[str, Any]]) -> float | None:
     return statistics.fmean(tail) if tail else None
 
 
+def run_key(run: dict[str, Any]) -> str:
+    """The table row a run belongs to: its comparison row, and its variant if it has one."""
+    return run["row"] + (f" ({run['variant']})" if run.get("variant") else "")
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per row: mean and standard deviation (over seeds) of every figure."""
     rows: list[dict[str, Any]] = []
-    for key in dict.fromkeys(r["row"] for r in runs):
-        mine = [r for r in runs if r["row"] == key]
+    for key in dict.fromkeys(map(run_key, runs)):
+        mine = [r for r in runs if run_key(r) == key]
         row: dict[str, Any] = {
             "row": key,
             "label": mine[0]["label"],
@@ -280,9 +289,12 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = ["row", "seeds"] + [name for name, _ in METRICS] + ["train s", "final L_ins"]
     size = getattr(args, "image_size", None)
     at = f" at {size} px" if size else ""
+    train_opt = getattr(args, "train_opt", None)
+    options = f" ({', '.join(train_opt)})" if train_opt else ""
     lines = [
         f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), "
-        f"{model_label(args)}{at}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
+        f"{model_label(args)}{at}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}"
+        f"{options}; "
         "mean ± std over the seeds (recall in %; zero-shot: mean per-class recall over 5 "
         "subjects, chance 20 %)",
         "",
@@ -303,7 +315,7 @@ def per_seed_table(runs: list[dict[str, Any]]) -> str:
     """R@10 of every run, rows against seeds: the paired view (same seed, another row) that
     the means hide."""
     seeds = sorted({r["seed"] for r in runs})
-    labels = {r["row"]: r["label"] for r in runs}
+    labels = {run_key(r): r["label"] for r in runs}
     lines = [
         "R@10 per seed, text→image / image→text (%)",
         "",
@@ -311,7 +323,7 @@ def per_seed_table(runs: list[dict[str, Any]]) -> str:
         "|---|" + "---:|" * len(seeds),
     ]
     for key, label in labels.items():
-        by_seed = {r["seed"]: r for r in runs if r["row"] == key}
+        by_seed = {r["seed"]: r for r in runs if run_key(r) == key}
         cells = [
             f"{100 * by_seed[s]['image_retrieval_recall@10']:.1f} / "
             f"{100 * by_seed[s]['text_retrieval_recall@10']:.1f}"
@@ -352,11 +364,12 @@ def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path) -> 
     bars.set_title("Flickr8k dev")
     bars.legend(fontsize=8)
     colours = {r["row"]: f"C{i}" for i, r in enumerate(rows)}
+    first_of_row = {run_key(r): id(r) for r in reversed(runs)}
     for run in runs:
         steps = [c["step"] for c in run["curve"] if "loss_ins" in c]
         values = [c["loss_ins"] for c in run["curve"] if "loss_ins" in c]
-        label = run["label"] if run["seed"] == runs[0]["seed"] else None
-        curves.plot(steps, values, color=colours[run["row"]], alpha=0.7, label=label)
+        label = run["label"] if first_of_row[run_key(run)] == id(run) else None
+        curves.plot(steps, values, color=colours[run_key(run)], alpha=0.7, label=label)
     curves.set_xlabel("step")
     curves.set_ylabel("contrastive loss L_ins")
     curves.set_title("training curves (every seed)")
@@ -380,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             return merge_reports([Path(d) for d in args.merge or [out]], out)
         out.mkdir(parents=True, exist_ok=True)
         model = model_argument(args, out)
+        built = resolve_model_config(model).to_dict()
         data = (str(data_dir / TRAIN_SHARDS), str(data_dir / DEV_SHARD))
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         runs: list[dict[str, Any]] = []
@@ -388,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             for key in args.rows:
                 runs.append(run_one(key, seed, args, model, data))
                 # Written after every run: a long comparison stopped half-way keeps its rows.
-                table = write_report(runs, args, model, out)
+                table = write_report(runs, args, model, out, model_config=built)
     except LightclipError as e:
         print(f"ablation: error: {e}", file=sys.stderr)
         return 2
@@ -423,27 +437,71 @@ def merge_reports(folders: list[Path], out: Path) -> int:
                     f"--merge: {path} is another experiment than {first_path}: "
                     f"{key} {mine!r} against {theirs!r}"
                 )
-    runs = [run for _, report in reports for run in report["runs"]]
     needed = {"row", "label", "seed", "curve", "train_seconds", *(k for _, k in METRICS)}
-    for run in runs:
-        if not isinstance(run, dict) or not needed <= set(run) or run["row"] not in ROWS:
-            raise InvalidInputError(
-                f"--merge: a saved run is not one of this comparison's: {run!r}"[:300]
-            )
-    twice = [pair for pair, n in Counter((r["row"], r["seed"]) for r in runs).items() if n > 1]
+    for _, report in reports:
+        for run in report["runs"]:
+            if not isinstance(run, dict) or not needed <= set(run) or run["row"] not in ROWS:
+                raise InvalidInputError(
+                    f"--merge: a saved run is not one of this comparison's: {run!r}"[:300]
+                )
+    changes = [variant_of(report) for _, report in reports]
+    shared = [k for k, v in changes[0].items() if all(k in c and c[k] == v for c in changes)]
+    runs = []
+    for (_, report), change in zip(reports, changes, strict=True):
+        own = ", ".join(text for k, text in change.items() if k not in shared)
+        for run in report["runs"]:
+            if own:
+                run = {**run, "variant": ", ".join(filter(None, [run.get("variant"), own]))}
+                run["label"] = f"{ROWS[run['row']][0]} ({run['variant']})"
+            runs.append(run)
+    twice = [pair for pair, n in Counter((run_key(r), r["seed"]) for r in runs).items() if n > 1]
     if twice:
         row, seed = twice[0]
         raise InvalidInputError(f"--merge: row {row} seed {seed} is saved more than once")
     order = list(ROWS)
-    runs.sort(key=lambda r: (r["seed"], order.index(r["row"])))
+    runs.sort(key=lambda r: (r["seed"], order.index(r["row"]), r.get("variant", "")))
+    # The table's header names what every run shares; each row's label what only it changed.
+    train_fields = set(key_values(first["args"].get("train_opt") or [], "--train-opt"))
+    first["args"]["train_opt"] = [changes[0][k] for k in shared if k in train_fields]
+    first["args"]["model_opt"] = [changes[0][k] for k in shared if k not in train_fields]
     args = argparse.Namespace(**first["args"])
     out.mkdir(parents=True, exist_ok=True)
     sources = [str(p.parent) for p, _ in reports] if len(reports) > 1 else None
-    table = write_report(runs, args, first.get("model", ""), out, merged_from=sources)
+    # One folder (--report-only) keeps its exact model; a merge's variants are in its runs.
+    built = first.get("model_config") if len(reports) == 1 else None
+    table = write_report(
+        runs, args, first.get("model", ""), out, merged_from=sources, model_config=built
+    )
     print(table)
     if plot(summarise(runs), runs, out / "ablation.png"):
         print(f"\nplot: {out / 'ablation.png'}")
     return 0
+
+
+def variant_of(report: dict[str, Any]) -> dict[str, str]:
+    """What a saved comparison changed on top of its experiment, as ``{field: "KEY=VALUE"}``:
+    its ``--train-opt``, and the fields in which the model it built differs from the towers'
+    preset (so a ``--model-opt`` that only restates the preset is no change)."""
+    args = report["args"]
+    train_opt, model_opt = args.get("train_opt") or [], args.get("model_opt") or []
+    change = {pair.partition("=")[0]: pair for pair in train_opt}
+    spelled = {pair.partition("=")[0]: pair for pair in model_opt}
+    try:
+        preset = get_model_config(f"lightclip-{args['towers']}").to_dict()
+        built = (
+            report.get("model_config")
+            or get_model_config(
+                f"lightclip-{args['towers']}", **key_values(model_opt, "--model-opt")
+            ).to_dict()
+        )
+    except (LightclipError, KeyError, TypeError, ValueError) as e:
+        raise InvalidInputError(
+            f"--merge: cannot tell which model a saved comparison built: {e}"
+        ) from e
+    for key, value in built.items():
+        if key != "name" and preset.get(key) != value:
+            change[key] = spelled.get(key, f"{key}={value}")
+    return change
 
 
 def write_report(
@@ -452,11 +510,16 @@ def write_report(
     model: str,
     out: Path,
     merged_from: list[str] | None = None,
+    model_config: dict[str, Any] | None = None,
 ) -> str:
     rows = summarise(runs)
     table = markdown_table(rows, args) + "\n\n" + per_seed_table(runs)
     (out / "ablation.md").write_text(table + "\n")
     report = {"args": vars(args), "model": model, "rows": rows, "runs": runs}
+    if model_config:
+        # The model exactly as built: --merge tells variants apart by it, even after the
+        # preset changes.
+        report["model_config"] = model_config
     if merged_from:
         report["merged_from"] = merged_from
     (out / "ablation.json").write_text(json.dumps(report, indent=2))

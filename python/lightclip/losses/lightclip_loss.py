@@ -47,6 +47,9 @@ class LightCLIPLoss(nn.Module):
     model's projected features (``out["distill_image_features"]`` / ``["distill_text_features"]``)
     towards the teacher's.
 
+    ``tok_start``: the training progress from which the token loss counts; before it the
+    part is still computed (and logged) but weighs nothing.
+
     ``world_size`` > 1 makes the MLM loss divide by the masked-token count averaged over the
     ranks (one all-reduce a step), see :class:`MaskedLanguageModelLoss`.
     """
@@ -62,6 +65,7 @@ class LightCLIPLoss(nn.Module):
         distill_feature: bool = False,
         distill_temperature: float | None = None,
         weights: dict[str, float] | None = None,
+        tok_start: float = 0.0,
         local_loss: bool = False,
         gather_with_grad: bool = False,
         world_size: int = 1,
@@ -89,6 +93,7 @@ class LightCLIPLoss(nn.Module):
             "distill_feature": 1.0,
             **(weights or {}),
         }
+        self.tok_start = tok_start
         self.world_size = world_size
 
     @classmethod
@@ -121,6 +126,7 @@ class LightCLIPLoss(nn.Module):
                 "distill": config.w_distill or 0.0,
                 "distill_feature": config.w_distill_feature,
             },
+            tok_start=config.tok_start,
             local_loss=config.local_loss,
             gather_with_grad=config.gather_with_grad,
             world_size=world_size,
@@ -130,7 +136,11 @@ class LightCLIPLoss(nn.Module):
         self, out: dict[str, Any], batch: dict[str, Any], progress: float
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         parts = self.parts(out, batch, progress)
-        total = sum(self.weights[k] * v for k, v in parts.items())
+        weights = dict(self.weights)
+        if progress < self.tok_start:
+            # Still in the graph (a zero gradient), so every DDP rank runs the same backward.
+            weights["tok"] = 0.0
+        total = sum(weights[k] * v for k, v in parts.items())
         return total, parts  # type: ignore[return-value]
 
     def parts(
