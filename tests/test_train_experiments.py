@@ -179,11 +179,11 @@ def test_merge_names_the_variants_of_a_row_by_what_they_changed(tmp_path: Path) 
     assert [(r["label"], r["seed_list"]) for r in report["rows"]] == [
         ("CLIP baseline", [3, 4, 5]),
         ("+ token loss", [3, 4]),
-        ("+ token loss (text_layers=4)", [3]),
-        ("+ token loss (w_tok=0.03)", [3, 4]),
+        ("+ token loss, text_layers=4", [3]),
+        ("+ token loss, w_tok=0.03", [3, 4]),
     ]
     table = (out / "ablation.md").read_text()
-    assert "| + token loss (w_tok=0.03) | 3.0 / 3.0 | 4.0 / 4.0 |  |" in table
+    assert "| + token loss, w_tok=0.03 | 3.0 / 3.0 | 4.0 / 4.0 |  |" in table
     # A merged table merges again into the same table.
     again = tmp_path / "again"
     assert ablation.main(["--merge", str(out), "--out", str(again)]) == 0
@@ -194,7 +194,7 @@ def test_merge_names_the_variants_of_a_row_by_what_they_changed(tmp_path: Path) 
     argv = ["--merge", str(tmp_path / "e"), str(tmp_path / "f"), "--out", str(out)]
     assert ablation.main(argv) == 0
     table = (out / "ablation.md").read_text()
-    assert "lr 0.1 (warmup=5); mean" in table and "| + soft labels (alpha=0.1) | 0 |" in table
+    assert "lr 0.1 (warmup=5); mean" in table and "| + soft labels, alpha=0.1 | 0 |" in table
 
 
 def test_merge_refuses_other_experiments_and_repeated_runs(tmp_path: Path, capsys) -> None:

@@ -30,7 +30,7 @@ Results land in ``--out`` (default ``logs/ablation``): ``ablation.md``, ``ablati
 ``ablation.png`` and one run folder per row and seed. A comparison split over several runs of
 this command (rows or seeds at a time) becomes one table with ``--merge DIR [DIR ...]``; runs
 made with other ``--train-opt`` or ``--model-opt`` become their own rows, named by what they
-changed (``+ token loss (w_tok=0.03)``), so a setting and the rows it is measured against share
+changed (``+ token loss, w_tok=0.03``), so a setting and the rows it is measured against share
 one table and one per-seed view.
 """
 
@@ -452,7 +452,7 @@ def merge_reports(folders: list[Path], out: Path) -> int:
         for run in report["runs"]:
             if own:
                 run = {**run, "variant": ", ".join(filter(None, [run.get("variant"), own]))}
-                run["label"] = f"{ROWS[run['row']][0]} ({run['variant']})"
+                run["label"] = f"{ROWS[run['row']][0]}, {run['variant']}"
             runs.append(run)
     twice = [pair for pair, n in Counter((run_key(r), r["seed"]) for r in runs).items() if n > 1]
     if twice:
