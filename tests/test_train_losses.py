@@ -237,4 +237,3 @@ def test_token_loss_counts_from_tok_start_and_is_logged_before() -> None:
     (grad_before,) = torch.autograd.grad(before_total, tokens, retain_graph=True)
     (grad_after,) = torch.autograd.grad(after_total, tokens, retain_graph=True)
     assert grad_before.abs().max() == 0 and grad_after.abs().max() > 0
-
