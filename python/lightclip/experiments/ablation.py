@@ -498,6 +498,7 @@ def variant_of(report: dict[str, Any]) -> dict[str, str]:
         raise InvalidInputError(
             f"--merge: cannot tell which model a saved comparison built: {e}"
         ) from e
+    preset = json.loads(json.dumps(preset))  # as saved: tuples become lists
     for key, value in built.items():
         if key != "name" and preset.get(key) != value:
             change[key] = spelled.get(key, f"{key}={value}")
