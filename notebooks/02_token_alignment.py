@@ -14,7 +14,10 @@
 #   so the baseline has them too: whatever structure its matches show comes from the
 #   contrastive loss alone.
 #
-# Images are 128 px here (64 px in fast mode), so the MobileNetV2 grid has 4×4 patches.
+# Both runs are `make demo`'s (800 steps of 64 at lr 2e-3, scenes that never repeat) at 96 px,
+# where the MobileNetV2 grid has 3×3 patches: one per cell of the scenes' 3×3 layout. They take
+# about ten minutes together on a 2-core CPU (`LIGHTCLIP_NOTEBOOK_FAST=1`: a few steps at 64 px,
+# 2×2 patches, to check that the notebook runs).
 
 # %%
 import os
@@ -43,14 +46,14 @@ def to_rgb(image):
 
 
 # %%
-IMAGE_SIZE = 64 if FAST else 128
-STEPS = 3 if FAST else 200
+IMAGE_SIZE = 64 if FAST else 96
+STEPS = 3 if FAST else 800
 
 def run(recipe, **switches):
     config = lightclip.TrainConfig(
         model="lightclip-tiny-mnv2", recipe=recipe, image_size=IMAGE_SIZE,
-        train_data="synthetic:train", train_num_samples=4096, steps=STEPS,
-        batch_size=8 if FAST else 48, lr=1e-3, logs=WORK, name=f"align-{recipe}",
+        train_data="synthetic:train", train_num_samples=256 if FAST else 65_536, steps=STEPS,
+        batch_size=8 if FAST else 64, lr=2e-3, logs=WORK, name=f"align-{recipe}",
         progress=False, export=False, log_every_n_steps=50, **switches,
     )
     start = time.perf_counter()
@@ -71,6 +74,24 @@ models = {
     "CLIP baseline": model_from_checkpoint(clip_run.checkpoint).eval(),
     "LightCLIP": model_from_checkpoint(lightclip_run.checkpoint).eval(),
 }
+
+# %% [markdown]
+# First, whether the two runs learned: held-out retrieval over 1,000 scenes of colour–shape
+# combinations neither run saw.
+
+# %%
+heldout_scenes = 128 if FAST else 1000
+for name, model in models.items():
+    heldout = lightclip.DataPipeline(
+        "synthetic:heldout", batch_size=250, image_size=IMAGE_SIZE,
+        text=lightclip.TextConfig(context_length=32), train=False, all_captions=True,
+        reading=lightclip.ReadingConfig(num_samples=heldout_scenes))
+    recall = lightclip.evaluate_retrieval(model, heldout)
+    print(f"{name:16s} held-out R@10: text->image {recall['image_retrieval_recall@10']:.3f}, "
+          f"image->text {recall['text_retrieval_recall@10']:.3f}")
+print(f"chance: {10 / heldout_scenes:.3f}")
+
+# %%
 pairs = next(iter(lightclip.DataPipeline(
     "synthetic:heldout", batch_size=4, image_size=IMAGE_SIZE,
     text=lightclip.TextConfig(context_length=32), train=False,
@@ -134,11 +155,15 @@ for b in range(min(3, len(pairs["captions"]))):
 # %% [markdown]
 # Heat = cosine similarity of the word with each patch; the cyan box is the patch the
 # Hungarian matching gave that word (one patch per word while patches last; a word in
-# parentheses got none). After training
-# with the token loss, the matched similarities rise and colour/shape words tend to settle on
-# the patches that show them; the baseline's tokens are shaped only by the contrastive loss on
-# the pooled embeddings. The mean similarity over the matched pairs — exactly what the token
-# loss maximises — summarises it:
+# parentheses got none). The baseline's tokens are shaped only by the contrastive loss on the
+# pooled embeddings. Compare the rows for the words that name an object, such as a colour or a
+# shape. The matching is one-to-one and a scene has one to three shapes in nine cells, so
+# most words of a caption, "a" and "the" as well as "yellow", have to take a background cell,
+# and the token loss pulls each of them toward the cell it got. Nothing in it asks for the cell
+# that shows the word's object. In our run of this notebook (torch seed 0) the colour and shape
+# words of LightCLIP often landed on plain background cells rather than on their shape, and
+# the baseline's did too. The mean similarity over the matched pairs is exactly what the token
+# loss maximises:
 
 # %%
 names = list(matches)
@@ -156,3 +181,10 @@ plt.figure(figsize=(6, 3))
 plt.bar(names, mean_matched)
 plt.ylabel("mean matched cosine"); plt.title("word-patch alignment on held-out pairs")
 plt.show()
+
+# %% [markdown]
+# The token loss reaches what it optimises: its matched similarity ends far above the
+# baseline's. Whether that helps is a separate question, and the held-out retrieval at the top
+# answers it for this run: the full recipe is not ahead of the plain CLIP baseline. On
+# Flickr8k the token loss at its default weight costs retrieval as well (the README's
+# "Expected numbers").

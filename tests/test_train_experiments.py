@@ -366,3 +366,19 @@ def test_shape_supervised_smoke_run(tmp_path: Path) -> None:
     assert all(0 <= row["shape_acc"] <= 1 for rows in runs.values() for row in rows)
     assert (tmp_path / "table.md").read_text().splitlines()[-1].startswith("| 2 | ")
     assert shape_supervised.main(["--steps", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_shape_supervised_trains_the_plain_cnn_in_the_towers_place(tmp_path: Path) -> None:
+    from lightclip.experiments import shape_supervised
+
+    cnn = shape_supervised.PlainCNN(width=24)
+    assert tuple(cnn(torch.randn(3, 3, 64, 64)).shape) == (3, 24)
+    torch.set_num_threads(1)
+    argv = ["--tower", "plain-cnn", "--seeds", "1", "--steps", "2", "--eval-every", "2"]
+    argv += ["--eval-samples", "60", "--batch-size", "16", "--out", str(tmp_path)]
+    assert shape_supervised.main(argv) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["runs"]["0"]
+    assert [row["step"] for row in rows] == [2]
+    assert "the plain CNN in place of" in (tmp_path / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        shape_supervised.parse_args(["--tower", "vit", "--out", str(tmp_path)])

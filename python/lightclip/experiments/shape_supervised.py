@@ -13,6 +13,12 @@ another data seed)::
 
     python -m lightclip.experiments.shape_supervised --seeds 3 --out logs/shape-supervised
 
+``--tower plain-cnn`` trains a reference tower in the preset's place under the same heads,
+data and schedule: four blocks of 3x3 convolution, BatchNorm, ReLU and 2x2 max-pooling (32,
+64, 128, 128 channels), then average pooling and a linear map to the preset's embedding
+width. Whether it learns shape where the preset does not tells the tower apart from the data,
+resolution and schedule.
+
 Only about a third of a batch is a lone shape, so each step trains on about 21 scenes.
 ``<out>/results.json`` keeps every evaluation; ``<out>/table.md`` the mean ± std over seeds.
 """
@@ -47,18 +53,42 @@ from .options import preset_with_overrides
 EVAL_DATA_SEED = 1
 
 
-class AttributeClassifier(nn.Module):
-    """A model's image embedding (unnormalised) read out by a colour head and a shape head."""
+TOWERS = ("preset", "plain-cnn")
 
-    def __init__(self, model: nn.Module, colours: int, shapes: int) -> None:
+
+class PlainCNN(nn.Module):
+    """The reference tower of ``--tower plain-cnn``: [B, 3, H, W] -> [B, width]."""
+
+    def __init__(self, width: int, channels: tuple[int, ...] = (32, 64, 128, 128)) -> None:
         super().__init__()
-        self.model = model
-        width = model.config.embed_dim
+        layers: list[nn.Module] = []
+        cin = 3
+        for cout in channels:
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            cin = cout
+        self.trunk = nn.Sequential(*layers)
+        self.proj = nn.Linear(cin, width)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.trunk(images).mean(dim=(2, 3)))
+
+
+class AttributeClassifier(nn.Module):
+    """An image tower's embedding (unnormalised) read out by a colour head and a shape head."""
+
+    def __init__(self, tower: nn.Module, width: int, colours: int, shapes: int) -> None:
+        super().__init__()
+        self.tower = tower
         self.colour_head = nn.Linear(width, colours)
         self.shape_head = nn.Linear(width, shapes)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.encode_image(images)
+        features = self.tower(images)
         return self.colour_head(features), self.shape_head(features)
 
 
@@ -129,7 +159,9 @@ def run_seed(args: argparse.Namespace, seed: int, model_name: str) -> list[dict[
     reading = ReadingConfig(num_samples=args.eval_samples, data_seed=EVAL_DATA_SEED)
     held_apart = DataPipeline("synthetic:train", reading=reading, **options)
     lone = LoneShapes(model, list(data.class_names))
-    classifier = AttributeClassifier(model, len(lone.colours), len(lone.shapes))
+    width = model.config.embed_dim
+    tower = model.visual if args.tower == "preset" else PlainCNN(width)
+    classifier = AttributeClassifier(tower, width, len(lone.colours), len(lone.shapes))
     optimizer = build_optimizer(
         classifier,
         lr=args.lr,
@@ -172,8 +204,11 @@ def run_seed(args: argparse.Namespace, seed: int, model_name: str) -> list[dict[
 
 def table(runs: dict[int, list[dict[str, float]]], args: argparse.Namespace) -> str:
     lines = [
-        f"{args.model}'s image tower"
-        + "".join(f", {opt}" for opt in args.model_opt)
+        (
+            f"{args.model}'s image tower" + "".join(f", {opt}" for opt in args.model_opt)
+            if args.tower == "preset"
+            else f"the plain CNN in place of {args.model}'s image tower"
+        )
         + ", colour and shape heads, lone-shape scenes of make demo's "
         f"stream, {args.steps} steps x {args.batch_size}, lr {args.lr}; accuracy on "
         f"lone-shape scenes of data seed {EVAL_DATA_SEED}, mean ± std over seeds "
@@ -204,6 +239,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="the preset with these model config fields changed, e.g. width_mult=1.0",
+    )
+    p.add_argument(
+        "--tower",
+        choices=TOWERS,
+        default="preset",
+        help="the preset's image tower, or the reference plain CNN in its place",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds: first-seed, +1, ...")
     p.add_argument("--first-seed", type=int, default=0)
