@@ -371,14 +371,18 @@ def test_shape_supervised_smoke_run(tmp_path: Path) -> None:
 def test_shape_supervised_trains_the_plain_cnn_in_the_towers_place(tmp_path: Path) -> None:
     from lightclip.experiments import shape_supervised
 
-    cnn = shape_supervised.PlainCNN(width=24)
+    cnn = shape_supervised.PlainCNN(width=24, channels=(8, 16))
     assert tuple(cnn(torch.randn(3, 3, 64, 64)).shape) == (3, 24)
+    convs = [m for m in cnn.trunk if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(3, 8), (8, 16)]
+    assert tuple(cnn.trunk(torch.randn(1, 3, 64, 64)).shape) == (1, 16, 16, 16)
     torch.set_num_threads(1)
-    argv = ["--tower", "plain-cnn", "--seeds", "1", "--steps", "2", "--eval-every", "2"]
-    argv += ["--eval-samples", "60", "--batch-size", "16", "--out", str(tmp_path)]
-    assert shape_supervised.main(argv) == 0
+    argv = ["--tower", "plain-cnn", "--cnn-channels", "8,16", "--seeds", "1", "--steps", "2"]
+    argv += ["--eval-every", "2", "--eval-samples", "60", "--batch-size", "16"]
+    assert shape_supervised.main([*argv, "--out", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "results.json").read_text())["runs"]["0"]
     assert [row["step"] for row in rows] == [2]
-    assert "the plain CNN in place of" in (tmp_path / "table.md").read_text()
-    with pytest.raises(SystemExit):
-        shape_supervised.parse_args(["--tower", "vit", "--out", str(tmp_path)])
+    assert "the plain CNN (8, 16 channels) in place of" in (tmp_path / "table.md").read_text()
+    for bad in (["--tower", "vit"], ["--cnn-channels", "32,x"], ["--cnn-channels", "0"]):
+        with pytest.raises(SystemExit):
+            shape_supervised.parse_args([*bad, "--out", str(tmp_path)])

@@ -14,10 +14,10 @@ another data seed)::
     python -m lightclip.experiments.shape_supervised --seeds 3 --out logs/shape-supervised
 
 ``--tower plain-cnn`` trains a reference tower in the preset's place under the same heads,
-data and schedule: four blocks of 3x3 convolution, BatchNorm, ReLU and 2x2 max-pooling (32,
-64, 128, 128 channels), then average pooling and a linear map to the preset's embedding
-width. Whether it learns shape where the preset does not tells the tower apart from the data,
-resolution and schedule.
+data and schedule: blocks of 3x3 convolution, BatchNorm, ReLU and 2x2 max-pooling (by default
+four, of 32, 64, 128 and 128 channels: ``--cnn-channels``), then average pooling and a linear
+map to the preset's embedding width. Whether it learns shape where the preset does not tells
+the tower apart from the data, resolution and schedule.
 
 Only about a third of a batch is a lone shape, so each step trains on about 21 scenes.
 ``<out>/results.json`` keeps every evaluation; ``<out>/table.md`` the mean ± std over seeds.
@@ -54,12 +54,13 @@ EVAL_DATA_SEED = 1
 
 
 TOWERS = ("preset", "plain-cnn")
+PLAIN_CNN_CHANNELS = (32, 64, 128, 128)
 
 
 class PlainCNN(nn.Module):
     """The reference tower of ``--tower plain-cnn``: [B, 3, H, W] -> [B, width]."""
 
-    def __init__(self, width: int, channels: tuple[int, ...] = (32, 64, 128, 128)) -> None:
+    def __init__(self, width: int, channels: tuple[int, ...] = PLAIN_CNN_CHANNELS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
@@ -160,7 +161,7 @@ def run_seed(args: argparse.Namespace, seed: int, model_name: str) -> list[dict[
     held_apart = DataPipeline("synthetic:train", reading=reading, **options)
     lone = LoneShapes(model, list(data.class_names))
     width = model.config.embed_dim
-    tower = model.visual if args.tower == "preset" else PlainCNN(width)
+    tower = model.visual if args.tower == "preset" else PlainCNN(width, args.cnn_channels)
     classifier = AttributeClassifier(tower, width, len(lone.colours), len(lone.shapes))
     optimizer = build_optimizer(
         classifier,
@@ -207,7 +208,8 @@ def table(runs: dict[int, list[dict[str, float]]], args: argparse.Namespace) -> 
         (
             f"{args.model}'s image tower" + "".join(f", {opt}" for opt in args.model_opt)
             if args.tower == "preset"
-            else f"the plain CNN in place of {args.model}'s image tower"
+            else f"the plain CNN ({', '.join(map(str, args.cnn_channels))} channels) in "
+            f"place of {args.model}'s image tower"
         )
         + ", colour and shape heads, lone-shape scenes of make demo's "
         f"stream, {args.steps} steps x {args.batch_size}, lr {args.lr}; accuracy on "
@@ -225,6 +227,18 @@ def table(runs: dict[int, list[dict[str, float]]], args: argparse.Namespace) -> 
             cells.append(f"{statistics.fmean(values):.1f} ± {std:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected channels like 32,64,128, got {text!r}"
+        ) from None
+    if not channels or min(channels) < 1:
+        raise argparse.ArgumentTypeError(f"channels must be at least 1, got {text!r}")
+    return channels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -245,6 +259,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=TOWERS,
         default="preset",
         help="the preset's image tower, or the reference plain CNN in its place",
+    )
+    p.add_argument(
+        "--cnn-channels",
+        type=_channels,
+        default=PLAIN_CNN_CHANNELS,
+        metavar="C1,C2,...",
+        help="the plain CNN's blocks, by their channels (each block halves the resolution)",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds: first-seed, +1, ...")
     p.add_argument("--first-seed", type=int, default=0)
