@@ -16,7 +16,7 @@
 #
 # Both runs are `make demo`'s (800 steps of 64 at lr 2e-3, scenes that never repeat) at 96 px,
 # where the MobileNetV2 grid has 3×3 patches: one per cell of the scenes' 3×3 layout. They take
-# about ten minutes together on a 2-core CPU (`LIGHTCLIP_NOTEBOOK_FAST=1`: a few steps at 64 px,
+# about eleven minutes together on a 2-core CPU (`LIGHTCLIP_NOTEBOOK_FAST=1`: a few steps at 64 px,
 # 2×2 patches, to check that the notebook runs).
 
 # %%
