@@ -383,6 +383,15 @@ def test_shape_supervised_trains_the_plain_cnn_in_the_towers_place(tmp_path: Pat
     rows = json.loads((tmp_path / "results.json").read_text())["runs"]["0"]
     assert [row["step"] for row in rows] == [2]
     assert "the plain CNN (8, 16 channels) in place of" in (tmp_path / "table.md").read_text()
-    for bad in (["--tower", "vit"], ["--cnn-channels", "32,x"], ["--cnn-channels", "0"]):
+    plain = ["--tower", "plain-cnn"]
+    for bad in (
+        ["--tower", "vit"],
+        [*plain, "--cnn-channels", "32,x"],
+        [*plain, "--cnn-channels", "0"],
+        ["--cnn-channels", "8,16"],  # the preset's tower has no such channels
+        [*plain, "--model-opt", "width_mult=1.0"],  # a preset's tower option
+    ):
         with pytest.raises(SystemExit):
             shape_supervised.parse_args([*bad, "--out", str(tmp_path)])
+    kept = shape_supervised.parse_args([*plain, "--model-opt", "image_size=96", "--out", "x"])
+    assert kept.cnn_channels == shape_supervised.PLAIN_CNN_CHANNELS

@@ -263,9 +263,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cnn-channels",
         type=_channels,
-        default=PLAIN_CNN_CHANNELS,
+        default=None,
         metavar="C1,C2,...",
-        help="the plain CNN's blocks, by their channels (each block halves the resolution)",
+        help="with --tower plain-cnn: its blocks, by their channels (each block halves the "
+        f"resolution; default {','.join(map(str, PLAIN_CNN_CHANNELS))})",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds: first-seed, +1, ...")
     p.add_argument("--first-seed", type=int, default=0)
@@ -275,7 +276,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-samples", type=int, default=3000, help="scenes (a third are lone)")
     p.add_argument("--out", required=True, help="folder for results.json and table.md")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tower == "preset" and args.cnn_channels is not None:
+        p.error("--cnn-channels shapes the plain CNN: it needs --tower plain-cnn")
+    # The plain CNN takes the preset's embedding width and resolution and nothing else of it.
+    kept = ("embed_dim", "image_size")
+    ignored = [opt for opt in args.model_opt if opt.split("=")[0].strip() not in kept]
+    if args.tower == "plain-cnn" and ignored:
+        p.error(f"--model-opt {' '.join(ignored)} changes the preset's tower, not the plain CNN")
+    if args.cnn_channels is None:
+        args.cnn_channels = PLAIN_CNN_CHANNELS
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
