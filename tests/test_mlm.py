@@ -89,3 +89,41 @@ def test_bad_input_is_named():
         mlm_mask(torch.zeros(2, 5, dtype=torch.long), 0, mask_fraction=0.9, random_fraction=0.2)
     with pytest.raises(InvalidDtypeError, match="ids"):
         word_lengths(torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("rate", [0.15, 0.5])
+def test_the_trainers_pipeline_masks_at_the_configured_rate(rate: float) -> None:
+    from lightclip.config import TrainConfig
+    from lightclip.data import build_pipeline
+
+    config = TrainConfig(mlm=True, mlm_prob=rate, batch_size=256, workers=1, seed=3)
+    pipeline = build_pipeline(
+        config,
+        "synthetic:train",
+        train=True,
+        image_size=16,
+        context_length=32,
+        rank=0,
+        world_size=1,
+        num_samples=256,
+        device=torch.device("cpu"),
+    )
+    batch = next(iter(pipeline))
+    text, labels = batch["text"], batch["mlm_labels"]
+    position = torch.arange(text.shape[1])
+    words = (position >= 1) & (position <= reference_word_lengths(text)[:, None])
+    chosen = labels != -100
+    assert not (chosen & ~words).any()  # SOT, EOT and padding are never chosen
+    assert torch.equal(labels[chosen], text[chosen])  # a label is the original token
+    # The count of chosen words within 5 standard deviations of the binomial's mean.
+    n = int(words.sum())
+    assert abs(int(chosen.sum()) - rate * n) < 5 * (n * rate * (1 - rate)) ** 0.5
+
+
+def test_the_mlm_rate_is_checked() -> None:
+    from lightclip.config import TrainConfig
+
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(InvalidInputError, match="--mlm-prob"):
+            TrainConfig(mlm_prob=bad)
+    assert TrainConfig(mlm_prob=1.0).mlm_prob == 1.0

@@ -199,6 +199,11 @@ class TrainConfig:
         0.0,
     )
     w_mlm: float | None = _opt("weight of the MLM loss")
+    mlm_prob: float = _opt(
+        "probability that a word token is chosen for the MLM loss (of those, 80%% become the "
+        "mask token, 10%% a random token, 10%% stay); SPEC's 0.15 is BERT's",
+        0.15,
+    )
     r1: float = _opt("progress where hard labels give way to uniform smoothing", 0.33)
     r2: float = _opt("progress where uniform smoothing gives way to negative-aware labels", 0.66)
     alpha: float = _opt("label softening mass", 0.2)
@@ -338,6 +343,8 @@ class TrainConfig:
             bad("dataset_type", f"must be one of {DATASET_TYPES}, got {self.dataset_type!r}")
         if self.eda_prob is not None and not 0.0 <= self.eda_prob <= 1.0:
             bad("eda_prob", f"must be in [0, 1], got {self.eda_prob}")
+        if not 0.0 < self.mlm_prob <= 1.0:
+            bad("mlm_prob", f"must be in (0, 1], got {self.mlm_prob}")
         if not 0.0 <= self.alpha < 1.0:
             bad("alpha", f"must be in [0, 1), got {self.alpha}")
         if not 0.0 <= self.r1 <= self.r2 <= 1.0:

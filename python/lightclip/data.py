@@ -525,7 +525,9 @@ def build_pipeline(
         kwargs["sample_ids"] = True  # the rows of the stored teacher embeddings
     if train:
         # eda_prob None: the source's default.
-        kwargs["text"] = kwargs["text"].replace(eda_prob=config.eda_prob, mlm=bool(config.mlm))
+        kwargs["text"] = kwargs["text"].replace(
+            eda_prob=config.eda_prob, mlm=bool(config.mlm), mlm_prob=config.mlm_prob
+        )
         kwargs["augmentation"] = apply_aug_cfg(
             config.aug_cfg or {}, augmentation_defaults(source, image_size)
         )
