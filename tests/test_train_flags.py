@@ -498,6 +498,28 @@ def test_dataset_resampled_trains_epochs_of_train_num_samples(tmp_path: Path) ->
         )
 
 
+def test_train_num_samples_is_the_epoch_of_plain_shards(tmp_path: Path, capsys) -> None:
+    # open_clip's reading for webdataset shards, whose length is not known up front: 8 samples
+    # in 4 shards, batches of 4, so epochs of 4 samples are one step each, each with its epoch
+    # file. Before, the flag was ignored and --epochs refused shards, asking for the flag.
+    source = _shards(tmp_path)
+    result = lightclip.train(
+        _config(tmp_path, train_data=source, train_num_samples=4, epochs=3, workers=1)
+    )
+    assert (result.total_steps, result.step, result.epoch) == (3, 3, 3)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "epoch_latest.pt"]
+    # Declared longer than the shards: as in open_clip each epoch ends with the data, and the
+    # run says so, once an epoch, instead of silently stopping short of its schedule.
+    capsys.readouterr()
+    result = lightclip.train(
+        _config(tmp_path, name="long", train_data=source, train_num_samples=16, epochs=2, workers=1)
+    )
+    assert (result.total_steps, result.step, result.epoch) == (8, 4, 2)
+    assert capsys.readouterr().err.count("ran out at step") == 2
+
+
 # --- --force-image-size, --report-to wandb --------------------------------------------------
 
 

@@ -63,6 +63,7 @@ class Run:
     autocast: Callable[[], Any]
     loss: LightCLIPLoss
     lr_at: Callable[[int], float]
+    epoch_steps: int | None  # --train-num-samples's epoch, for data of unknown length
     image_size: int
     teacher: Any = None  # teacher_embeddings.distillation_teacher(): online, stored or None
     log: Any = None  # the RunLog and the StopOnCtrlC, entered around the epochs

@@ -149,6 +149,23 @@ def lr_schedule(
     raise ValueError(f"unknown lr schedule {name!r}; known: cosine, const, const-cooldown")
 
 
+def declared_epoch_steps(config: TrainConfig, data: Any) -> int | None:
+    """Optimizer steps in an epoch of ``--train-num-samples`` samples (over all ranks), for
+    data that cannot tell its own length (plain shards): open_clip's reading of the flag for
+    webdataset shards, where it is how long an epoch is. None when the data knows its length
+    (a folder, a table, synthetic or resampled data, which take the flag themselves) or the
+    flag is not given."""
+    try:
+        len(data)
+        return None
+    except TypeError:
+        pass
+    if config.train_num_samples is None:
+        return None
+    world_size = getattr(data, "world_size", 1)
+    return max(config.train_num_samples // (config.batch_size * world_size * config.accum_freq), 1)
+
+
 def training_schedule(config: TrainConfig, data: Any) -> tuple[int, Callable[[int], float]]:
     """The run's length in optimizer steps (``--steps``, else ``--epochs`` passes over
     ``data``) and its ``step -> lr`` for ``--lr-scheduler``; const-cooldown's
@@ -156,6 +173,8 @@ def training_schedule(config: TrainConfig, data: Any) -> tuple[int, Callable[[in
     steps_per_epoch = None
     with contextlib.suppress(TypeError):  # an iterable of unknown length
         steps_per_epoch = max(len(data) // config.accum_freq, 1)
+    if steps_per_epoch is None:
+        steps_per_epoch = declared_epoch_steps(config, data)
     if config.steps is not None:
         total_steps = config.steps
     elif steps_per_epoch is None:

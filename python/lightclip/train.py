@@ -65,7 +65,7 @@ from .runtime import (
     seed_everything,
     training_runtime,
 )
-from .schedules import progress_at, training_schedule
+from .schedules import declared_epoch_steps, progress_at, training_schedule
 from .step_metrics import Accumulator
 from .teacher_embeddings import distillation_teacher
 
@@ -131,6 +131,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         autocast=autocast,
         loss=LightCLIPLoss.from_config(config, world_size=rt.world_size),
         lr_at=lr_at,
+        epoch_steps=declared_epoch_steps(config, data),
         image_size=image_size,
         teacher=teacher,
     )
@@ -206,6 +207,8 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
             run.stop.sync()  # every rank must leave the loop at the same step
             if run.stop.requested or not _more_to_do(run):
                 return False
+            if run.epoch_steps is not None and run.step >= (run.epoch + 1) * run.epoch_steps:
+                return True  # --train-num-samples samples make an epoch of plain shards
         t_data = time.perf_counter()
     # A fresh pass that yields nothing at all is an error, not an endless loop (a resumed one
     # may start right at its end).
@@ -213,6 +216,14 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
         raise DataError(
             f"--train-data {config.train_data}: the epoch yielded no batch "
             f"(batch size {config.batch_size}; {_stats(run.data)})"
+        )
+    if run.epoch_steps is not None and run.step < (run.epoch + 1) * run.epoch_steps:
+        # As open_clip's, the epoch ends with the data; the schedule still counts the declared
+        # length, so the run ends short of it.
+        run.rt.print(
+            f"warning: --train-data {config.train_data} ran out at step {run.step}, before the "
+            f"{(run.epoch + 1) * run.epoch_steps} that --train-num-samples "
+            f"{config.train_num_samples} makes by the end of epoch {run.epoch}"
         )
     return True
 
