@@ -306,6 +306,31 @@ def test_centroid_probe_tells_colour_from_shape() -> None:
     blind = centroid_probe(torch.cat([colour, 0 * shape], dim=1) + noise, labels, names)
     assert blind["probe_colour_acc"] == 1.0
     assert 0.1 < blind["probe_shape_acc"] < 0.45
+    assert both["probe_colour_confusions"] == blind["probe_colour_confusions"] == []
+
+
+def test_centroid_probe_names_the_colours_it_confuses() -> None:
+    from lightclip.experiments.demo_seeds import centroid_probe, colour_confusions
+
+    colours, shapes = ["red", "orange", "green"], ["circle", "square"]
+    names = [f"{c} {s}" for c in colours for s in shapes]
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, len(names), (1200,), generator=generator)
+    # Red and orange share one direction, green has its own: the probe can only guess between
+    # the first two, so each goes to the other about half the time and green never.
+    direction = torch.tensor([0, 0, 1])[labels // len(shapes)]
+    noise = 0.2 * torch.randn(len(labels), 32, generator=generator)
+    features = torch.cat([F.one_hot(direction, 2).float(), noise], dim=1)
+    result = centroid_probe(features, labels, names)
+    confused = {(t, p): share for t, p, share in result["probe_colour_confusions"]}
+    assert set(confused) == {("red", "orange"), ("orange", "red")}
+    assert all(0.25 < share < 0.75 for share in confused.values())
+    assert 0.6 < result["probe_colour_acc"] < 0.8
+    # Shares are per true colour, most frequent first, and small ones are left out.
+    pairs = [("red", "red")] * 6 + [("red", "blue")] * 3 + [("red", "green")] + [("blue", "red")]
+    most = [["blue", "red", 1.0], ["red", "blue", 0.3]]
+    assert colour_confusions(pairs) == [*most, ["red", "green", 0.1]]
+    assert colour_confusions(pairs, at_least=0.2) == most
 
 
 def test_mask_words_masks_exactly_the_given_words() -> None:

@@ -22,6 +22,7 @@ from the image has learned to.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
 import io
@@ -91,16 +92,19 @@ def ratios(metrics: dict[str, float]) -> dict[str, float]:
 
 
 PROBES = [("colour probe", "probe_colour_acc"), ("shape probe", "probe_shape_acc")]
+# A wrong colour is named in a seed's line when it takes at least this share of a colour's scenes.
+CONFUSION_SHOWN = 0.1
 # The fused MLM pass restoring a masked word from the image (training model; lightclip recipe).
 MLM_PROBES = [("MLM colour", "mlm_colour_acc"), ("MLM shape", "mlm_shape_acc")]
 
 
 def centroid_probe(
     features: torch.Tensor, labels: torch.Tensor, class_names: list[str]
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Nearest-centroid classification of ``features`` into ``class_names`` ("red circle"):
     centroids from the first half, predictions on the second; how often the predicted class
-    has the right colour (first word) and the right shape (second word)."""
+    has the right colour (first word) and the right shape (second word), and which colours it
+    mistakes for which (:func:`colour_confusions`)."""
     half = len(features) // 2
     train, test = F.normalize(features[:half], dim=-1), F.normalize(features[half:], dim=-1)
     present = [c for c in range(len(class_names)) if bool((labels[:half] == c).any())]
@@ -116,11 +120,25 @@ def centroid_probe(
         "probe_colour_acc": statistics.fmean(colour),
         "probe_shape_acc": statistics.fmean(shape),
         "probe_scenes": float(len(pairs)),
+        "probe_colour_confusions": colour_confusions(
+            [(words[t][0], words[p][0]) for p, t in pairs]
+        ),
     }
 
 
+def colour_confusions(
+    true_predicted: list[tuple[str, str]], at_least: float = CONFUSION_SHOWN
+) -> list[list[Any]]:
+    """``[true, predicted, share]`` for every wrong colour predicted for at least ``at_least``
+    of a true colour's scenes, most frequent first: which colours a seed has not told apart."""
+    totals = collections.Counter(true for true, _ in true_predicted)
+    wrong = collections.Counter((t, p) for t, p in true_predicted if t != p)
+    shares = [[t, p, n / totals[t]] for (t, p), n in wrong.items() if n / totals[t] >= at_least]
+    return sorted(shares, key=lambda c: (-c[2], c[0], c[1]))
+
+
 @torch.no_grad()
-def attribute_probe(model: Any, num_samples: int = 3000, seed: int = 0) -> dict[str, float]:
+def attribute_probe(model: Any, num_samples: int = 3000, seed: int = 0) -> dict[str, Any]:
     """:func:`centroid_probe` of ``model``'s image embeddings of the lone-shape scenes among
     ``num_samples`` of the training split (unaugmented). A lone shape's caption has one size
     word ("a small red circle"), which is how those scenes are found."""
@@ -280,6 +298,9 @@ def run_seeds(
             for label, k in PROBES + MLM_PROBES
             if k in run["probe"]
         )
+        confusions = run["probe"]["probe_colour_confusions"]
+        confused = ", ".join(f"{t}->{p} {100 * share:.0f} %" for t, p, share in confusions)
+        shown += f" (colours confused: {confused})" if confused else ""
         print(f"seed {seed}: {shown}, trained {metrics['train_seconds']:.0f} s", flush=True)
         # Written after every seed: an experiment stopped half-way keeps what it measured.
         (out / "results.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=1))
