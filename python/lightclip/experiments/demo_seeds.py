@@ -114,15 +114,13 @@ def centroid_probe(
     predicted = torch.tensor(present)[(test @ centroids.t()).argmax(dim=1)]
     words = [name.split() for name in class_names]
     pairs = list(zip(predicted.tolist(), labels[half:].tolist(), strict=True))
-    colour = [words[p][0] == words[t][0] for p, t in pairs]
+    colours = [(words[t][0], words[p][0]) for p, t in pairs]  # (true, predicted)
     shape = [words[p][1] == words[t][1] for p, t in pairs]
     return {
-        "probe_colour_acc": statistics.fmean(colour),
+        "probe_colour_acc": statistics.fmean(t == p for t, p in colours),
         "probe_shape_acc": statistics.fmean(shape),
         "probe_scenes": float(len(pairs)),
-        "probe_colour_confusions": colour_confusions(
-            [(words[t][0], words[p][0]) for p, t in pairs]
-        ),
+        "probe_colour_confusions": colour_confusions(colours),
     }
 
 
