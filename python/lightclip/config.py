@@ -84,6 +84,15 @@ class TrainConfig:
         "training resolution (default: the model's); --force-image-size is open_clip's spelling "
         "(one side: the images are square)"
     )
+    image_size_start: int | None = _opt(
+        "progressive resizing: train the first steps at this smaller side (a multiple of 32), "
+        "growing to the training resolution by --image-size-ramp-end (lightclip."
+        "progressive_resize)"
+    )
+    image_size_ramp_end: float = _opt(
+        "with --image-size-start: the progress (0-1] of the run from which it trains at full size",
+        0.5,
+    )
     workers: int | None = _opt("data pipeline threads (default: one per core)")
     eda_prob: float | None = _opt(
         "probability of one EDA operation per caption (default: the data pipeline's for the "
@@ -324,6 +333,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.image_size_ramp_end <= 1.0:
+            bad("image_size_ramp_end", f"must be in (0, 1], got {self.image_size_ramp_end}")
         if self.warmup is not None and self.warmup < 0:
             bad("warmup", f"must be >= 0, got {self.warmup}")
         if not self.lr > 0:

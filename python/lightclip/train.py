@@ -51,6 +51,7 @@ from .losses import LightCLIPLoss
 from .models import apply_model_options, build_model
 from .openclip_export import export_inference_model
 from .optim import clamp_logit_scale, optimizer_for, set_lr
+from .progressive_resize import check_image_size_start, resize_images, training_side
 from .run_divergence import stop_on_non_finite_loss, stop_on_non_finite_weights
 from .run_evaluation import evaluate_at_end, evaluate_at_epoch_end
 from .run_folder import prepare_run_folder, run_name
@@ -101,6 +102,8 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     apply_model_options(model, config, rt.print)  # --pretrained, --lock-*, checkpointing
     model, ddp_model = place_model(model, rt, config.precision)  # ddp_model: DDP-wrapped
     image_size = config.image_size or model.config.image_size
+    if config.image_size_start is not None:
+        check_image_size_start(config.image_size_start, image_size)
 
     # ------------------------------------------------------------------ data, optimizer, loss
     if data is None:
@@ -182,13 +185,14 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
         lr = run.lr_at(run.step)
         set_lr(run.optimizer, lr)
         progress = progress_at(run.step, run.result.total_steps)
+        images = resize_images(batch["image"], training_side(config, run.image_size, progress))
         last_micro = micro == config.accum_freq - 1
         # DDP all-reduces the gradients once per optimizer step, on its last micro-batch.
         no_sync = not last_micro and run.rt.world_size > 1
         with run.ddp_model.no_sync() if no_sync else contextlib.nullcontext():
             with run.autocast():
                 out = run.ddp_model(
-                    batch["image"],
+                    images,
                     batch["text"],
                     masked_text=batch["masked_text"] if config.mlm else None,
                     mlm_labels=batch["mlm_labels"] if config.mlm else None,
@@ -263,6 +267,8 @@ def optimizer_step(run: Run, accum: Accumulator, lr: float, progress: float) -> 
     host_metrics = dict(lr=lr, progress=progress, epoch=run.epoch)
     if config.grad_clip_norm is None:
         host_metrics["grad_norm"] = float("nan")
+    if config.image_size_start is not None:
+        host_metrics["image_size"] = training_side(config, run.image_size, progress)
     run.pending.add(run.step, accum, run.rt, device=device_metrics, host=host_metrics)
     run.log.advance()
     saving = bool(config.save_every_n_steps) and run.step % config.save_every_n_steps == 0

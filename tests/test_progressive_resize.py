@@ -1,0 +1,121 @@
+"""--image-size-start (progressive resizing): the side each step trains at, the resize against
+PIL's antialiased bilinear resampling, what the image tower receives in a real run, and the
+errors for sides the towers cannot take."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lightclip
+from lightclip.config import parse_args
+from lightclip.errors import InvalidInputError
+from lightclip.progressive_resize import image_size_at, resize_images
+from quiet_run import quiet_config
+from train_fakes import FakePipeline
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+train_module = importlib.import_module("lightclip.train")  # lightclip.train is the function
+
+
+def test_the_side_grows_in_strides_of_32_and_is_full_from_the_ramp_end() -> None:
+    total = 1000
+    sides = [image_size_at(step / total, start=64, full=160, ramp_end=0.6) for step in range(total)]
+    # Linear in the side from 64 at step 0 to 160 at step 600: 96 from a third of the way
+    # (step 200), 128 from two thirds (step 400), 160 from step 600 on.
+    assert sides[0] == 64 and sides[199] == 64
+    assert sides[200] == 96 and sides[399] == 96
+    assert sides[400] == 128 and sides[599] == 128
+    assert set(sides[600:]) == {160}
+
+
+def test_a_ramp_over_the_whole_run_still_ends_at_full_size() -> None:
+    assert image_size_at(0.999, start=96, full=128, ramp_end=1.0) == 96
+    assert image_size_at(1.0, start=96, full=128, ramp_end=1.0) == 128
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_resize_is_pils_antialiased_bilinear(channels_last: bool) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(2, 128, 128, 3), dtype=np.uint8)
+    images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255).contiguous()
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    resized = resize_images(images, 96)
+    assert resized.shape == (2, 3, 96, 96)
+    assert resized.is_contiguous(memory_format=torch.channels_last) == channels_last
+    for i in range(2):
+        pil = Image.fromarray(pixels[i]).resize((96, 96), Image.Resampling.BILINEAR)
+        reference = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255
+        # PIL rounds to 8 bits; torch stays in float.
+        assert torch.allclose(resized[i], reference, atol=1.5 / 255)
+
+
+def test_an_image_already_at_the_side_is_not_touched() -> None:
+    images = torch.rand(2, 3, 64, 64)
+    assert resize_images(images, 64) is images
+
+
+@pytest.fixture
+def sides(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The side of every image batch the model of the next ``lightclip.train`` receives."""
+    received: list[int] = []
+    build = train_module.build_model
+
+    def recording_build(*args, **kwargs):
+        model = build(*args, **kwargs)
+        model.register_forward_pre_hook(lambda _m, a: received.append(a[0].shape[-1]))
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", recording_build)
+    return received
+
+
+@pytest.mark.parametrize("recipe", ["clip", "lightclip"])
+def test_a_run_trains_small_then_full_size_and_logs_the_side(
+    tmp_path: Path, sides: list[int], recipe: str
+) -> None:
+    config = quiet_config(
+        tmp_path, recipe=recipe, steps=8, image_size=64, image_size_start=32, warmup=0
+    )
+    result = lightclip.train(config, data=FakePipeline(num_samples=32, batch_size=4))
+
+    assert sides == [32] * 4 + [64] * 4  # ramp end 0.5 (the default) of 8 steps
+    assert [row["image_size"] for row in result.history] == sides
+    with (tmp_path / "run" / "metrics.csv").open() as f:
+        logged = [int(float(row["image_size"])) for row in csv.DictReader(f)]
+    assert logged == sides
+
+
+def test_without_the_option_every_step_trains_at_full_size(
+    tmp_path: Path, sides: list[int]
+) -> None:
+    config = quiet_config(tmp_path, recipe="clip", steps=3, image_size=64, warmup=0)
+    result = lightclip.train(config, data=FakePipeline(num_samples=16, batch_size=4))
+    assert sides == [64] * 3
+    assert "image_size" not in result.history[0]
+
+
+@pytest.mark.parametrize(
+    ("start", "why"),
+    [(48, "multiple of 32"), (64, "not including"), (96, "not including"), (0, "multiple")],
+)
+def test_a_start_side_the_towers_cannot_take_is_refused(
+    tmp_path: Path, start: int, why: str
+) -> None:
+    config = quiet_config(tmp_path, recipe="clip", steps=2, image_size=64, image_size_start=start)
+    with pytest.raises(InvalidInputError, match=f"--image-size-start.*{why}"):
+        lightclip.train(config, data=FakePipeline(num_samples=8, batch_size=4))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("ramp_end", ["0", "1.5", "nan"])
+def test_a_ramp_end_outside_the_run_is_refused(ramp_end: str) -> None:
+    with pytest.raises(InvalidInputError, match="--image-size-ramp-end"):
+        parse_args(["--image-size-start", "32", "--image-size-ramp-end", ramp_end])
