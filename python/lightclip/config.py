@@ -186,7 +186,10 @@ class TrainConfig:
     device: str = _opt("'auto', 'cpu', 'cuda' or 'cuda:N'", "auto")
     local_loss: bool = _opt("DDP: each rank computes its own rows of the contrastive loss", False)
     gather_with_grad: bool = _opt(
-        "DDP: all-gather features with gradients (exact global-batch gradients)", True
+        "DDP: all-gather features with gradients (exact global-batch gradients); "
+        "--no-gather-with-grad, as in open_clip, gives the gathered losses 1/world-size of "
+        "their weight against the per-rank token and MLM losses (lightclip.distributed)",
+        True,
     )
 
     # --- LightCLIP switches (None: from --recipe) ---------------------------------------------

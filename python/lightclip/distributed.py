@@ -5,7 +5,10 @@ The two switches follow open_clip's ``ClipLoss``:
 * ``gather_with_grad=False``: the other ranks' features arrive as constants and this rank's
   own slice is put back as the local tensor, so gradients reach the local features only.
   With ``local_loss=False`` every rank computes the whole loss and its gradient with respect
-  to the local features is exactly the global loss's.
+  to the local features is exactly the global loss's; DDP then averages the ranks' gradients,
+  so the gathered losses (contrastive, soft-target distillation) reach the parameters at
+  1/world_size of their weight, as in open_clip. The per-rank losses (token, MLM, feature
+  distillation) keep theirs, so with more than one loss this switch shifts their balance.
 * ``gather_with_grad=True``: ``torch.distributed.nn.all_gather`` keeps the graph across ranks;
   its backward sums the gradients of every rank's loss into each rank's local features.
 
