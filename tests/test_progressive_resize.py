@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +34,6 @@ def test_the_side_grows_in_strides_of_32_and_is_full_from_the_ramp_end() -> None
     assert sides[200] == 96 and sides[399] == 96
     assert sides[400] == 128 and sides[599] == 128
     assert set(sides[600:]) == {160}
-
-
-def test_a_ramp_over_the_whole_run_still_ends_at_full_size() -> None:
-    assert image_size_at(0.999, start=96, full=128, ramp_end=1.0) == 96
-    assert image_size_at(1.0, start=96, full=128, ramp_end=1.0) == 128
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -102,20 +98,73 @@ def test_without_the_option_every_step_trains_at_full_size(
     assert "image_size" not in result.history[0]
 
 
-@pytest.mark.parametrize(
-    ("start", "why"),
-    [(48, "multiple of 32"), (64, "not including"), (96, "not including"), (0, "multiple")],
-)
-def test_a_start_side_the_towers_cannot_take_is_refused(
-    tmp_path: Path, start: int, why: str
+def test_every_micro_batch_of_a_step_trains_at_the_steps_side(
+    tmp_path: Path, sides: list[int]
 ) -> None:
-    config = quiet_config(tmp_path, recipe="clip", steps=2, image_size=64, image_size_start=start)
-    with pytest.raises(InvalidInputError, match=f"--image-size-start.*{why}"):
-        lightclip.train(config, data=FakePipeline(num_samples=8, batch_size=4))
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    config = quiet_config(
+        tmp_path, recipe="clip", steps=4, image_size=64, image_size_start=32, accum_freq=2
+    )
+    lightclip.train(config, data=FakePipeline(num_samples=32, batch_size=4))
+    assert sides == [32] * 4 + [64] * 4
 
 
-@pytest.mark.parametrize("ramp_end", ["0", "1.5", "nan"])
+def test_a_resumed_run_trains_at_the_sides_of_a_run_never_stopped(
+    tmp_path: Path, sides: list[int]
+) -> None:
+    config = partial(
+        quiet_config, recipe="clip", steps=8, image_size=64, image_size_start=32,
+        image_size_ramp_end=0.75, warmup=0,
+    )  # fmt: skip
+    lightclip.train(config(tmp_path / "whole"), data=FakePipeline(num_samples=32, batch_size=4))
+    whole = list(sides)
+    sides.clear()
+
+    first = lightclip.train(
+        config(tmp_path / "parts"),
+        data=FakePipeline(num_samples=32, batch_size=4),
+        on_step=lambda step, _metrics: step == 3,  # stop after step 3, as Ctrl-C does
+    )
+    assert first.interrupted
+    lightclip.train(
+        config(tmp_path / "parts", resume="latest"),
+        data=FakePipeline(num_samples=32, batch_size=4),
+    )
+    assert whole == [32] * 6 + [64] * 2
+    assert sides == whole
+
+
+@pytest.mark.parametrize(
+    ("flags", "why"),
+    [
+        (dict(image_size_start=48), "multiple of 32"),
+        (dict(image_size_start=0), "multiple of 32"),
+        (dict(image_size=64, image_size_start=64), "below --image-size 64"),
+        (dict(image_size=128, image_size_start=160), "below --image-size 128"),
+        (dict(image_size_ramp_end=0.5), "only applies with --image-size-start"),
+    ],
+)
+def test_a_side_the_towers_cannot_take_is_refused(flags: dict, why: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"--image-size-(start|ramp-end) .*{why}"):
+        lightclip.TrainConfig(**flags)
+
+
+@pytest.mark.parametrize("ramp_end", ["0", "1", "1.5", "nan"])
 def test_a_ramp_end_outside_the_run_is_refused(ramp_end: str) -> None:
+    # At 1 the last step (progress (T-1)/T) would still train below the evaluated size.
     with pytest.raises(InvalidInputError, match="--image-size-ramp-end"):
         parse_args(["--image-size-start", "32", "--image-size-ramp-end", ramp_end])
+
+
+def test_a_start_at_the_models_own_size_is_refused_before_an_earlier_run_is_cleared(
+    tmp_path: Path,
+) -> None:
+    earlier = quiet_config(tmp_path, recipe="clip", steps=1)
+    lightclip.train(earlier, data=FakePipeline(num_samples=4, batch_size=4))
+    kept = sorted(p.name for p in (tmp_path / "run").iterdir())
+
+    # lightclip-tiny-mnv2 trains at 64 px unless --image-size says otherwise.
+    again = quiet_config(tmp_path, recipe="clip", steps=1, overwrite=True, image_size_start=64)
+    with pytest.raises(InvalidInputError, match="--image-size-start must be below .* 64"):
+        lightclip.train(again, data=FakePipeline(num_samples=4, batch_size=4))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == kept
+    assert (tmp_path / "run" / "checkpoints" / "epoch_latest.pt").is_file()

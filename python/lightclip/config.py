@@ -31,6 +31,7 @@ from typing import Any
 from .augmentation import parse_aug_cfg
 from .errors import InvalidInputError
 from .models.config import TOKEN_SPACES
+from .progressive_resize import STRIDE
 
 RECIPES = ("lightclip", "clip")
 PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
@@ -86,12 +87,12 @@ class TrainConfig:
     )
     image_size_start: int | None = _opt(
         "progressive resizing: train the first steps at this smaller side (a multiple of 32), "
-        "growing to the training resolution by --image-size-ramp-end (lightclip."
-        "progressive_resize)"
+        "growing to the training resolution by --image-size-ramp-end; the token loss then "
+        "matches fewer image tokens, (side/32)^2 (lightclip.progressive_resize)"
     )
-    image_size_ramp_end: float = _opt(
-        "with --image-size-start: the progress (0-1] of the run from which it trains at full size",
-        0.5,
+    image_size_ramp_end: float | None = _opt(
+        "with --image-size-start: the progress, in (0, 1), from which the run trains at full "
+        "size (default 0.5)"
     )
     workers: int | None = _opt("data pipeline threads (default: one per core)")
     eda_prob: float | None = _opt(
@@ -336,8 +337,7 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.image_size_ramp_end <= 1.0:
-            bad("image_size_ramp_end", f"must be in (0, 1], got {self.image_size_ramp_end}")
+        self._validate_progressive_resize(bad)
         if self.warmup is not None and self.warmup < 0:
             bad("warmup", f"must be >= 0, got {self.warmup}")
         if not self.lr > 0:
@@ -381,6 +381,27 @@ class TrainConfig:
         self._validate_distillation(bad)
         if self.overwrite and self.resume is not None:
             bad("overwrite", "and --resume exclude each other: resume the run or replace it")
+
+    def _validate_progressive_resize(self, bad: Any) -> None:
+        """What can be checked before the model says its size; the start side against that
+        size is checked by ``progressive_resize.check_image_size_start``."""
+        if self.image_size_start is None:
+            if self.image_size_ramp_end is not None:
+                bad("image_size_ramp_end", "only applies with --image-size-start")
+            return
+        if self.image_size_start < STRIDE or self.image_size_start % STRIDE:
+            bad(
+                "image_size_start",
+                f"must be a positive multiple of {STRIDE}, got {self.image_size_start}",
+            )
+        if self.image_size is not None and self.image_size_start >= self.image_size:
+            bad(
+                "image_size_start",
+                f"must be below --image-size {self.image_size}, got {self.image_size_start}",
+            )
+        if self.image_size_ramp_end is not None and not 0.0 < self.image_size_ramp_end < 1.0:
+            # At 1 no step would train at the size the model is evaluated and exported at.
+            bad("image_size_ramp_end", f"must be in (0, 1), got {self.image_size_ramp_end}")
 
     def _validate_open_clip_flags(self, bad: Any) -> None:
         """The flags that only mean something with another one: given alone they would be

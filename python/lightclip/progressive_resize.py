@@ -1,7 +1,8 @@
 """Progressive resizing: the first part of a run trains on smaller images.
 
 A convolutional tower's step costs about the square of the image side, and early in a run the
-towers learn coarse features, which small images teach as well. ``--image-size-start S``
+towers learn coarse features, which small images may teach as well (docs/experiments.md
+measures whether they do on Flickr8k). ``--image-size-start S``
 trains the first steps at S px; the side grows linearly with the run's progress and reaches
 the training resolution (``--image-size``, or the model's) at ``--image-size-ramp-end`` of the
 run, from where the rest of the run and every evaluation use the full size. Sides are snapped
@@ -10,7 +11,8 @@ px until the half and 128 px after it.
 
 The batch is resized on the device (bilinear, antialiased) after the pipeline has cropped and
 augmented it at the full size, so the pipeline, its read-ahead and its resume state do not
-depend on the step. The side is a pure function of the step, which keeps resume exact.
+depend on the step. The side is a pure function of the step, which keeps resume exact. The
+token loss aligns the (side/32)^2 stage-4 tokens a smaller image has: 4 at 64 px, 1 at 32 px.
 
     >>> [image_size_at(p, start=64, full=128, ramp_end=0.5) for p in (0.0, 0.25, 0.49, 0.5, 0.9)]
     [64, 96, 96, 128, 128]
@@ -24,11 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
+from .models import resolve_model_config
 
 if TYPE_CHECKING:
     from .config import TrainConfig
 
 STRIDE = 32  # every image tower downsamples by 32; models/config.py asks sizes to be multiples
+DEFAULT_RAMP_END = 0.5
 
 
 def image_size_at(progress: float, *, start: int, full: int, ramp_end: float) -> int:
@@ -43,17 +47,20 @@ def training_side(config: TrainConfig, full: int, progress: float) -> int:
     """The side a step at ``progress`` trains at: ``full`` unless ``--image-size-start``."""
     if config.image_size_start is None:
         return full
-    return image_size_at(
-        progress, start=config.image_size_start, full=full, ramp_end=config.image_size_ramp_end
-    )
+    ramp_end = config.image_size_ramp_end or DEFAULT_RAMP_END
+    return image_size_at(progress, start=config.image_size_start, full=full, ramp_end=ramp_end)
 
 
-def check_image_size_start(start: int, full: int) -> None:
-    """A clear error for a start side the towers cannot take or that would not shrink them."""
-    if start % STRIDE or not STRIDE <= start < full:
+def check_image_size_start(config: TrainConfig) -> None:
+    """A clear error, before a run folder is touched, for a start side at or above the size
+    the model trains at (``--image-size``, or the model's own); TrainConfig checks the rest."""
+    if config.image_size_start is None:
+        return
+    full = config.image_size or resolve_model_config(config.model).image_size
+    if config.image_size_start >= full:
         raise InvalidInputError(
-            f"--image-size-start must be a multiple of {STRIDE} from {STRIDE} up to, not "
-            f"including, the training size {full}; got {start}"
+            f"--image-size-start must be below the training size {full} (--image-size, or "
+            f"{config.model}'s own), got {config.image_size_start}"
         )
 
 

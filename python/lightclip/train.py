@@ -92,6 +92,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     run_dir = Path(config.logs) / config.name
     resume_path = resolve_resume(config.resume, run_dir / "checkpoints")
     check_reporters(config)
+    check_image_size_start(config)
     prepare_run_folder(run_dir, config, rt)  # no earlier run overwritten unasked
     seed_everything(config.seed, rt.rank)
 
@@ -102,8 +103,6 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     apply_model_options(model, config, rt.print)  # --pretrained, --lock-*, checkpointing
     model, ddp_model = place_model(model, rt, config.precision)  # ddp_model: DDP-wrapped
     image_size = config.image_size or model.config.image_size
-    if config.image_size_start is not None:
-        check_image_size_start(config.image_size_start, image_size)
 
     # ------------------------------------------------------------------ data, optimizer, loss
     if data is None:
