@@ -1,13 +1,13 @@
 """Progressive resizing: the first part of a run trains on smaller images.
 
 A convolutional tower's step costs about the square of the image side, and early in a run the
-towers learn coarse features, which small images may teach as well (docs/experiments.md
-measures whether they do on Flickr8k). ``--image-size-start S``
-trains the first steps at S px; the side grows linearly with the run's progress and reaches
-the training resolution (``--image-size``, or the model's) at ``--image-size-ramp-end`` of the
-run, from where the rest of the run and every evaluation use the full size. Sides are snapped
-down to a multiple of 32, the towers' stride, so 96 → 128 over the first half of the run is 96
-px until the half and 128 px after it.
+towers learn coarse features, which small images may teach as well (on Flickr8k, at equal
+time, 96 px for the first half was level with 128 px throughout: docs/experiments.md).
+``--image-size-start S`` trains the first steps at S px; the side grows linearly with the
+run's progress and reaches the training resolution (``--image-size``, or the model's) at
+``--image-size-ramp-end`` of the run, from where the rest of the run and every evaluation use
+the full size. Sides are snapped down to a multiple of 32, the towers' stride, so 96 → 128
+over the first half of the run is 96 px until the half and 128 px after it.
 
 The batch is resized on the device (bilinear, antialiased) after the pipeline has cropped and
 augmented it at the full size, so the pipeline, its read-ahead and its resume state do not
