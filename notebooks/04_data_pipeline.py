@@ -63,13 +63,18 @@ def augmentations(path, caption, augmentation, copies=7):
                                   text=lightclip.TextConfig(eda_prob=1.0))
     return next(iter(data))
 
-# What a table of photos gets at 96 px when no augmentation is given (milder than the MoCo-v2
-# recipe, which is for 224 px and up).
+# What a table of photos gets when no augmentation is given: SPEC's MoCo-v2 recipe at 224 px
+# and up; at 128 px and below only the flip (in a short run crops and colour jitter slow a
+# small model down more than they help it). The synthetic data's own default is milder than
+# MoCo-v2: its captions name colours and places.
+MOCO = lightclip.augmentation_defaults("photos.csv", 224)
 PHOTO = lightclip.augmentation_defaults("photos.csv", 96)
-MILD = PHOTO.replace(crop_scale=(0.8, 1.0), jitter=(0.4, 0.4, 0.2, 0.0), grayscale_p=0.0)
+MILD = lightclip.augmentation_defaults("synthetic", 96)
 for title, augmentation in (
-    ("photo defaults at 96 px (crop 0.6-1, jitter p=0.3, flip)", PHOTO),
-    ("mild, as used for the synthetic data (no hue shift: captions name colours)", MILD),
+    ("photo default at 224 px and up: MoCo-v2 (crop 0.2-1, jitter p=0.8, grayscale, blur, flip)",
+     MOCO),
+    ("photo default at 96 px: the whole picture, only flipped", PHOTO),
+    ("synthetic data's default (crop 0.8-1, no hue shift: captions name colours)", MILD),
 ):
     fig, axes = plt.subplots(len(rows), 8, figsize=(14, 1.9 * len(rows)))
     for r, (path, caption) in enumerate(rows):
@@ -77,7 +82,7 @@ for title, augmentation in (
         axes[r, 0].imshow(to_rgb(originals["image"][r]))
         for c in range(7):
             axes[r, c + 1].imshow(to_rgb(augmented["image"][c]))
-        if r == 0 and augmentation == PHOTO:
+        if r == 0 and augmentation == MOCO:
             print("EDA on the caption of picture 0:", *augmented["captions"][:3], sep="\n  ")
     for ax in axes.flat:
         ax.axis("off")

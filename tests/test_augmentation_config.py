@@ -129,11 +129,28 @@ def test_small_real_images_get_milder_defaults_than_large_ones() -> None:
     small, large = augmentation_defaults("x.tar", 64), augmentation_defaults("x.tar", 224)
     assert large.crop_scale == (0.2, 1.0) and large.grayscale_p == 0.2  # SPEC §2 MoCo-v2
     assert large == AugmentationConfig()
-    assert small.crop_scale[0] > large.crop_scale[0]
-    assert small.jitter_p < large.jitter_p and small.blur_p < large.blur_p
+    assert small.crop_scale == (1.0, 1.0) and small.crop_ratio == (1.0, 1.0)
+    assert small.jitter_p == small.grayscale_p == small.blur_p == 0.0
+    assert small.flip_p == large.flip_p == 0.5
     assert augmentation_defaults("x.tar", 128) == small
     assert default_eda_prob("synthetic:train", 224) == 0.0
     assert default_eda_prob("x.tar", 224) == 0.5 and default_eda_prob("x.tar", 64) == 0.0
+
+
+@pytest.mark.parametrize("size", [(20, 20), (30, 20), (20, 26)])
+def test_small_real_images_train_on_the_whole_picture(tmp_path, size) -> None:
+    # The default at small sizes, flip aside, is the picture's centre square (all of it when
+    # it is square) resized: what evaluation sees, not a random part of it.
+    picture_bytes = image_bytes(5, size=size)
+    source = str(write_tar(tmp_path / "s.tar", [("k.png", picture_bytes), ("k.txt", b"x")]))
+    config = TrainConfig(aug_cfg=["flip_prob=0"], batch_size=1, eda_prob=0.0, workers=1)
+    side = min(size)
+    left, top = (size[0] - side) // 2, (size[1] - side) // 2
+    picture = Image.open(io.BytesIO(picture_bytes)).convert("RGB")
+    # PIL with box=, like the pipeline, lets the filter read past the crop's edge.
+    square = picture.resize((16, 16), Image.BILINEAR, box=(left, top, left + side, top + side))
+    want = torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1).float() / 255
+    assert torch.allclose(_first_image(config, source, train=True), want, atol=1.5 / 255)
 
 
 def test_synthetic_defaults_keep_what_the_captions_name() -> None:

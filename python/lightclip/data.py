@@ -102,11 +102,15 @@ _SYNTHETIC_DEFAULTS = (
 )
 # Real photos at 224 px and up: SPEC §2's MoCo-v2 recipe (AugmentationConfig's defaults).
 _REAL_DEFAULTS = (AugmentationConfig(), 0.5)
-# Real photos at small sizes (the tiny presets' 64 px, up to 128 px): the MoCo-v2 strengths
-# leave too little of a small picture for a small model to learn from.
+# Real photos at small sizes (the tiny presets' 64 px, up to 128 px): the whole picture, only
+# flipped. In a short run a small model is held back by how fast it fits, and random crops and
+# colour jitter slow that down more than they regularise (docs/experiments.md, "Flickr8k").
+# The full-scale square crop is the evaluation's centre crop on a picture that is not square.
 SMALL_IMAGE_SIZE = 128
 _SMALL_REAL_DEFAULTS = (
-    AugmentationConfig(crop_scale=(0.6, 1.0), jitter_p=0.3, grayscale_p=0.0, blur_p=0.0),
+    AugmentationConfig(
+        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_p=0.0, grayscale_p=0.0, blur_p=0.0
+    ),
     0.0,
 )
 
@@ -119,7 +123,7 @@ def _defaults(source: str, image_size: int) -> tuple[AugmentationConfig, float]:
 
 def augmentation_defaults(source: str, image_size: int) -> AugmentationConfig:
     """The augmentation a source gets when the caller gives none: mild for the synthetic
-    data, MoCo-v2 for real photos, milder for real photos of at most 128 px."""
+    data, MoCo-v2 for real photos, only the flip for real photos of at most 128 px."""
     return _defaults(source, image_size)[0]
 
 
@@ -210,7 +214,7 @@ class DataPipeline:
 
     ``augmentation`` (:class:`AugmentationConfig`, used when ``train``) defaults to
     :func:`augmentation_defaults`: SPEC §2's MoCo-v2 recipe for real photos above 128 px,
-    milder for smaller ones (where they keep small models from learning), and
+    only the flip for smaller ones (where crops and jitter slow small models down), and
     milder still for synthetic data, whose captions name colours and places. ``text``
     (:class:`TextConfig`) defaults to 77 tokens, open_clip's vocabulary, MLM masking on and
     EDA as :func:`default_eda_prob` says when training; ``reading`` (:class:`ReadingConfig`)
