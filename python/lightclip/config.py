@@ -103,7 +103,8 @@ class TrainConfig:
         "training-image augmentation as open_clip's KEY=VALUE pairs, e.g. --aug-cfg "
         "scale='(0.6,1)' color_jitter=0.4 color_jitter_prob=0.3 gray_scale_prob=0 blur_prob=0 "
         "(keys: scale ratio color_jitter color_jitter_prob gray_scale_prob blur_prob "
-        "blur_sigma flip_prob; see lightclip.augmentation)",
+        "blur_sigma flip_prob; see lightclip.augmentation). A key left out keeps the default: "
+        "MoCo-v2 for photos above 128 px, only the flip at 128 px and below",
         nargs="*",
     )
     dataset_resampled: bool = _opt(
