@@ -124,8 +124,12 @@ def test_uint8_output_is_the_float_output_quantised(tmp_path):
 
 def test_random_crops_vary_and_stay_in_range(tmp_path):
     source = one_sample_shard(tmp_path, smooth_image(6, size=(64, 48)))
+    # MoCo-v2's crop, given explicitly: at 16 px the default is the whole picture.
+    crop = dict(crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3))
     images = [
-        first_image(source, image_size=16, seed=s, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+        first_image(
+            source, image_size=16, seed=s, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, **crop
+        )
         for s in range(5)
     ]
     assert all(0 <= float(i.min()) and float(i.max()) <= 1 for i in images)
