@@ -1,8 +1,8 @@
 """Progressive resizing: the first part of a run trains on smaller images.
 
 A convolutional tower's step costs about the square of the image side, and early in a run the
-towers learn coarse features, which small images may teach as well (on Flickr8k, at equal
-time, 96 px for the first half was level with 128 px throughout: docs/experiments.md).
+towers learn coarse features, which small images may teach as well (docs/experiments.md
+measures whether they do on Flickr8k).
 ``--image-size-start S`` trains the first steps at S px; the side grows linearly with the
 run's progress and reaches the training resolution (``--image-size``, or the model's) at
 ``--image-size-ramp-end`` of the run, from where the rest of the run and every evaluation use
