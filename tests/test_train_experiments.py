@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from lightclip.demo import chance_levels, results_table, retrieval_chance
 from lightclip.experiments import ablation
+from lightclip.experiments.options import key_values
 
 
 @pytest.mark.parametrize(("n", "positives"), [(4, 1), (5, 2), (6, 3), (6, 1)])
@@ -234,6 +235,18 @@ def test_ablation_refuses_overrides_of_what_it_varies(flickr8k_dir: Path, tmp_pa
     assert "set by the experiment itself" in capsys.readouterr().err
 
 
+def test_train_opt_given_twice_adds_up_and_a_key_given_twice_is_refused(
+    flickr8k_dir: Path, tmp_path: Path, capsys
+) -> None:
+    args = ablation.parse_args(["--train-opt", "wd=0", "--train-opt", "warmup=5", "alpha=0.1"])
+    assert key_values(args.train_opt, "--train-opt") == {"wd": 0, "warmup": 5, "alpha": 0.1}
+    argv = ["--data-dir", str(flickr8k_dir), "--out", str(tmp_path)]
+    argv += ["--train-opt", "wd=0", "--train-opt", "wd=0.1"]
+    assert ablation.main(argv) == 2
+    assert "--train-opt: wd given twice" in capsys.readouterr().err
+    assert not (tmp_path / "ablation.json").exists()
+
+
 def test_flickr8k_subject_labels() -> None:
     from lightclip.experiments.flickr8k_zero_shot import SUBJECTS, subject_label
 
@@ -256,7 +269,8 @@ def test_demo_seeds_runs_the_demo_per_seed_with_its_variations(tmp_path: Path) -
 
     torch.set_num_threads(1)
     argv = ["--steps", "2", "--batch-size", "8", "--seeds", "2", "--first-seed", "3"]
-    argv += ["--recipe", "clip", "--lr", "1e-3", "--train-opt", "alpha=0.3", "save_every_n_steps=1"]
+    argv += ["--recipe", "clip", "--lr", "1e-3", "--train-opt", "alpha=0.3"]
+    argv += ["--train-opt", "save_every_n_steps=1"]  # given twice, the flag's pairs add up
     argv += ["--model-opt", "text_layers=4"]
     assert demo_seeds.main([*argv, "--heldout-samples", "48", "--out", str(tmp_path)]) == 0
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]

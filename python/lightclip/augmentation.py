@@ -105,6 +105,8 @@ def parse_aug_cfg(value: str | Iterable[str] | Mapping[str, Any] | None) -> dict
                 literal = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 raise _bad(key, f"not a Python literal: {text!r}") from None
+            if any(key == seen for seen, _ in items):
+                raise _bad(key, "given twice")
             items.append((key, literal))
     return {key: _check(key, v) for key, v in items}
 

@@ -545,7 +545,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f.metadata["help"]}
         if "nargs" in f.metadata:
-            kwargs.update(type=str, nargs=f.metadata["nargs"], metavar="KEY=VALUE")
+            # Given twice, the flag's pairs add up (argparse's "store" would keep the last).
+            kwargs.update(type=str, nargs=f.metadata["nargs"], action="extend")
+            kwargs["metavar"] = "KEY=VALUE"
         elif kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

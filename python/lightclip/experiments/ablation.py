@@ -130,6 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-opt",
         nargs="*",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="any other TrainConfig field for every row (e.g. warmup=100 'aug_cfg={...}')",
@@ -137,6 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model-opt",
         nargs="*",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="model config overrides for every row (e.g. text_layers=4 text_width=128)",

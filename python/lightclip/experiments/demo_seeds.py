@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-opt",
         nargs="*",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="more TrainConfig fields for every run, e.g. r1=0.5 w_tok=0.2",
@@ -75,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model-opt",
         nargs="*",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help=f"the demo's model ({DEMO_MODEL}) with these config fields changed, e.g. "

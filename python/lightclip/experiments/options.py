@@ -11,12 +11,15 @@ from ..models import write_model_config
 
 
 def key_values(pairs: list[str], flag: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict; values are Python literals (or plain strings)."""
+    """``KEY=VALUE`` strings to a dict; values are Python literals (or plain strings). A key
+    given twice is refused rather than silently keeping one of the two values."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"{flag}: expected KEY=VALUE, got {pair!r}")
+        if key in out:
+            raise InvalidInputError(f"{flag}: {key} given twice")
         try:
             out[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):

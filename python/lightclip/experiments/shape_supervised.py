@@ -250,6 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model-opt",
         nargs="*",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
         help="the preset with these model config fields changed, e.g. width_mult=1.0",
