@@ -198,6 +198,27 @@ def test_merge_names_the_variants_of_a_row_by_what_they_changed(tmp_path: Path) 
     assert "lr 0.1 (warmup=5); mean" in table and "| + soft labels, alpha=0.1 | 0 |" in table
 
 
+def test_merge_takes_an_option_that_restates_a_default_for_no_change(tmp_path: Path) -> None:
+    whole = "aug_cfg={'scale': (1.0, 1.0), 'ratio': (1.0, 1.0), 'color_jitter_prob': 0.0}"
+    # The whole picture is the default at 128 px; weight decay 0.1 is TrainConfig's default,
+    # channels-last the comparison's own.
+    restated = [whole, "wd=0.1", "channels_last=True"]
+    _saved_comparison(tmp_path / "a", ["clip"], [3, 4], train_opt=restated)
+    _saved_comparison(tmp_path / "b", ["clip", "+soft"], [5])
+    _saved_comparison(tmp_path / "c", ["clip"], [3], train_opt=["aug_cfg={'scale': (0.6, 1)}"])
+    _saved_comparison(tmp_path / "d", ["clip"], [4], train_opt=["wd=0.0"])
+    out = tmp_path / "merged"
+    argv = ["--merge", *(str(tmp_path / d) for d in "abcd"), "--out", str(out)]
+    assert ablation.main(argv) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    assert [(r["label"], r["seed_list"]) for r in report["rows"]] == [
+        ("CLIP baseline", [3, 4, 5]),
+        ("CLIP baseline, aug_cfg={'scale': (0.6, 1)}", [3]),
+        ("CLIP baseline, wd=0.0", [4]),
+        ("+ soft labels", [5]),
+    ]
+
+
 def test_merge_refuses_other_experiments_and_repeated_runs(tmp_path: Path, capsys) -> None:
     _saved_comparison(tmp_path / "a", ["clip"], [0])
     _saved_comparison(tmp_path / "b", ["clip"], [1], steps=20)

@@ -45,8 +45,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..augmentation import apply_aug_cfg
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
+from ..data import augmentation_defaults
 from ..errors import InvalidInputError, LightclipError
 from ..models import get_model_config, resolve_model_config
 from ..train import train
@@ -164,7 +166,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="DIR",
         help="train nothing: one table and plot in --out of the runs saved in these folders "
         "(earlier --out folders of the same data, towers, size, steps, batch and lr; runs with "
-        "other --train-opt / --model-opt become rows of their own)",
+        "other --train-opt / --model-opt become rows of their own, unless they only restate a "
+        "default)",
     )
     args = p.parse_args(argv)
     args.image_size = args.image_size or None  # 0: the preset's own
@@ -486,7 +489,9 @@ def variant_of(report: dict[str, Any]) -> dict[str, str]:
     preset (so a ``--model-opt`` that only restates the preset is no change)."""
     args = report["args"]
     train_opt, model_opt = args.get("train_opt") or [], args.get("model_opt") or []
-    change = {pair.partition("=")[0]: pair for pair in train_opt}
+    change = {
+        pair.partition("=")[0]: pair for pair in train_opt if not restates_default(pair, args)
+    }
     spelled = {pair.partition("=")[0]: pair for pair in model_opt}
     try:
         preset = get_model_config(f"lightclip-{args['towers']}").to_dict()
@@ -505,6 +510,24 @@ def variant_of(report: dict[str, Any]) -> dict[str, str]:
         if key != "name" and preset.get(key) != value:
             change[key] = spelled.get(key, f"{key}={value}")
     return change
+
+
+def restates_default(pair: str, args: dict[str, Any]) -> bool:
+    """Whether a saved ``--train-opt`` pair sets what every row gets without it: the
+    experiment's own options, TrainConfig's defaults, or for ``aug_cfg`` the augmentation the
+    experiment's training shards get by default. Judged by today's defaults: a run made
+    before a default changed is told apart only if it spelled the setting out."""
+    key, value = next(iter(key_values([pair], "--train-opt").items()))
+    try:
+        given = TrainConfig(**{**DEFAULT_TRAIN_OPTS, key: value})
+        if key == "aug_cfg":
+            shards = str(Path(args["data_dir"]) / TRAIN_SHARDS)
+            size = args["image_size"] or get_model_config(f"lightclip-{args['towers']}").image_size
+            default = augmentation_defaults(shards, size)
+            return apply_aug_cfg(given.aug_cfg, default) == default
+        return getattr(given, key) == getattr(TrainConfig(**DEFAULT_TRAIN_OPTS), key)
+    except (LightclipError, KeyError, TypeError, ValueError):
+        return False
 
 
 def write_report(
