@@ -515,8 +515,8 @@ def variant_of(report: dict[str, Any]) -> dict[str, str]:
 def restates_default(pair: str, args: dict[str, Any]) -> bool:
     """Whether a saved ``--train-opt`` pair sets what every row gets without it: the
     experiment's own options, TrainConfig's defaults, or for ``aug_cfg`` the augmentation the
-    experiment's training shards get by default. Judged by today's defaults: a run made
-    before a default changed is told apart only if it spelled the setting out."""
+    experiment's training shards get by default. Judged by today's defaults, as a run that
+    left a setting out is: a saved report does not record the defaults of its day."""
     key, value = next(iter(key_values([pair], "--train-opt").items()))
     try:
         given = TrainConfig(**{**DEFAULT_TRAIN_OPTS, key: value})
