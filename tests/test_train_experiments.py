@@ -168,21 +168,27 @@ def test_merge_makes_one_table_of_comparisons_run_apart(tmp_path: Path) -> None:
     assert "| + soft labels | 3.1 / 3.1 | 4.1 / 4.1 | 5.1 / 5.1 |" in table
 
 
+def _merged_rows(tmp_path: Path, folders: str) -> list[tuple[str, list[int]]]:
+    """(label, seeds) of each row of ``--merge`` over the named folders, into tmp_path/merged."""
+    out = tmp_path / "merged"
+    argv = ["--merge", *(str(tmp_path / d) for d in folders), "--out", str(out)]
+    assert ablation.main(argv) == 0
+    report = json.loads((out / "ablation.json").read_text())
+    return [(r["label"], r["seed_list"]) for r in report["rows"]]
+
+
 def test_merge_names_the_variants_of_a_row_by_what_they_changed(tmp_path: Path) -> None:
     _saved_comparison(tmp_path / "a", ["clip", "+token"], [3, 4])
     _saved_comparison(tmp_path / "b", ["+token"], [3, 4], train_opt=["w_tok=0.03"])
     _saved_comparison(tmp_path / "c", ["+token"], [3], model_opt=["text_layers=4"])
     _saved_comparison(tmp_path / "d", ["clip"], [5], model_opt=[])  # the preset as it is
-    out = tmp_path / "merged"
-    argv = ["--merge", *(str(tmp_path / d) for d in "abcd"), "--out", str(out)]
-    assert ablation.main(argv) == 0
-    report = json.loads((out / "ablation.json").read_text())
-    assert [(r["label"], r["seed_list"]) for r in report["rows"]] == [
+    assert _merged_rows(tmp_path, "abcd") == [
         ("CLIP baseline", [3, 4, 5]),
         ("+ token loss", [3, 4]),
         ("+ token loss, text_layers=4", [3]),
         ("+ token loss, w_tok=0.03", [3, 4]),
     ]
+    out = tmp_path / "merged"
     table = (out / "ablation.md").read_text()
     assert "| + token loss, w_tok=0.03 | 3.0 / 3.0 | 4.0 / 4.0 |  |" in table
     # A merged table merges again into the same table.
@@ -207,11 +213,7 @@ def test_merge_takes_an_option_that_restates_a_default_for_no_change(tmp_path: P
     _saved_comparison(tmp_path / "b", ["clip", "+soft"], [5])
     _saved_comparison(tmp_path / "c", ["clip"], [3], train_opt=["aug_cfg={'scale': (0.6, 1)}"])
     _saved_comparison(tmp_path / "d", ["clip"], [4], train_opt=["wd=0.0"])
-    out = tmp_path / "merged"
-    argv = ["--merge", *(str(tmp_path / d) for d in "abcd"), "--out", str(out)]
-    assert ablation.main(argv) == 0
-    report = json.loads((out / "ablation.json").read_text())
-    assert [(r["label"], r["seed_list"]) for r in report["rows"]] == [
+    assert _merged_rows(tmp_path, "abcd") == [
         ("CLIP baseline", [3, 4, 5]),
         ("CLIP baseline, aug_cfg={'scale': (0.6, 1)}", [3]),
         ("CLIP baseline, wd=0.0", [4]),
