@@ -245,6 +245,39 @@ def test_merge_refuses_other_experiments_and_repeated_runs(tmp_path: Path, capsy
     assert not (tmp_path / "out" / "ablation.md").exists()
 
 
+def test_train_shards_takes_the_first_n_and_keeps_their_runs_apart(tmp_path: Path, capsys):
+    from lightclip import _core
+
+    for n in range(1, 7):
+        names = _core.shard_names(ablation.train_shards(n))
+        assert names == [f"train-{i:06d}.tar" for i in range(n)]
+    assert ablation.train_shards(6) == ablation.TRAIN_SHARDS
+    assert ablation.parse_args([]).train_shards == 6
+    assert ablation.parse_args(["--train-shards", "2"]).train_shards == 2
+    for bad in ("0", "7"):
+        with pytest.raises(SystemExit):
+            ablation.parse_args(["--train-shards", bad])
+    assert "invalid choice" in capsys.readouterr().err
+    # A report saved before the option existed trained on all six shards.
+    _saved_comparison(tmp_path / "old", ["clip"], [0])
+    _saved_comparison(tmp_path / "six", ["clip"], [1], train_shards=6)
+    _saved_comparison(tmp_path / "two", ["clip"], [2], train_shards=2)
+    out = tmp_path / "out"
+    assert (
+        ablation.main(["--merge", str(tmp_path / "old"), str(tmp_path / "six"), "--out", str(out)])
+        == 0
+    )
+    assert "trained on" not in (out / "ablation.md").read_text()
+    argv = ["--merge", str(tmp_path / "old"), str(tmp_path / "two"), "--out", str(out)]
+    assert ablation.main(argv) == 2
+    assert "train_shards 2 against 6" in capsys.readouterr().err
+    assert ablation.main(["--merge", str(tmp_path / "two"), "--out", str(tmp_path / "t")]) == 0
+    assert (
+        "128 px, trained on 2 of the 6 train shards, 10 steps"
+        in (tmp_path / "t" / "ablation.md").read_text()
+    )
+
+
 def test_final_contrastive_loss_is_the_mean_over_the_last_tenth() -> None:
     curve = [{"step": s, "loss_ins": float(s)} for s in range(10, 101, 10)]
     assert ablation.final_contrastive_loss(curve) == 100.0  # only step 100 is past 90

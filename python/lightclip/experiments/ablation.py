@@ -25,6 +25,7 @@ the loss curves; the table is printed and written as Markdown and JSON next to a
     python -m lightclip.experiments.ablation --rows clip lightclip --seeds 1   # quick
     python -m lightclip.experiments.ablation --rows clip --seeds 1 \\
         --train-opt lr=1e-3 --model-opt text_layers=4                # one regime variant
+    python -m lightclip.experiments.ablation --rows clip --train-shards 2   # a third of the data
 
 Results land in ``--out`` (default ``logs/ablation``): ``ablation.md``, ``ablation.json``,
 ``ablation.png`` and one run folder per row and seed. A comparison split over several runs of
@@ -90,7 +91,10 @@ SAME_EXPERIMENT = (
     "batch_size",
     "lr",
     "eval_batches",
+    "train_shards",
 )
+# What a saved comparison made before a SAME_EXPERIMENT key existed was run with.
+SAME_EXPERIMENT_BEFORE = {"train_shards": 6}
 TRAIN_SHARDS = "train-{000000..000005}.tar"
 DEV_SHARD = "dev-000000.tar"
 
@@ -101,6 +105,11 @@ DEFAULTS = dict(towers="tiny-mnv2", image_size=128, steps=1200, batch_size=64, l
 # Training options every row gets unless --train-opt says otherwise: channels-last only changes
 # the memory layout (the same model up to float rounding, a faster step on CPU).
 DEFAULT_TRAIN_OPTS: dict[str, Any] = dict(channels_last=True)
+
+
+def train_shards(count: int) -> str:
+    """The first ``count`` of :data:`TRAIN_SHARDS`, as a brace pattern."""
+    return f"train-{{000000..{count - 1:06d}}}.tar"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,6 +131,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULTS["image_size"],
         help="training and evaluation resolution; 0: the preset's own",
+    )
+    p.add_argument(
+        "--train-shards",
+        type=int,
+        default=6,
+        choices=range(1, 7),
+        metavar="{1..6}",
+        help="train on the first N of the six train shards (1,000 images each): how recall "
+        "grows with the data at the same steps",
     )
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
@@ -296,9 +314,12 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     at = f" at {size} px" if size else ""
     train_opt = getattr(args, "train_opt", None)
     options = f" ({', '.join(train_opt)})" if train_opt else ""
+    shards = getattr(args, "train_shards", SAME_EXPERIMENT_BEFORE["train_shards"])
+    data = f", trained on {shards} of the 6 train shards" if shards != 6 else ""
     lines = [
         f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), "
-        f"{model_label(args)}{at}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}"
+        f"{model_label(args)}{at}{data}, {args.steps} steps x batch {args.batch_size}, "
+        f"lr {args.lr}"
         f"{options}; "
         "mean ± std over the seeds (recall in %; zero-shot: mean per-class recall over 5 "
         "subjects, chance 20 %)",
@@ -399,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         model = model_argument(args, out)
         built = resolve_model_config(model).to_dict()
-        data = (str(data_dir / TRAIN_SHARDS), str(data_dir / DEV_SHARD))
+        data = (str(data_dir / train_shards(args.train_shards)), str(data_dir / DEV_SHARD))
         seeds = range(args.first_seed, args.first_seed + args.seeds)
         runs: list[dict[str, Any]] = []
         # Seed by seed, every row each time: a comparison stopped early is still balanced.
@@ -436,7 +457,8 @@ def merge_reports(folders: list[Path], out: Path) -> int:
     first_path, first = reports[0]
     for path, report in reports[1:]:
         for key in SAME_EXPERIMENT:
-            mine, theirs = report["args"].get(key), first["args"].get(key)
+            before = SAME_EXPERIMENT_BEFORE.get(key)
+            mine, theirs = report["args"].get(key, before), first["args"].get(key, before)
             if mine != theirs:
                 raise InvalidInputError(
                     f"--merge: {path} is another experiment than {first_path}: "
