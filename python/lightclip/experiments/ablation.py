@@ -93,9 +93,10 @@ SAME_EXPERIMENT = (
     "eval_batches",
     "train_shards",
 )
-# What a saved comparison made before a SAME_EXPERIMENT key existed was run with.
-SAME_EXPERIMENT_BEFORE = {"train_shards": 6}
+TRAIN_SHARD_COUNT = 6  # Flickr8k's train split: 6,000 images, 1,000 a shard
 TRAIN_SHARDS = "train-{000000..000005}.tar"
+# What a saved comparison made before a SAME_EXPERIMENT key existed was run with.
+SAME_EXPERIMENT_BEFORE = {"train_shards": TRAIN_SHARD_COUNT}
 DEV_SHARD = "dev-000000.tar"
 
 # Flickr8k is small data: tiny towers, a short run and a high learning rate, picked on its
@@ -135,11 +136,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--train-shards",
         type=int,
-        default=6,
-        choices=range(1, 7),
-        metavar="{1..6}",
-        help="train on the first N of the six train shards (1,000 images each): how recall "
-        "grows with the data at the same steps",
+        default=TRAIN_SHARD_COUNT,
+        choices=range(1, TRAIN_SHARD_COUNT + 1),
+        metavar=f"{{1..{TRAIN_SHARD_COUNT}}}",
+        help=f"train on the first N of the {TRAIN_SHARD_COUNT} train shards (1,000 images "
+        "each): how recall grows with the data at the same steps",
     )
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
@@ -314,8 +315,9 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     at = f" at {size} px" if size else ""
     train_opt = getattr(args, "train_opt", None)
     options = f" ({', '.join(train_opt)})" if train_opt else ""
-    shards = getattr(args, "train_shards", SAME_EXPERIMENT_BEFORE["train_shards"])
-    data = f", trained on {shards} of the 6 train shards" if shards != 6 else ""
+    shards = getattr(args, "train_shards", TRAIN_SHARD_COUNT)
+    data = f", trained on {shards} of the {TRAIN_SHARD_COUNT} train shards"
+    data = data if shards != TRAIN_SHARD_COUNT else ""
     lines = [
         f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), "
         f"{model_label(args)}{at}{data}, {args.steps} steps x batch {args.batch_size}, "
