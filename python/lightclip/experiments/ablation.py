@@ -316,8 +316,8 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     train_opt = getattr(args, "train_opt", None)
     options = f" ({', '.join(train_opt)})" if train_opt else ""
     shards = getattr(args, "train_shards", TRAIN_SHARD_COUNT)
-    data = f", trained on {shards} of the {TRAIN_SHARD_COUNT} train shards"
-    data = data if shards != TRAIN_SHARD_COUNT else ""
+    some = shards != TRAIN_SHARD_COUNT
+    data = f", trained on {shards} of the {TRAIN_SHARD_COUNT} train shards" if some else ""
     lines = [
         f"Flickr8k dev ({rows[0]['dev_images']:.0f} images, 5 captions each), "
         f"{model_label(args)}{at}{data}, {args.steps} steps x batch {args.batch_size}, "
