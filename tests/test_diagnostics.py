@@ -1,6 +1,7 @@
 """Collapse diagnostics (python/lightclip/diagnostics.py): the O(B·N·D) mean cross-sample
 cosine against a brute-force loop over every pair, the collapsed and orthogonal extremes, no
-gradient, and the four numbers reaching a training run's history and metrics.csv."""
+gradient, and the four numbers reaching a training run's history and metrics.csv; the MLM
+fusion gain against per-position log-probabilities."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import torch
 import torch.nn.functional as F
 
 import lightclip
-from lightclip.diagnostics import collapse_diagnostics, cross_sample_cosine
+from lightclip.diagnostics import (
+    collapse_diagnostics,
+    cross_sample_cosine,
+    fusion_diagnostics,
+    training_diagnostics,
+)
 from quiet_run import quiet_config
 from train_fakes import FakePipeline
 
@@ -116,3 +122,64 @@ def test_training_history_and_csv_carry_the_diagnostics(tmp_path: Path) -> None:
     )
     (row,) = clip.history
     assert "img_cos" in row and "txt_cos" in row and "tok_img_cos" not in row
+
+
+def nll_per_masked_token(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean of −log p(label) over the positions whose label is not -100, one at a time."""
+    nll = [
+        -float(torch.log_softmax(row.double(), dim=0)[int(label)])
+        for row, label in zip(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), strict=True)
+        if int(label) != -100
+    ]
+    return sum(nll) / len(nll)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 5)])
+def test_fusion_gain_is_the_text_only_minus_the_fused_cross_entropy(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(len(shape))
+    text = torch.randn(*shape, 11, generator=gen, requires_grad=True)
+    # The fused pass is the text pass moved toward the right words: it must show a gain.
+    labels = torch.randint(0, 11, shape, generator=gen)
+    labels.view(-1)[::3] = -100
+    fused = text.detach() + 2.0 * F.one_hot(labels.clamp_min(0), 11)
+    out = {"mlm_logits_text": text, "mlm_logits_fused": fused, "mlm_labels": labels}
+    gain = fusion_diagnostics(out)["mlm_fusion_gain"]
+    want = nll_per_masked_token(text.detach(), labels) - nll_per_masked_token(fused, labels)
+    assert want > 0.5
+    assert float(gain) == pytest.approx(want, abs=1e-5)
+    assert not gain.requires_grad
+    # No fused pass (MLM without fusion, or no MLM), or no labels: nothing to log.
+    assert fusion_diagnostics({**out, "mlm_logits_fused": None}) == {}
+    assert fusion_diagnostics({"image_features": text}) == {}
+    # Nothing masked: NaN, like a cosine over no pair.
+    nothing = fusion_diagnostics({**out, "mlm_labels": torch.full(shape, -100)})
+    assert math.isnan(float(nothing["mlm_fusion_gain"]))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_fusion_gain_starts_at_zero_and_reaches_the_log_only_with_fusion(
+    tmp_path: Path,
+) -> None:
+    # The fusion blocks' output projections start at zero (SPEC), so before any update the
+    # fused pass is the text-only pass and the gain is exactly nothing.
+    config = quiet_config(tmp_path, steps=1, w_tok=0.0)
+    first = next(iter(FakePipeline(num_samples=4, batch_size=4)))
+    from lightclip.models import build_model
+
+    model = build_model(config).train()
+    with torch.no_grad():
+        out = model(
+            first["image"],
+            first["text"],
+            masked_text=first["masked_text"],
+            mlm_labels=first["mlm_labels"],
+        )
+    assert set(training_diagnostics(out)) >= {"img_cos", "mlm_fusion_gain"}
+    assert float(training_diagnostics(out)["mlm_fusion_gain"]) == pytest.approx(0.0, abs=1e-6)
+    (row,) = lightclip.train(config, data=FakePipeline(num_samples=4, batch_size=4)).history
+    assert row["mlm_fusion_gain"] == pytest.approx(0.0, abs=1e-6)
+    (row,) = lightclip.train(
+        quiet_config(tmp_path, name="nofusion", steps=1, fusion=False),
+        data=FakePipeline(num_samples=4, batch_size=4),
+    ).history
+    assert "loss_mlm" in row and "mlm_fusion_gain" not in row

@@ -1,4 +1,5 @@
-"""Collapse diagnostics: how alike the batch's embeddings and L_tok's tokens are.
+"""Training diagnostics: how alike the batch's embeddings and L_tok's tokens are, and whether
+the MLM's image fusion carries anything.
 
 A loss over positive pairs only, as L_tok is, can be satisfied by mapping every token to one
 direction; the contrastive embeddings can drift toward one direction too. Each number here is
@@ -14,6 +15,11 @@ of sample i's n_i vectors and S = Σ s_i, the sum of a·b over the pairs (a in s
 sample j, i ≠ j) is ‖S‖² − Σ‖s_i‖², and there are (Σ n_i)² − Σ n_i² such pairs. They are
 computed without gradients, so reading them changes no loss and no gradient.
 
+``mlm_fusion_gain`` (only with fusion) is CE_text_only − CE_fused over the batch's masked
+positions, in nats per masked token: how much better the pass that sees the image predicts the
+masked words. Near 0, the fusion blocks pass the text tower nothing it uses, and L_mlm's fused
+half gives the image tower no useful gradient.
+
     >>> import torch
     >>> from lightclip.diagnostics import cross_sample_cosine
     >>> same = torch.ones(3, 5, 8)          # every vector one direction
@@ -28,7 +34,14 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["collapse_diagnostics", "cross_sample_cosine"]
+from .losses.mlm import IGNORE_INDEX
+
+__all__ = [
+    "collapse_diagnostics",
+    "cross_sample_cosine",
+    "fusion_diagnostics",
+    "training_diagnostics",
+]
 
 
 @torch.no_grad()
@@ -70,3 +83,29 @@ def collapse_diagnostics(out: Mapping[str, torch.Tensor | None]) -> dict[str, to
         metrics["tok_img_cos"] = cross_sample_cosine(image_tokens)
         metrics["tok_word_cos"] = cross_sample_cosine(word_tokens, out["word_lengths"])
     return metrics
+
+
+@torch.no_grad()
+def fusion_diagnostics(out: Mapping[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """``mlm_fusion_gain`` of one training forward, as a device scalar (NaN when nothing was
+    masked); empty without the fused pass or without the masked positions' labels."""
+    fused, text, labels = (
+        out.get(k) for k in ("mlm_logits_fused", "mlm_logits_text", "mlm_labels")
+    )
+    if fused is None or text is None or labels is None:
+        return {}
+    labels = labels.reshape(-1)
+    count = (labels != IGNORE_INDEX).sum()
+
+    def ce(logits: torch.Tensor) -> torch.Tensor:
+        flat = logits.detach().float().reshape(-1, logits.shape[-1])
+        return F.cross_entropy(flat, labels, ignore_index=IGNORE_INDEX, reduction="sum")
+
+    gain = (ce(text) - ce(fused)) / count.clamp_min(1)
+    return {"mlm_fusion_gain": torch.where(count > 0, gain, float("nan"))}
+
+
+def training_diagnostics(out: Mapping[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """Everything a training step logs besides its losses: the collapse diagnostics and, with
+    fusion, ``mlm_fusion_gain``."""
+    return {**collapse_diagnostics(out), **fusion_diagnostics(out)}

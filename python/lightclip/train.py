@@ -13,7 +13,7 @@ or from Python / a notebook::
 The loss is L = w_ins L_ins + w_tok L_tok + w_mlm L_mlm (``losses.LightCLIPLoss``), plus
 w_distill L_distill (and w_distill_feature L_distill_feature) against a frozen teacher with
 ``--distill-model`` (``teacher.py``) or its stored embeddings with ``--distill-embeddings``
-(``teacher_embeddings/``); each step also logs the collapse diagnostics of
+(``teacher_embeddings/``); each step also logs the training diagnostics of
 ``diagnostics.py``. This file is the loop; the pieces it wires together live where a reader
 looks for them: the model in ``models``, the Rust data pipeline in ``data.py``, the run's
 length and learning rate in ``schedules.py``, rank / device / precision / Ctrl-C in
@@ -45,7 +45,7 @@ from . import run_checkpoints as checkpoints
 from .checkpoint import LATEST, resolve_resume
 from .config import TrainConfig, parse_args
 from .data import build_pipeline
-from .diagnostics import collapse_diagnostics
+from .diagnostics import training_diagnostics
 from .errors import DataError, run_command
 from .losses import LightCLIPLoss
 from .models import apply_model_options, build_model
@@ -202,7 +202,7 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
             loss = total / config.accum_freq
             (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
         # Detached device scalars (no wait for the GPU): is anything collapsing?
-        accum.add(parts, total, batch["image"].shape[0], collapse_diagnostics(out))
+        accum.add(parts, total, batch["image"].shape[0], training_diagnostics(out))
         micro += 1
         if last_micro:
             optimizer_step(run, accum, lr, progress)
