@@ -111,6 +111,23 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "ablation.md").read_text() == table
 
 
+def test_mlm_rows_with_and_without_fusion(flickr8k_dir: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    args = ["--data-dir", str(flickr8k_dir), "--steps", "1", "--batch-size", "8"]
+    args += ["--seeds", "1", "--eval-batches", "1", "--workers", "1", "--no-progress"]
+    assert ablation.main([*args, "--rows", "+mlm", "+mlm-text", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    fused, text_only = report["runs"]
+    for run, fusion in ((fused, True), (text_only, False)):
+        name = f"row-{run['row'].strip('+')}-seed0"
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert (config["mlm"], config["fusion"], config["token_loss"]) == (True, fusion, False)
+        assert "loss_mlm" in run["curve"][-1]
+        # The fusion gain is logged exactly when there is a fused pass.
+        assert ("mlm_fusion_gain" in run["curve"][-1]) is fusion
+    assert "| + MLM, no fusion |" in (tmp_path / "ablation.md").read_text()
+
+
 def _saved_comparison(folder: Path, rows: list[str], seeds: list[int], **args: Any) -> None:
     """An ``ablation.json`` as ``ablation.main`` saves it, with made-up recalls."""
     runs = []

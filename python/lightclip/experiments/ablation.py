@@ -10,6 +10,7 @@ differ:
     +mlm          + masked language modelling with image->text fusion
     lightclip     all three (the full recipe, SPEC §2 loss weights)
     +token-heads  (on request) + token loss through separate heads, another reading of SPEC
+    +mlm-text     (on request) + masked language modelling, text-only pass (no fusion)
 
 The default regime is the one in which the CLIP baseline learns on this small data within ten
 minutes a run on a 2-core CPU: ``lightclip-tiny-mnv2`` at 128 px (the shards' own size),
@@ -69,6 +70,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
         "+ token loss (heads)",
         dict(recipe="clip", token_loss=True, token_space="heads"),
     ),
+    # Not a default row: MLM without the image-fused pass, to see what fusion adds to +mlm.
+    "+mlm-text": ("+ MLM, no fusion", dict(recipe="clip", mlm=True, fusion=False)),
 }
 DEFAULT_ROWS = ["clip", "+soft", "+token", "+mlm", "lightclip"]
 METRICS = [
