@@ -201,7 +201,8 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
                 total, parts = step_loss(run, out, batch, progress)
             loss = total / config.accum_freq
             (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
-        # Detached device scalars (no wait for the GPU): is anything collapsing?
+        # Detached device scalars (no wait for the GPU): is anything collapsing, does fusion
+        # carry anything?
         accum.add(parts, total, batch["image"].shape[0], training_diagnostics(out))
         micro += 1
         if last_micro:
