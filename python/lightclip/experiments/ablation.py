@@ -251,8 +251,7 @@ def run_one(
         exported, dev_data, image_size=args.image_size, max_batches=args.eval_batches
     )
     curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "logit_scale")
-    diagnostics = ("img_cos", "txt_cos", "tok_img_cos", "tok_word_cos", "mlm_fusion_gain")
-    curve_keys += diagnostics
+    curve_keys += ("img_cos", "txt_cos", "tok_img_cos", "tok_word_cos", "mlm_fusion_gain")
     curve = [
         {k: h[k] for k in ("step", *curve_keys) if k in h}
         for h in result.history
