@@ -96,9 +96,9 @@ from IPython.display import clear_output
 
 # make demo's run, sized for a few minutes on a 2-core CPU. Contrastive learning here sits near
 # ln(batch) for a while before it takes off; more scenes than the run draws, so none repeats.
-STEPS = 4 if FAST else 800
+STEPS = 4 if FAST else 500
 config = lightclip.TrainConfig(
-    model="lightclip-tiny-mnv2",          # MobileNetV2-0.5 + 8-layer text tower, 64 px
+    model="lightclip-tiny-r18",           # ResNet-18 + 8-layer text tower, 64 px
     train_data="synthetic:train",
     train_num_samples=256 if FAST else 65_536,
     steps=STEPS,

@@ -344,7 +344,7 @@ def test_demo_seeds_runs_the_demo_per_seed_with_its_variations(tmp_path: Path) -
     argv = ["--steps", "2", "--batch-size", "8", "--seeds", "2", "--first-seed", "3"]
     argv += ["--recipe", "clip", "--lr", "1e-3", "--train-opt", "alpha=0.3"]
     argv += ["--train-opt", "save_every_n_steps=1"]  # given twice, the flag's pairs add up
-    argv += ["--model-opt", "text_layers=4"]
+    argv += ["--model", "lightclip-tiny-mnv2", "--model-opt", "text_layers=4"]
     assert demo_seeds.main([*argv, "--heldout-samples", "48", "--out", str(tmp_path)]) == 0
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
     assert [r["seed"] for r in runs] == [3, 4]
@@ -352,9 +352,10 @@ def test_demo_seeds_runs_the_demo_per_seed_with_its_variations(tmp_path: Path) -
         config = json.loads((tmp_path / f"seed{run['seed']}" / "config.json").read_text())
         assert (config["recipe"], config["lr"], config["alpha"]) == ("clip", 1e-3, 0.3)
         assert config["save_every_n_steps"] == 1  # the demo sets 100; --train-opt overrides it
-        # The demo's preset (residual blocks as the identity), with --model-opt's fields.
+        # --model's preset (residual blocks as the identity), with --model-opt's fields.
         model = json.loads(Path(config["model"]).read_text())
-        assert (model["zero_init_residual"], model["text_layers"]) == (True, 4)
+        assert (model["image_tower"], model["zero_init_residual"]) == ("mobilenetv2", True)
+        assert model["text_layers"] == 4
         assert (config["seed"], config["steps"], config["batch_size"]) == (run["seed"], 2, 8)
         metrics = run["metrics"]
         for _, key in demo_seeds.FIGURES:

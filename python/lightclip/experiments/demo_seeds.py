@@ -8,6 +8,7 @@ the mean ± std::
     python -m lightclip.experiments.demo_seeds --seeds 3 --out logs/demo-seeds
     python -m lightclip.experiments.demo_seeds --recipe clip --out logs/demo-seeds-clip
     python -m lightclip.experiments.demo_seeds --lr 1e-3 --train-opt r1=0.5 --out logs/x
+    python -m lightclip.experiments.demo_seeds --model lightclip-tiny-mnv2 --out logs/mnv2
 
 Each run also gets an attribute probe of its image embeddings (:func:`attribute_probe`): how
 well a nearest-centroid classifier over the training split's colour-shape combinations tells
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=DEMO_LR)
     p.add_argument("--recipe", default="lightclip", help="lightclip (the demo's) or clip")
+    p.add_argument("--model", default=DEMO_MODEL, help=f"a preset (the demo's: {DEMO_MODEL})")
     p.add_argument(
         "--train-opt",
         nargs="*",
@@ -79,8 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help=f"the demo's model ({DEMO_MODEL}) with these config fields changed, e.g. "
-        "text_layers=4 zero_init_residual=False",
+        help="--model with these config fields changed, e.g. text_layers=4 "
+        "zero_init_residual=False",
     )
     p.add_argument("--heldout-samples", type=int, default=1000, help="held-out scenes evaluated")
     p.add_argument("--out", required=True, help="folder for the runs and results.json")
@@ -202,8 +204,9 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     head = ["seed"] + [f"{label} (x chance)" for label, _ in FIGURES]
     head += [f"{label} (%)" for label, _ in probes] + ["train s"]
     lines = [
-        f"make demo's run, {args.recipe} recipe, {args.steps} steps x {args.batch_size}, "
-        f"lr {args.lr}" + "".join(f", {opt}" for opt in [*args.model_opt, *args.train_opt]),
+        f"make demo's run, {args.model}, {args.recipe} recipe, {args.steps} steps x "
+        f"{args.batch_size}, lr {args.lr}"
+        + "".join(f", {opt}" for opt in [*args.model_opt, *args.train_opt]),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---:"] * len(head)) + "|",
@@ -281,6 +284,7 @@ def run_seeds(
                 progress=False,
                 recipe=args.recipe,
                 lr=args.lr,
+                model=args.model,
                 model_options=model_options,
                 heldout_samples=args.heldout_samples,
                 train_options=options,
