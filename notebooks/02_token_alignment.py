@@ -14,10 +14,11 @@
 #   so the baseline has them too: whatever structure its matches show comes from the
 #   contrastive loss alone.
 #
-# Both runs are `make demo`'s (800 steps of 64 at lr 2e-3, scenes that never repeat) at 96 px,
-# where the MobileNetV2 grid has 3×3 patches: one per cell of the scenes' 3×3 layout. They take
-# about eleven minutes together on a 2-core CPU (`LIGHTCLIP_NOTEBOOK_FAST=1`: a few steps at 64 px,
-# 2×2 patches, to check that the notebook runs).
+# Both runs are the earlier `make demo`'s (tiny MobileNet-V2, 800 steps of 64 at lr 2e-3, scenes
+# that never repeat) at 96 px, where the MobileNetV2 grid has 3×3 patches: one per cell of the
+# scenes' 3×3 layout. They take about eleven minutes together on a 2-core CPU
+# (`LIGHTCLIP_NOTEBOOK_FAST=1`: a few steps at 64 px, 2×2 patches, to check that the notebook
+# runs).
 
 # %%
 import os

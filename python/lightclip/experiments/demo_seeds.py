@@ -8,7 +8,7 @@ the mean ± std::
     python -m lightclip.experiments.demo_seeds --seeds 3 --out logs/demo-seeds
     python -m lightclip.experiments.demo_seeds --recipe clip --out logs/demo-seeds-clip
     python -m lightclip.experiments.demo_seeds --lr 1e-3 --train-opt r1=0.5 --out logs/x
-    python -m lightclip.experiments.demo_seeds --model lightclip-tiny-mnv2 --out logs/mnv2
+    python -m lightclip.experiments.demo_seeds --model lightclip-tiny-mnv2 --steps 800 --out logs/y
 
 Each run also gets an attribute probe of its image embeddings (:func:`attribute_probe`): how
 well a nearest-centroid classifier over the training split's colour-shape combinations tells
@@ -66,7 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=DEMO_LR)
     p.add_argument("--recipe", default="lightclip", help="lightclip (the demo's) or clip")
-    p.add_argument("--model", default=DEMO_MODEL, help=f"a preset (the demo's: {DEMO_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEMO_MODEL,
+        help=f"a preset or model config file (the demo's: {DEMO_MODEL})",
+    )
     p.add_argument(
         "--train-opt",
         nargs="*",

@@ -252,7 +252,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m lightclip.experiments.shape_supervised",
         description=__doc__.splitlines()[0],
     )
-    p.add_argument("--model", default=DEFAULT_MODEL, help="a preset")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"a preset (default {DEFAULT_MODEL})")
     p.add_argument(
         "--model-opt",
         nargs="*",
