@@ -10,6 +10,7 @@ import pytest
 
 from lightclip.checkpoint import save_checkpoint
 from lightclip.cli import main
+from lightclip.demo import DEMO_STEPS
 from lightclip.models import create_model
 
 BASE = ["train", "--steps", "2", "--batch-size", "4", "--no-progress", "--workers", "1"]
@@ -92,6 +93,14 @@ def test_unknown_flag_is_a_usage_error(capsys) -> None:
         main(["train", "--bogus-flag"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --bogus-flag" in capsys.readouterr().err
+
+
+def test_demo_help_states_the_demos_own_step_count(capsys) -> None:
+    # The CLI spells the default out rather than importing lightclip.demo (and torch) to build
+    # its help; this keeps the two from drifting apart.
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert f"(default {DEMO_STEPS})" in " ".join(capsys.readouterr().out.split())
 
 
 @pytest.mark.parametrize("module", ["lightclip", "lightclip.train"])
