@@ -96,8 +96,7 @@ def test_unknown_flag_is_a_usage_error(capsys) -> None:
 
 
 def test_demo_help_states_the_demos_own_step_count(capsys) -> None:
-    # The CLI spells the default out rather than importing lightclip.demo (and torch) to build
-    # its help; this keeps the two from drifting apart.
+    # The help must name the step count the demo actually runs, not a copy of it.
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert f"(default {DEMO_STEPS})" in " ".join(capsys.readouterr().out.split())

@@ -78,12 +78,16 @@ def _add_teacher_embeddings_command(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .demo import DEMO_STEPS
+
     parser = argparse.ArgumentParser(prog="lightclip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and devices").set_defaults(run=_info)
     demo = sub.add_parser("demo", help="the main job on the bundled data")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 500)")
+    demo.add_argument(
+        "--steps", type=int, default=None, help=f"training steps (default {DEMO_STEPS})"
+    )
     demo.add_argument("--batch-size", type=int, default=64)
     demo.add_argument("--logs", default="./logs", help="where the demo run folder goes")
     demo.add_argument("--no-progress", action="store_true")
