@@ -193,6 +193,13 @@ class TrainConfig:
         "their weight against the per-rank token and MLM losses (lightclip.distributed)",
         True,
     )
+    siglip: bool = _opt(
+        "SigLIP's sigmoid loss instead of the softmax contrastive loss (open_clip's --siglip): "
+        "the model starts at logit scale 10 and logit bias -10; hard targets only (no "
+        "--soft-labels); under DDP each rank's images meet every rank's texts, gathered with "
+        "their gradients",
+        False,
+    )
 
     # --- LightCLIP switches (None: from --recipe) ---------------------------------------------
     soft_labels: bool | None = _opt("progressive soft labels for the contrastive loss")
@@ -375,6 +382,18 @@ class TrainConfig:
             bad("token_space", f"must be one of {TOKEN_SPACES}, got {self.token_space!r}")
         if self.fusion and not self.mlm:
             bad("fusion", "needs --mlm (the fused pass only feeds the MLM loss)")
+        if self.siglip and self.soft_labels:
+            bad(
+                "siglip",
+                "has hard targets and takes no --soft-labels (the lightclip recipe turns them "
+                "on: add --no-soft-labels)",
+            )
+        if self.siglip and not self.gather_with_grad:
+            bad(
+                "siglip",
+                "gathers the texts with their gradients, as open_clip's SigLipLoss does; "
+                "--no-gather-with-grad does not apply",
+            )
         unknown = set(self.reporters) - set(REPORTERS)
         if unknown:
             bad("report_to", f"takes {REPORTERS}, got {sorted(unknown)}")

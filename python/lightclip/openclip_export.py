@@ -146,6 +146,8 @@ def openclip_config(cfg: LightCLIPConfig) -> dict[str, Any]:
             "proj_bias": False,
         },
     }
+    if cfg.init_logit_bias is not None:
+        model_cfg["init_logit_bias"] = cfg.init_logit_bias
     out: dict[str, Any] = {
         "model_cfg": model_cfg,
         "preprocess_cfg": {
@@ -175,7 +177,7 @@ def openclip_state_dict(model: Any) -> dict[str, torch.Tensor]:
             out[key[len("text.") :]] = value
         elif key.startswith("visual.head.") and cfg.image_tower == "resnet18":
             continue  # renamed below
-        elif key.startswith(("visual.", "logit_scale")):
+        elif key.startswith(("visual.", "logit_scale", "logit_bias")):
             out[key] = value
         else:
             raise ExportError(f"{cfg.name}: unexpected tensor {key!r} in an inference model")
@@ -198,7 +200,7 @@ def lightclip_state_dict(
     pool, head = "visual.head.pool.", "visual.head."
     resnet = cfg.image_tower == "resnet18"
     out = {
-        key if key.startswith(("visual.", "logit_scale")) else f"text.{key}": value
+        key if key.startswith(("visual.", "logit_scale", "logit_bias")) else f"text.{key}": value
         for key, value in weights.items()
         if not (resnet and key.startswith(pool))
     }

@@ -264,6 +264,8 @@ def optimizer_step(run: Run, accum: Accumulator, lr: float, progress: float) -> 
     checkpoints.mark_boundary(run, run.data.state_dict())
 
     device_metrics["logit_scale"] = run.model.logit_scale.detach().exp()
+    if run.model.logit_bias is not None:
+        device_metrics["logit_bias"] = run.model.logit_bias.detach()
     host_metrics = dict(lr=lr, progress=progress, epoch=run.epoch)
     if config.grad_clip_norm is None:
         host_metrics["grad_norm"] = float("nan")

@@ -178,7 +178,9 @@ def _to_lightclip_layout(
     if kind == "lightclip checkpoint":
         return WeightSource(origin, kind, dict(raw), config=config)
     own = model.state_dict()
-    ours_or_openclip = any(k.startswith(("visual.", "text.", "logit_scale")) for k in raw)
+    ours_or_openclip = any(
+        k.startswith(("visual.", "text.", "logit_scale", "logit_bias")) for k in raw
+    )
     openclip_text = any(k.startswith(OPENCLIP_TEXT_KEYS) for k in raw)
     out = WeightSource(origin, kind, {}, config=config)
     if not ours_or_openclip and not openclip_text:

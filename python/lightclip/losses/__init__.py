@@ -5,6 +5,7 @@ weights by :class:`LightCLIPLoss`."""
 from .distillation import DistillationLoss, FeatureDistillationLoss
 from .lightclip_loss import LightCLIPLoss
 from .mlm import MaskedLanguageModelLoss
+from .siglip import SigLipLoss
 from .soft_clip import SoftClipLoss
 from .token_alignment import TokenAlignmentLoss
 
@@ -13,6 +14,7 @@ __all__: list[str] = [
     "FeatureDistillationLoss",
     "LightCLIPLoss",
     "MaskedLanguageModelLoss",
+    "SigLipLoss",
     "SoftClipLoss",
     "TokenAlignmentLoss",
 ]

@@ -28,6 +28,7 @@ from ..errors import InvalidInputError
 from ..labels import LabelSchedule
 from .distillation import DistillationLoss, FeatureDistillationLoss, teacher_logits
 from .mlm import IGNORE_INDEX, MaskedLanguageModelLoss
+from .siglip import SigLipLoss
 from .soft_clip import SoftClipLoss
 from .token_alignment import TokenAlignmentLoss
 
@@ -50,6 +51,10 @@ class LightCLIPLoss(nn.Module):
     ``tok_start``: the training progress from which the token loss counts; before it the
     part is still computed (and logged) but weighs nothing.
 
+    ``siglip``: the instance loss is SigLIP's sigmoid loss (:class:`SigLipLoss`, with the
+    model's ``out["logit_bias"]``) instead of the softmax loss; its targets are hard, so the
+    schedule must be plain CLIP's and the teacher cannot give the labels.
+
     ``world_size`` > 1 makes the MLM loss divide by the masked-token count averaged over the
     ranks (one all-reduce a step), see :class:`MaskedLanguageModelLoss`.
     """
@@ -69,9 +74,19 @@ class LightCLIPLoss(nn.Module):
         local_loss: bool = False,
         gather_with_grad: bool = False,
         world_size: int = 1,
+        siglip: bool = False,
     ) -> None:
         super().__init__()
-        self.ins = SoftClipLoss(schedule, local_loss=local_loss, gather_with_grad=gather_with_grad)
+        if siglip and (schedule.alpha != 0.0 or teacher_labels):
+            raise InvalidInputError(
+                "siglip: the sigmoid loss has hard targets; it takes neither soft labels nor "
+                "the teacher's labels"
+            )
+        self.ins: SoftClipLoss | SigLipLoss = (
+            SigLipLoss()
+            if siglip
+            else SoftClipLoss(schedule, local_loss=local_loss, gather_with_grad=gather_with_grad)
+        )
         self.tok = TokenAlignmentLoss() if token_loss else None
         self.mlm = MaskedLanguageModelLoss() if mlm else None
         self.distill = (
@@ -130,6 +145,7 @@ class LightCLIPLoss(nn.Module):
             local_loss=config.local_loss,
             gather_with_grad=config.gather_with_grad,
             world_size=world_size,
+            siglip=config.siglip,
         )
 
     def forward(
@@ -158,15 +174,24 @@ class LightCLIPLoss(nn.Module):
                 teacher, self.distill_temperature, local_loss=self.local_loss
             )
             label_logits = (per_image, per_text)
-        parts = {
-            "ins": self.ins(
+        if isinstance(self.ins, SigLipLoss):
+            if out.get("logit_bias") is None:
+                raise InvalidInputError(
+                    "the SigLIP loss needs the model's logit bias (a model built with "
+                    "init_logit_bias, as lightclip train --siglip builds it)"
+                )
+            ins = self.ins(
+                out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"]
+            )
+        else:
+            ins = self.ins(
                 out["image_features"],
                 out["text_features"],
                 out["logit_scale"],
                 progress,
                 label_logits=label_logits,
             )
-        }
+        parts = {"ins": ins}
         if self.tok is not None:
             lengths = out.get("word_lengths")
             if lengths is None:

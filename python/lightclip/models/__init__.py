@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -261,6 +262,8 @@ def build_model(config: TrainConfig, teacher_dim: int | None = None) -> LightCLI
 
     Heads that no loss uses are not built: they would cost compute, and DDP refuses
     parameters that receive no gradient.
+    The same holds for the logit bias: only ``--siglip`` builds one (at -10, with the scale
+    at 10, unless the model config brings its own).
     """
     preset = resolve_model_config(config.model)
     fusion_stages = (preset.fusion_stages or (2, 3)) if config.fusion else ()
@@ -271,6 +274,12 @@ def build_model(config: TrainConfig, teacher_dim: int | None = None) -> LightCLI
         overrides["image_size"] = config.image_size
     if config.token_space is not None:
         overrides["token_space"] = config.token_space
+    if not config.siglip:
+        overrides["init_logit_bias"] = None  # only the sigmoid loss reads a bias
+    elif preset.init_logit_bias is None:
+        # open_clip's --siglip initialisation (the SigLIP paper's); a config that brings its
+        # own bias keeps its own scale and bias.
+        overrides.update(init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
     if config.w_distill_feature:
         if teacher_dim is None:
             raise InvalidInputError(

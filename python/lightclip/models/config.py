@@ -80,6 +80,9 @@ class LightCLIPConfig:
     distill_dim: int = 0
     init_logit_scale: float = field(default_factory=lambda: math.log(1 / 0.07))
     max_logit_scale: float = field(default_factory=lambda: math.log(100.0))
+    # SigLIP's learned bias of every logit (open_clip's init_logit_bias; ``lightclip train
+    # --siglip`` starts it at -10); None: no bias, as in CLIP.
+    init_logit_bias: float | None = None
 
     def __post_init__(self) -> None:
         self.swin_depths = tuple(self.swin_depths)

@@ -6,6 +6,7 @@ State-dict layout (open_clip's ``CustomTextCLIP`` naming, so an export maps stra
     visual.head.*         pooling/projection to the joint space
     text.*                text tower (open_clip ``TextTransformer`` names, see text.py)
     logit_scale           log of the contrastive temperature's inverse, init ln(1/0.07)
+    logit_bias            SigLIP's bias of every logit (``init_logit_bias`` models only)
   training only, dropped by ``export()``:
     token_proj_image.*    Linear(stage-4 channels -> d_tok) for the token alignment loss,
     token_proj_text.*     Linear(text width -> d_tok)      both with token_space="heads" only
@@ -54,8 +55,12 @@ TRAINING_ONLY_MODULES = (
 )
 
 #: ``forward(image, None)`` / ``forward(None, text)`` without ``output_dict``: open_clip's
-#: (image_features, text_features, logit_scale), the missing side None.
-OpenClipOutput = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]
+#: (image_features, text_features, logit_scale), the missing side None; a model with a logit
+#: bias (SigLIP) returns it fourth.
+OpenClipOutput = (
+    tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]
+    | tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]
+)
 
 ImageTower = ResNetTower | MobileNetV2Tower | SwinTower
 
@@ -78,8 +83,9 @@ class LightCLIP(nn.Module):
     LightCLIP losses read).
     """
 
-    #: open_clip's contrastive bias (SigLIP models); CLIP models, these included, have none.
-    logit_bias: nn.Parameter | None = None
+    #: SigLIP's bias of every logit (open_clip's), with ``init_logit_bias``; CLIP models have
+    #: none.
+    logit_bias: nn.Parameter | None
 
     def __init__(self, config: LightCLIPConfig, output_dict: bool = False) -> None:
         super().__init__()
@@ -90,6 +96,11 @@ class LightCLIP(nn.Module):
         self.visual = build_image_tower(config)
         self.text = TextTransformer(config)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
+        self.logit_bias = (
+            None
+            if config.init_logit_bias is None
+            else nn.Parameter(torch.tensor(float(config.init_logit_bias)))
+        )
         channels = self.visual.stage_channels
         self.token_proj_image: nn.Linear | None = None
         self.token_proj_text: nn.Linear | None = None
@@ -148,7 +159,8 @@ class LightCLIP(nn.Module):
         self, image: torch.Tensor, text: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """open_clip's ``(logits_per_image [N_img, N_txt], logits_per_text [N_txt, N_img])``:
-        cosine similarities times ``exp(logit_scale)``.
+        cosine similarities times ``exp(logit_scale)``, plus ``logit_bias`` where the model has
+        one (SigLIP).
 
             >>> import torch, lightclip
             >>> model = lightclip.create_model("clip-tiny-mnv2").eval()
@@ -160,6 +172,8 @@ class LightCLIP(nn.Module):
         image_features = self.encode_image(image, normalize=True)
         text_features = self.encode_text(text, normalize=True)
         logits_per_image = self.exp_logit_scale() * image_features @ text_features.T
+        if self.logit_bias is not None:
+            logits_per_image = logits_per_image + self.logit_bias
         return logits_per_image, logits_per_image.T
 
     def forward_intermediates(
@@ -237,10 +251,14 @@ class LightCLIP(nn.Module):
             assert isinstance(image_features, torch.Tensor)
             assert isinstance(text_features, torch.Tensor)
             image_logits = self.exp_logit_scale() * image_features @ text_features.T
+            if self.logit_bias is not None:
+                image_logits = image_logits + self.logit_bias
             out["image_logits"] = image_logits
             out["text_logits"] = image_logits.T
         if output_logit_scale_bias:
             out["logit_scale"] = self.exp_logit_scale()
+            if self.logit_bias is not None:
+                out["logit_bias"] = self.logit_bias
         return out
 
     # ----------------------------------------------------------------- LiT, memory (open_clip API)
@@ -293,7 +311,8 @@ class LightCLIP(nn.Module):
         mlm_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None] | OpenClipOutput:
         """open_clip's forward: ``(image_features, text_features, logit_scale)`` (normalised
-        features, a missing input's None, ``exp(logit_scale)``), or with ``output_dict`` a dict.
+        features, a missing input's None, ``exp(logit_scale)``; ``logit_bias`` fourth where the
+        model has one, as open_clip's SigLIP models), or with ``output_dict`` a dict.
         With both inputs and ``output_dict`` (as open_clip's trainer builds its models, and
         ours does), or with ``masked_text`` / ``mlm_labels``, that dict is the training forward
         (:meth:`forward_train`): open_clip's keys plus what the LightCLIP losses read.
@@ -319,11 +338,16 @@ class LightCLIP(nn.Module):
         text_features = None if text is None else self.encode_text(text, normalize=True)
         logit_scale = self.exp_logit_scale()
         if self.output_dict:
-            return {
+            out = {
                 "image_features": image_features,
                 "text_features": text_features,
                 "logit_scale": logit_scale,
             }
+            if self.logit_bias is not None:
+                out["logit_bias"] = self.logit_bias
+            return out
+        if self.logit_bias is not None:
+            return image_features, text_features, logit_scale, self.logit_bias
         return image_features, text_features, logit_scale
 
     def forward_train(
@@ -338,7 +362,7 @@ class LightCLIP(nn.Module):
         text passes (clean; masked; masked with image fusion).
 
         Returns ``image_features``/``text_features`` [B, E] (L2-normalised), ``logit_scale``
-        (exp'd), ``image_tokens`` [B, N_img, D] (stage-4 locations, row-major) and
+        (exp'd), ``logit_bias`` (None without one), ``image_tokens`` [B, N_img, D] (stage-4 locations, row-major) and
         ``word_tokens`` [B, C-2, D] (L2-normalised; word j is text position j+1, zero past the
         last EOT; None without the token head; D is E in the joint token space, ``d_tok``
         with ``token_space="heads"``),
@@ -384,6 +408,7 @@ class LightCLIP(nn.Module):
             "image_features": F.normalize(image_features, dim=-1),
             "text_features": F.normalize(text_features, dim=-1),
             "logit_scale": self.exp_logit_scale(),
+            "logit_bias": self.logit_bias,
             "image_tokens": None,
             "word_tokens": None,
             "word_lengths": eot - 1,
