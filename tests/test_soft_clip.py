@@ -3,7 +3,8 @@
 Hard labels must give exactly open_clip's ClipLoss (re-written here in a few lines of torch);
 soft phases must equal soft cross-entropy against independently built targets; gradients are
 finite; and two gloo processes on CPU, each holding half the batch, must reproduce the
-single-process loss (and gradients) on the whole batch.
+single-process loss (and gradients) on the whole batch, for SigLIP's loss too (whose other
+checks are in test_siglip.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import lightclip
-from lightclip.losses import SoftClipLoss
+from lightclip.losses import SigLipLoss, SoftClipLoss
 
 # --- references ----------------------------------------------------------------------------------
 
@@ -154,6 +155,11 @@ def _distributed_worker(rank: int, init_method: str, out_path: str) -> None:
                 loss = loss_fn(fl, gl, 25.0, p)
                 loss.backward()
                 results[(local_loss, with_grad, p)] = (loss.detach(), fl.grad, gl.grad)
+        fl = f[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        gl = g[rank * n : (rank + 1) * n].clone().requires_grad_(True)
+        loss = SigLipLoss()(fl, gl, 10.0, -4.0)
+        loss.backward()
+        results["siglip"] = (loss.detach(), fl.grad, gl.grad)
         gathered = [None] * WORLD
         dist.all_gather_object(gathered, results)
         if rank == 0:
@@ -211,3 +217,15 @@ def test_two_gloo_ranks_reproduce_the_single_process_loss(tmp_path) -> None:
                 rows = slice(r * n, (r + 1) * n)
                 torch.testing.assert_close(grad_f, factor * fg.grad[rows])
                 torch.testing.assert_close(grad_g, factor * gg.grad[rows])
+    # SigLIP: each rank its own images' rows against every text (gathered with gradients), so
+    # the ranks' mean is the global loss and each rank's gradients world × the global ones.
+    fg, gg = f.clone().requires_grad_(True), g.clone().requires_grad_(True)
+    full = SigLipLoss()(fg, gg, 10.0, -4.0)
+    full.backward()
+    losses = [per_rank[r]["siglip"][0] for r in range(WORLD)]
+    torch.testing.assert_close(sum(losses) / WORLD, full.detach())
+    for r in range(WORLD):
+        _, grad_f, grad_g = per_rank[r]["siglip"]
+        rows = slice(r * n, (r + 1) * n)
+        torch.testing.assert_close(grad_f, WORLD * fg.grad[rows])
+        torch.testing.assert_close(grad_g, WORLD * gg.grad[rows])

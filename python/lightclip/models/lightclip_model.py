@@ -362,7 +362,8 @@ class LightCLIP(nn.Module):
         text passes (clean; masked; masked with image fusion).
 
         Returns ``image_features``/``text_features`` [B, E] (L2-normalised), ``logit_scale``
-        (exp'd), ``logit_bias`` (None without one), ``image_tokens`` [B, N_img, D] (stage-4 locations, row-major) and
+        (exp'd), ``logit_bias`` (None without one), ``image_tokens`` [B, N_img, D] (stage-4
+        locations, row-major) and
         ``word_tokens`` [B, C-2, D] (L2-normalised; word j is text position j+1, zero past the
         last EOT; None without the token head; D is E in the joint token space, ``d_tok``
         with ``token_space="heads"``),
