@@ -130,7 +130,7 @@ def test_the_bias_reaches_the_logits_as_open_clips_does() -> None:
     with torch.no_grad():
         per_image, per_text = model.get_logits(images, text)
         image_features, text_features, scale, bias = model(images, text)
-    assert float(bias) == -2.5
+    assert bias.item() == -2.5
     torch.testing.assert_close(per_image, scale * image_features @ text_features.T - 2.5)
     torch.testing.assert_close(per_text, per_image.T)
     plain = lightclip.create_model("clip-tiny-mnv2", seed=0).eval()

@@ -6,9 +6,11 @@ label +1 for the matching pair and −1 for every other, and
 ``L_sig = −(1/N) Σ_i Σ_j log σ(label_ij · z_ij)``
 
 (summed over the N² pairs, divided by the number of images, as open_clip's ``SigLipLoss``).
-No softmax couples a row, so the loss needs no normalisation over the batch, which is why the
-paper finds it stronger than the softmax loss at small batches. ``lightclip train --siglip``
-starts the model at logit scale 10 and bias −10, the paper's (and open_clip's) initialisation.
+No softmax couples a row, so the loss needs no normalisation over the batch; the paper reports
+it ahead of the softmax loss at smaller batch sizes. ``lightclip train --siglip`` starts the
+model at logit scale 10 and bias −10, the paper's (and open_clip's) initialisation; where a
+batch is small, a model config's ``init_logit_bias`` can start the bias elsewhere
+(docs/experiments.md measures −ln 63 at batch 64).
 
     >>> import torch, torch.nn.functional as F
     >>> from lightclip.losses import SigLipLoss
