@@ -123,7 +123,7 @@ def test_siglip_model_starts_where_open_clip_starts_it(tmp_path: Path) -> None:
     assert build_model(TrainConfig(recipe="clip", model=str(own))).logit_bias is None
 
 
-def test_the_bias_reaches_the_logits_as_open_clips_does() -> None:
+def test_the_bias_reaches_the_logits_and_the_forward_as_in_open_clip() -> None:
     model = lightclip.create_model("clip-tiny-mnv2", seed=0, init_logit_bias=-2.5).eval()
     images = torch.randn(2, 3, 64, 64)
     text = lightclip.get_tokenizer("clip-tiny-mnv2")(["a dog", "a cat", "a red car"])
@@ -146,9 +146,11 @@ def test_open_clip_loads_an_exported_siglip_model(tmp_path: Path) -> None:
     from lightclip.openclip_export import export_openclip, load_openclip
 
     model = lightclip.create_model("clip-tiny-mnv2", seed=0, init_logit_bias=-6.25).eval()
+    with torch.no_grad():
+        model.logit_bias.fill_(-3.0)  # a trained value: the weights carry it, not the config
     export_openclip(model, tmp_path)
     theirs, _, _ = load_openclip(tmp_path)
-    assert theirs.logit_bias.item() == -6.25
+    assert theirs.logit_bias.item() == -3.0
     images = torch.randn(2, 3, 64, 64)
     text = lightclip.get_tokenizer("clip-tiny-mnv2")(["a dog", "two children play"])
     with torch.no_grad():
@@ -156,7 +158,7 @@ def test_open_clip_loads_an_exported_siglip_model(tmp_path: Path) -> None:
             theirs.eval().get_logits(images, text)[0], model.get_logits(images, text)[0]
         )
     back = model_from_checkpoint(tmp_path)
-    assert back.config.init_logit_bias == -6.25 and back.logit_bias.item() == -6.25
+    assert back.config.init_logit_bias == -6.25 and back.logit_bias.item() == -3.0
 
 
 _config = partial(quiet_config, recipe="clip", siglip=True, warmup=0)
@@ -174,3 +176,12 @@ def test_a_siglip_run_learns_its_bias_and_logs_it(tmp_path: Path) -> None:
         lightclip.checkpoint.load_checkpoint(result.checkpoint)
     )
     assert float(state["logit_bias"]) == pytest.approx(biases[-1])
+
+
+def test_configs_without_a_bias_leave_the_field_out() -> None:
+    # Their exports must still load in lightclip versions from before the field.
+    plain = lightclip.models.get_model_config("clip-tiny-mnv2")
+    assert "init_logit_bias" not in plain.to_dict()
+    assert type(plain).from_dict(plain.to_dict()) == plain
+    with_bias = plain.replace(init_logit_bias=-4.0)
+    assert type(plain).from_dict(with_bias.to_dict()) == with_bias

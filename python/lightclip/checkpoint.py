@@ -200,7 +200,8 @@ def check_compatible(
             f"{source} does not fit model {model_name!r} ({detail}; "
             f"{len(missing)} missing, {len(unexpected)} unexpected tensors) - was it trained "
             "with other LightCLIP switches (--token-loss/--token-space/--mlm/--fusion/"
-            "--w-distill-feature)?"
+            "--w-distill-feature, or --siglip, whose logit_bias a model gets from "
+            "init_logit_bias)?"
         )
     for key, value in own.items():
         if tuple(state[key].shape) != tuple(value.shape):

@@ -195,7 +195,8 @@ class TrainConfig:
     )
     siglip: bool = _opt(
         "SigLIP's sigmoid loss instead of the softmax contrastive loss (open_clip's --siglip): "
-        "the model starts at logit scale 10 and logit bias -10; hard targets only (no "
+        "the model starts at logit scale 10 and logit bias -10 (a model config with its own "
+        "init_logit_bias keeps its own scale and bias); hard targets only (no "
         "--soft-labels); under DDP each rank's images meet every rank's texts, gathered with "
         "their gradients",
         False,

@@ -58,7 +58,9 @@ class SigLipLoss(nn.Module):
         _, all_texts = gather_features(
             image_features, text_features, local_loss=True, gather_with_grad=True, context=ctx
         )
-        logits = _at_least_float32(logit_scale * image_features @ all_texts.T + logit_bias)
+        # The bias is added in float32: under autocast a half-precision sum would round the
+        # logits near -10 to steps of 1/16 and reduce the bias's gradient in half precision.
+        logits = _at_least_float32(logit_scale * image_features @ all_texts.T) + logit_bias
         n = image_features.shape[0]
         # +1 on this rank's own pairs (columns rank·n + i), −1 everywhere else.
         labels = -torch.ones_like(logits)

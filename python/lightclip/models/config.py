@@ -157,6 +157,10 @@ class LightCLIPConfig:
         d = dataclasses.asdict(self)
         for k in ("swin_depths", "swin_heads", "fusion_stages"):
             d[k] = list(d[k])
+        if d["init_logit_bias"] is None:
+            # Left out when unused, so the exports of models without a bias (all CLIP ones)
+            # still load in lightclip versions that predate the field.
+            del d["init_logit_bias"]
         return d
 
     @classmethod

@@ -203,8 +203,9 @@ class LightCLIP(nn.Module):
         ``image_features`` / ``text_features``: as ``encode_*``, L2-normalised with
         ``normalize``; left out with ``intermediates_only``, which also turns off
         ``normalize`` and ``output_logits``. ``output_logits`` adds ``image_logits`` /
-        ``text_logits`` (needs both inputs), ``output_logit_scale_bias`` adds ``logit_scale``
-        (exp'd). Our towers have no class or prefix tokens, so ``*_output_extra_tokens``
+        ``text_logits`` (needs both inputs; with the model's ``logit_bias`` added, where it has
+        one), ``output_logit_scale_bias`` adds ``logit_scale`` (exp'd) and ``logit_bias``. Our
+        towers have no class or prefix tokens, so ``*_output_extra_tokens``
         adds nothing.
 
             >>> import torch, lightclip
