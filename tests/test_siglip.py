@@ -130,7 +130,11 @@ def test_the_bias_reaches_the_logits_and_the_forward_as_in_open_clip() -> None:
     with torch.no_grad():
         per_image, per_text = model.get_logits(images, text)
         image_features, text_features, scale, bias = model(images, text)
-    assert bias.item() == -2.5
+        intermediates = model.forward_intermediates(
+            images, text, output_logits=True, output_logit_scale_bias=True
+        )
+    assert bias.item() == -2.5 and intermediates["logit_bias"].item() == -2.5
+    torch.testing.assert_close(intermediates["image_logits"], per_image)
     torch.testing.assert_close(per_image, scale * image_features @ text_features.T - 2.5)
     torch.testing.assert_close(per_text, per_image.T)
     plain = lightclip.create_model("clip-tiny-mnv2", seed=0).eval()

@@ -155,6 +155,11 @@ class LightCLIP(nn.Module):
         # ever producing a temperature beyond the bound.
         return self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
 
+    def _logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """[N_img, N_txt] logits of normalised features: scaled, plus the bias if any."""
+        logits = self.exp_logit_scale() * image_features @ text_features.T
+        return logits if self.logit_bias is None else logits + self.logit_bias
+
     def get_logits(
         self, image: torch.Tensor, text: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,9 +176,7 @@ class LightCLIP(nn.Module):
         """
         image_features = self.encode_image(image, normalize=True)
         text_features = self.encode_text(text, normalize=True)
-        logits_per_image = self.exp_logit_scale() * image_features @ text_features.T
-        if self.logit_bias is not None:
-            logits_per_image = logits_per_image + self.logit_bias
+        logits_per_image = self._logits(image_features, text_features)
         return logits_per_image, logits_per_image.T
 
     def forward_intermediates(
@@ -251,9 +254,7 @@ class LightCLIP(nn.Module):
             image_features, text_features = out["image_features"], out["text_features"]
             assert isinstance(image_features, torch.Tensor)
             assert isinstance(text_features, torch.Tensor)
-            image_logits = self.exp_logit_scale() * image_features @ text_features.T
-            if self.logit_bias is not None:
-                image_logits = image_logits + self.logit_bias
+            image_logits = self._logits(image_features, text_features)
             out["image_logits"] = image_logits
             out["text_logits"] = image_logits.T
         if output_logit_scale_bias:
