@@ -304,6 +304,14 @@ def model_state(payload: dict[str, Any]) -> dict[str, Any]:
     return _strip_ddp_prefix(payload["state_dict"])
 
 
+def inference_state(payload: dict[str, Any]) -> dict[str, Any]:
+    """The weights to use a checkpoint's model with: the average a ``--model-ema`` run kept
+    (``state_dict_ema``, the weights it evaluated and exported), else the trained weights."""
+    if payload.get("state_dict_ema") is not None:
+        return _strip_ddp_prefix(payload["state_dict_ema"])
+    return model_state(payload)
+
+
 def load_export(path: str | os.PathLike[str]) -> dict[str, Any]:
     """An exported inference model (the folder training or ``lightclip export`` writes, or
     the ``.safetensors`` file in it) as a checkpoint-shaped dict on the CPU: ``model_name``,
@@ -350,7 +358,8 @@ def model_from_checkpoint(
     """The model a training checkpoint (``epoch_*.pt``) or an exported inference model (its
     folder or ``.safetensors``) describes, with its weights: built from the model config saved
     with it, so the training-only heads it was trained with (or their absence) need not be
-    repeated by the caller. Reading either runs no code hidden in the file.
+    repeated by the caller. A ``--model-ema`` run's checkpoint gives its weight average.
+    Reading either runs no code hidden in the file.
 
         >>> import tempfile, lightclip
         >>> from lightclip.openclip_export import export_openclip
@@ -372,7 +381,7 @@ def model_from_checkpoint(
         config["token_space"] = "heads"
     model = LightCLIP(LightCLIPConfig.from_dict(config))
     check_compatible(payload, model, payload.get("model_name", model.config.name), name)
-    model.load_state_dict(model_state(payload))
+    model.load_state_dict(inference_state(payload))
     return model.to(map_location) if map_location is not None else model
 
 
@@ -459,6 +468,7 @@ __all__ = [
     "CheckpointError",
     "convert_trusted_checkpoint",
     "check_compatible",
+    "inference_state",
     "load_checkpoint",
     "load_export",
     "load_model_payload",

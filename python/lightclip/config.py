@@ -184,6 +184,16 @@ class TrainConfig:
     precision: str = _opt("numeric precision", "fp32", choices=PRECISIONS)
     grad_clip_norm: float | None = _opt("clip the global gradient norm to this value")
     accum_freq: int = _opt("micro-batches accumulated per optimizer step", 1)
+    model_ema: bool = _opt(
+        "keep an exponential moving average of the weights (timm's --model-ema); a run "
+        "evaluates and exports the average, its checkpoints hold both",
+        False,
+    )
+    model_ema_decay: float = _opt(
+        "the average's decay per optimizer step, warmed up as min(decay, (1 + t) / (10 + t)) "
+        "after t steps",
+        0.9998,
+    )
     seed: int = _opt("random seed (model init, data order, augmentation)", 0)
     device: str = _opt("'auto', 'cpu', 'cuda' or 'cuda:N'", "auto")
     local_loss: bool = _opt("DDP: each rank computes its own rows of the contrastive loss", False)
@@ -362,6 +372,14 @@ class TrainConfig:
             bad("grad_clip_norm", f"must be positive, got {self.grad_clip_norm}")
         if self.precision not in PRECISIONS:
             bad("precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 < self.model_ema_decay < 1.0:
+            bad("model_ema_decay", f"must be in (0, 1), got {self.model_ema_decay}")
+        if self.model_ema and self.precision == "bf16":
+            bad(
+                "model_ema",
+                "needs weights finer than bfloat16's (an update of (1 - decay) of a difference "
+                "rounds away): use --precision amp_bf16",
+            )
         if self.dataset_type not in DATASET_TYPES:
             bad("dataset_type", f"must be one of {DATASET_TYPES}, got {self.dataset_type!r}")
         if self.eda_prob is not None and not 0.0 <= self.eda_prob <= 1.0:

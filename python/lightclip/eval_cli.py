@@ -41,9 +41,9 @@ def load_eval_model(name: str | None, checkpoint: str | None, device: str) -> tu
     """
     from .checkpoint import (
         check_compatible,
+        inference_state,
         load_model_payload,
         model_from_checkpoint,
-        model_state,
     )
     from .models import create_model
 
@@ -60,7 +60,7 @@ def load_eval_model(name: str | None, checkpoint: str | None, device: str) -> tu
                 )
             model = create_model(name)
             check_compatible(payload, model, name, str(checkpoint))
-            model.load_state_dict(model_state(payload))
+            model.load_state_dict(inference_state(payload))
     elif name is None:
         raise InvalidInputError("give --model, --checkpoint, or both")
     else:

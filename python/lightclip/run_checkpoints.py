@@ -14,6 +14,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .checkpoint_files import delete_previous_epoch_checkpoint, remove_stale_latest
+from .model_ema import restore_ema
 from .run_state import Run, StepBoundary
 from .runtime import gather_objects, this_ranks
 
@@ -30,6 +31,10 @@ def resume(run: Run, path: Path | None) -> Any:
         ckpt.restore_training_state(
             payload, run.model, run.optimizer, run.scaler, run.config.model, source
         )
+        if run.ema is not None:
+            restore_ema(run.ema, payload, source, rt.print)
+        elif payload.get("state_dict_ema") is not None:
+            rt.print(f"note: {source} holds a weight average; without --model-ema it is dropped")
         run.step, run.epoch = payload["step"], payload["epoch"]
         data_state = this_ranks(payload.get("data"), payload, rt, "data pipeline position")
         if payload.get("rng") is not None:
@@ -57,6 +62,8 @@ def save(run: Run, file_name: str) -> Path:
         payload = ckpt.training_payload(
             run.model, run.optimizer, run.scaler, config, rng=rngs, data=data_states, **at
         )
+        if run.ema is not None:  # timm's key; the update count drives the warm-up
+            payload.update(state_dict_ema=run.ema.state_dict(), ema_updates=run.ema.updates)
         ckpt.save_checkpoint(path, payload)
     run.kept = (path, boundary.step)
     return path

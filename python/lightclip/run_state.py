@@ -66,6 +66,7 @@ class Run:
     epoch_steps: int | None  # --train-num-samples's epoch, for data of unknown length
     image_size: int
     teacher: Any = None  # teacher_embeddings.distillation_teacher(): online, stored or None
+    ema: Any = None  # model_ema.ModelEma under --model-ema, else None
     log: Any = None  # the RunLog and the StopOnCtrlC, entered around the epochs
     stop: Any = None
     step: int = 0
@@ -75,3 +76,8 @@ class Run:
     pending: PendingSteps = field(default_factory=PendingSteps)  # steps not read off the device
     held_out_done: bool = False  # --val-data evaluated at an epoch end of this run
     zero_shot_step: int = -1  # the step of the last --zeroshot-data evaluation
+
+    @property
+    def model_out(self) -> Any:
+        """The weights a run evaluates and exports: under ``--model-ema`` their average."""
+        return self.model if self.ema is None else self.ema.module

@@ -48,6 +48,7 @@ from .data import build_pipeline
 from .diagnostics import training_diagnostics
 from .errors import DataError, run_command
 from .losses import LightCLIPLoss
+from .model_ema import ModelEma
 from .models import apply_model_options, build_model
 from .openclip_export import export_inference_model
 from .optim import clamp_logit_scale, optimizer_for, set_lr
@@ -136,6 +137,7 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
         epoch_steps=declared_epoch_steps(config, data),
         image_size=image_size,
         teacher=teacher,
+        ema=ModelEma(model, config.model_ema_decay) if config.model_ema else None,
     )
 
     # ------------------------------------------------------------------ resume
@@ -260,6 +262,8 @@ def optimizer_step(run: Run, accum: Accumulator, lr: float, progress: float) -> 
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     clamp_logit_scale(run.model)
+    if run.ema is not None:
+        run.ema.update(run.model)
     run.step += 1
     checkpoints.mark_boundary(run, run.data.state_dict())
 
@@ -304,7 +308,7 @@ def finish(run: Run) -> None:
     if not result.interrupted:
         evaluate_at_end(run)
         if run.config.export and run.rt.is_main:
-            result.export_path = export_inference_model(run.model, result.run_dir)
+            result.export_path = export_inference_model(run.model_out, result.run_dir)
     result.step, result.epoch = run.step, run.epoch
     run.rt.print(
         ("interrupted; " if result.interrupted else "done; ")

@@ -1,6 +1,7 @@
 """Reading weights from wherever a user has them, into lightclip's key names.
 
-A source is one of: a lightclip training checkpoint (``.pt``), a lightclip export (its folder
+A source is one of: a lightclip training checkpoint (``.pt``; a ``--model-ema`` run's gives
+its weight average), a lightclip export (its folder
 or ``.safetensors``), an open_clip checkpoint (``.pt`` / ``.bin`` / ``.pth`` / ``.safetensors``,
 a plain state dict or open_clip's trainer's ``{"state_dict": ...}`` with ``module.`` prefixes),
 an open_clip folder or ``local-dir:<folder>``, or a timm image model's state dict. Nothing is
@@ -156,7 +157,10 @@ def _read_torch(path: Path) -> tuple[dict[str, Any], str, dict[str, Any] | None]
     config = config if isinstance(config, dict) else None
     # Only our trainer saves the model config beside the weights.
     kind = "lightclip checkpoint" if config is not None else "open_clip checkpoint"
-    state = payload["state_dict"] if "state_dict" in payload else payload
+    if payload.get("state_dict_ema") is not None:  # a --model-ema run's: its average
+        state = payload["state_dict_ema"]
+    else:
+        state = payload["state_dict"] if "state_dict" in payload else payload
     if not isinstance(state, dict) or not state:
         raise CheckpointError(f"{path} holds no state dict (no tensors)")
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
