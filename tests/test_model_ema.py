@@ -1,0 +1,160 @@
+"""--model-ema: the weight average against a few lines of arithmetic, in a run (what it
+evaluates, exports and saves), and across a resume."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+import lightclip
+from lightclip import run_evaluation
+from lightclip.checkpoint import LATEST, load_checkpoint, model_from_checkpoint
+from lightclip.config import parse_args
+from lightclip.model_ema import ModelEma
+from quiet_run import quiet_config
+from train_fakes import FakePipeline
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+STEPS = 6
+_config = partial(quiet_config, steps=STEPS, warmup=2, recipe="clip", model_ema=True)
+
+
+def _reference_average(snapshots: list[dict[str, torch.Tensor]], decay: float) -> dict:
+    """ema_1 = w_1; ema_k = d_k ema_{k-1} + (1 - d_k) w_k, d_k = min(decay, k / (9 + k))."""
+    average = {k: v.clone().double() for k, v in snapshots[0].items()}
+    for k, weights in enumerate(snapshots[1:], start=2):
+        d = min(decay, k / (9 + k))
+        for name, value in weights.items():
+            average[name] = d * average[name] + (1 - d) * value.double()
+    return average
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9998])
+def test_average_follows_the_warmed_up_formula_for_weights_and_batch_norm_statistics(
+    decay,
+) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = ModelEma(model, decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    snapshots = []
+    for _ in range(30):
+        (model(torch.randn(8, 3)) * torch.randn(8, 4)).sum().backward()  # BN statistics move too
+        optimizer.step()
+        optimizer.zero_grad()
+        ema.update(model)
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    expected = _reference_average(
+        [{k: v for k, v in s.items() if v.is_floating_point()} for s in snapshots], decay
+    )
+    averaged = ema.module.state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name].double(), value, rtol=1e-5, atol=1e-6)
+    assert ema.updates == 30
+    # After 30 updates the weights and their average differ (the warm-up's d_30 is 0.77).
+    assert not torch.allclose(averaged["0.weight"], model.state_dict()["0.weight"])
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_a_run_trains_as_without_it_and_evaluates_exports_and_saves_the_average(
+    tmp_path, monkeypatch
+) -> None:
+    plain = lightclip.train(
+        _config(tmp_path / "plain", model_ema=False),
+        data=FakePipeline(num_samples=16, batch_size=4),
+    )
+    evaluated = []
+    monkeypatch.setattr(
+        run_evaluation,
+        "held_out_metrics",
+        lambda model, *args: evaluated.append(model) or {"val_probe": 1.0},
+    )
+    result = lightclip.train(
+        _config(tmp_path / "ema", export=True, val_data="unused: the metric is replaced"),
+        data=FakePipeline(num_samples=16, batch_size=4),
+    )
+    # The average only watches: the same losses, step for step.
+    assert [h["loss"] for h in result.history] == [h["loss"] for h in plain.history]
+    saved = load_checkpoint(tmp_path / "ema" / "run" / "checkpoints" / LATEST)
+    assert saved["ema_updates"] == STEPS
+    trained, average = saved["state_dict"], saved["state_dict_ema"]
+    assert set(trained) == set(average)
+    assert not torch.equal(trained["visual.head.proj.weight"], average["visual.head.proj.weight"])
+    # What the run evaluated and exported is the average.
+    assert len(evaluated) == 1
+    assert torch.equal(
+        evaluated[0].state_dict()["visual.head.proj.weight"], average["visual.head.proj.weight"]
+    )
+    exported = model_from_checkpoint(result.export_path).state_dict()
+    for name, value in exported.items():
+        assert torch.equal(value, average[name]), name
+    # Reading the training checkpoint's weights gives the average too.
+    from_checkpoint = model_from_checkpoint(saved).state_dict()
+    assert torch.equal(
+        from_checkpoint["visual.head.proj.weight"], average["visual.head.proj.weight"]
+    )
+
+
+def test_resume_continues_the_average_exactly(tmp_path) -> None:
+    straight = lightclip.train(
+        _config(tmp_path / "straight"), data=FakePipeline(num_samples=16, batch_size=4)
+    )
+    assert straight.step == STEPS
+
+    def stop_at_3(step: int, _metrics: dict) -> bool:
+        return step == 3
+
+    first = lightclip.train(
+        _config(tmp_path / "split"),
+        data=FakePipeline(num_samples=16, batch_size=4),
+        on_step=stop_at_3,
+    )
+    assert first.interrupted and first.step == 3
+    lightclip.train(
+        _config(tmp_path / "split", resume="latest"),
+        data=FakePipeline(num_samples=16, batch_size=4),
+    )
+    a = load_checkpoint(tmp_path / "straight" / "run" / "checkpoints" / LATEST)
+    b = load_checkpoint(tmp_path / "split" / "run" / "checkpoints" / LATEST)
+    assert a["ema_updates"] == b["ema_updates"] == STEPS
+    for name, value in a["state_dict_ema"].items():
+        assert torch.equal(value, b["state_dict_ema"][name]), name
+
+
+def test_resuming_a_run_saved_without_it_starts_the_average_there(tmp_path, capsys) -> None:
+    def stop_at_3(step: int, _metrics: dict) -> bool:
+        return step == 3
+
+    lightclip.train(
+        _config(tmp_path, model_ema=False),
+        data=FakePipeline(num_samples=16, batch_size=4),
+        on_step=stop_at_3,
+    )
+    lightclip.train(
+        _config(tmp_path, resume="latest"), data=FakePipeline(num_samples=16, batch_size=4)
+    )
+    assert "holds no weight average" in capsys.readouterr().err
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / LATEST)
+    assert saved["ema_updates"] == STEPS
+    # Three updates from the step-4 weights: they differ from the step-3 weights the resume
+    # started from, which the first update overwrote.
+    assert not torch.equal(
+        saved["state_dict_ema"]["visual.head.proj.weight"],
+        saved["state_dict"]["visual.head.proj.weight"],
+    )
+
+
+def test_flags_and_refusals() -> None:
+    config = parse_args(["--model-ema", "--model-ema-decay", "0.99"])
+    assert config.model_ema and config.model_ema_decay == 0.99
+    assert not parse_args([]).model_ema
+    for decay in (0.0, 1.0, 1.5):
+        with pytest.raises(lightclip.InvalidInputError, match="--model-ema-decay"):
+            lightclip.TrainConfig(model_ema=True, model_ema_decay=decay)
+    with pytest.raises(lightclip.InvalidInputError, match="--model-ema .*amp_bf16"):
+        lightclip.TrainConfig(model_ema=True, precision="bf16")
+    with pytest.raises(ValueError, match="decay"):
+        ModelEma(torch.nn.Linear(2, 2), 1.0)
