@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lightclip.checkpoint import LATEST, load_checkpoint, model_from_checkpoint
 from lightclip.demo import chance_levels, results_table, retrieval_chance
 from lightclip.experiments import ablation
 from lightclip.experiments.options import key_values
@@ -106,6 +107,41 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     assert json.loads(Path(clip_cfg["model"]).read_text())["text_layers"] == 4
     assert (tmp_path / "ablation.png").exists()
     # The report is rebuilt from the saved runs alone, identically.
+    (tmp_path / "ablation.md").unlink()
+    assert ablation.main(["--out", str(tmp_path), "--report-only"]) == 0
+    assert (tmp_path / "ablation.md").read_text() == table
+
+
+def test_a_model_ema_run_reports_its_average_and_its_trained_weights(
+    flickr8k_dir: Path, tmp_path: Path
+) -> None:
+    torch.set_num_threads(1)
+    args = ["--data-dir", str(flickr8k_dir), "--steps", "3", "--batch-size", "8", "--seeds", "1"]
+    args += ["--eval-batches", "1", "--workers", "1", "--no-progress", "--rows", "clip"]
+    assert ablation.main([*args, "--train-opt", "model_ema=True", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "ablation.json").read_text())
+    average, trained = report["runs"]
+    assert average["curve"] == trained["curve"]  # one run, reported twice
+    assert trained["variant"] == ablation.TRAINED_WEIGHTS and "variant" not in average
+    # Each record's recall is that of its own weights: the export, and the checkpoint's.
+    run = tmp_path / "row-clip-seed0"
+    payload = load_checkpoint(run / "checkpoints" / LATEST)
+    args_ns = ablation.parse_args([*args, "--out", str(tmp_path)])
+    dev = str(flickr8k_dir / ablation.DEV_SHARD)
+    for record, model in (
+        (average, model_from_checkpoint(run / "inference_model")),
+        (trained, model_from_checkpoint(payload, average=False)),
+    ):
+        metrics = ablation.dev_metrics(model, dev, args_ns)
+        assert all(record[k] == metrics[k] for _, k in ablation.METRICS)
+    name = "visual.head.proj.weight"
+    assert torch.equal(
+        model_from_checkpoint(payload, average=False).state_dict()[name],
+        payload["state_dict"][name],
+    )
+    assert not torch.equal(payload["state_dict"][name], payload["state_dict_ema"][name])
+    table = (tmp_path / "ablation.md").read_text()
+    assert f"| CLIP baseline, {ablation.TRAINED_WEIGHTS} | 0 |" in table
     (tmp_path / "ablation.md").unlink()
     assert ablation.main(["--out", str(tmp_path), "--report-only"]) == 0
     assert (tmp_path / "ablation.md").read_text() == table

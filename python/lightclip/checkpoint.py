@@ -353,12 +353,16 @@ def load_model_payload(path: str | os.PathLike[str], map_location: Any = "cpu") 
 
 
 def model_from_checkpoint(
-    source: str | os.PathLike[str] | dict[str, Any], map_location: Any = "cpu"
+    source: str | os.PathLike[str] | dict[str, Any],
+    map_location: Any = "cpu",
+    *,
+    average: bool = True,
 ) -> torch.nn.Module:
     """The model a training checkpoint (``epoch_*.pt``) or an exported inference model (its
     folder or ``.safetensors``) describes, with its weights: built from the model config saved
     with it, so the training-only heads it was trained with (or their absence) need not be
-    repeated by the caller. A ``--model-ema`` run's checkpoint gives its weight average.
+    repeated by the caller. A ``--model-ema`` run's checkpoint gives its weight average, or
+    with ``average=False`` its trained weights.
     Reading either runs no code hidden in the file.
 
         >>> import tempfile, lightclip
@@ -381,7 +385,7 @@ def model_from_checkpoint(
         config["token_space"] = "heads"
     model = LightCLIP(LightCLIPConfig.from_dict(config))
     check_compatible(payload, model, payload.get("model_name", model.config.name), name)
-    model.load_state_dict(inference_state(payload))
+    model.load_state_dict(inference_state(payload) if average else model_state(payload))
     return model.to(map_location) if map_location is not None else model
 
 

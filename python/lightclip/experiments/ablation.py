@@ -20,7 +20,9 @@ Each trained model is exported (training-only heads dropped) and evaluated on th
 dev shard (1,000 images, all 5 captions each): image->text and text->image R@1/5/10, and a
 zero-shot figure (``flickr8k_zero_shot``: dev images labelled by the subject their captions
 agree on). Rows report mean ± standard deviation over the seeds, the wall time per run, and
-the loss curves; the table is printed and written as Markdown and JSON next to a plot::
+the loss curves; the table is printed and written as Markdown and JSON next to a plot. A run
+with ``--train-opt model_ema=True`` exports its weight average and adds a row for the
+weights it trained (from its checkpoint), so the average is measured on the same run::
 
     python -m lightclip.experiments.ablation                         # the full comparison
     python -m lightclip.experiments.ablation --rows clip lightclip --seeds 1   # quick
@@ -101,6 +103,9 @@ TRAIN_SHARDS = "train-{000000..000005}.tar"
 # What a saved comparison made before a SAME_EXPERIMENT key existed was run with.
 SAME_EXPERIMENT_BEFORE = {"train_shards": TRAIN_SHARD_COUNT}
 DEV_SHARD = "dev-000000.tar"
+# A --train-opt model_ema=True run is reported twice: its weight average (what it exports)
+# and, as this variant, the weights it trained.
+TRAINED_WEIGHTS = "trained weights, not the average"
 
 # Flickr8k is small data: tiny towers, a short run and a high learning rate, picked on its
 # train and dev shards. At the tiny preset's own 64 px the baseline stays near chance whatever
@@ -203,7 +208,7 @@ def model_argument(args: argparse.Namespace, out: Path) -> str:
 
 def run_one(
     key: str, seed: int, args: argparse.Namespace, model: str, data: tuple[str, str]
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     label, switches = ROWS[key]
     train_data, dev_data = data
     extra = key_values(args.train_opt, "--train-opt")
@@ -239,17 +244,7 @@ def run_one(
     result = train(config)
     seconds = time.perf_counter() - start
     assert result.export_path is not None
-    exported = model_from_checkpoint(result.export_path).eval()
-    metrics = evaluate_held_out(
-        exported,
-        dev_data,
-        image_size=args.image_size,
-        zero_shot=False,
-        max_batches=args.eval_batches,
-    )
-    metrics["zeroshot_subject_recall"] = zero_shot_accuracy(
-        exported, dev_data, image_size=args.image_size, max_batches=args.eval_batches
-    )
+    metrics = dev_metrics(model_from_checkpoint(result.export_path), dev_data, args)
     curve_keys = ("loss", "loss_ins", "loss_tok", "loss_mlm", "logit_scale")
     curve_keys += ("img_cos", "txt_cos", "tok_img_cos", "tok_word_cos", "mlm_fusion_gain")
     curve = [
@@ -258,7 +253,7 @@ def run_one(
         if h["step"] % config.log_every_n_steps == 0 or h["step"] == result.step
     ]
     print("dev: " + "  ".join(f"{name} {100 * metrics[k]:.1f}" for name, k in METRICS))
-    return {
+    run = {
         "row": key,
         "label": label,
         "seed": seed,
@@ -267,6 +262,28 @@ def run_one(
         "curve": curve,
         **{k: metrics[k] for _, k in METRICS},
     }
+    if not config.model_ema:
+        return [run]
+    # The run exported its weight average; the weights it trained are in its checkpoint, so
+    # one run measures what the average adds, on the same trajectory.
+    trained = dev_metrics(model_from_checkpoint(result.checkpoint, average=False), dev_data, args)
+    print(
+        f"dev, {TRAINED_WEIGHTS}: " + "  ".join(f"{n} {100 * trained[k]:.1f}" for n, k in METRICS)
+    )
+    variant = {"variant": TRAINED_WEIGHTS, "label": f"{label}, {TRAINED_WEIGHTS}"}
+    return [run, {**run, **variant, **{k: trained[k] for _, k in METRICS}}]
+
+
+def dev_metrics(model: Any, dev_data: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Retrieval both ways and the subject zero-shot on the dev shard."""
+    model.eval()
+    metrics = evaluate_held_out(
+        model, dev_data, image_size=args.image_size, zero_shot=False, max_batches=args.eval_batches
+    )
+    metrics["zeroshot_subject_recall"] = zero_shot_accuracy(
+        model, dev_data, image_size=args.image_size, max_batches=args.eval_batches
+    )
+    return metrics
 
 
 def final_contrastive_loss(curve: list[dict[str, Any]]) -> float | None:
@@ -431,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         # Seed by seed, every row each time: a comparison stopped early is still balanced.
         for seed in seeds:
             for key in args.rows:
-                runs.append(run_one(key, seed, args, model, data))
+                runs.extend(run_one(key, seed, args, model, data))
                 # Written after every run: a long comparison stopped half-way keeps its rows.
                 table = write_report(runs, args, model, out, model_config=built)
     except LightclipError as e:
