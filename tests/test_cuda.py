@@ -140,7 +140,7 @@ class PinnedFakePipeline(FakePipeline):
             yield {k: v.pin_memory() for k, v in batch.items()}
 
 
-def _host_waits(tmp_path: Path, name: str, steps: int, on_step=None) -> int:
+def _host_waits(tmp_path: Path, name: str, steps: int, on_step=None, **overrides) -> int:
     """How often a clip-recipe CUDA run made the host wait for the GPU from Python (CUDA's
     sync debug mode warns at each such call: .item(), float(), .cpu(), ...). One epoch is
     16 steps, so runs of up to 16 steps differ only in their steps."""
@@ -153,6 +153,7 @@ def _host_waits(tmp_path: Path, name: str, steps: int, on_step=None) -> int:
         recipe="clip",
         precision="amp_bf16",
         log_every_n_steps=100,
+        **overrides,
     )
     torch.cuda.set_sync_debug_mode("warn")
     try:
@@ -170,9 +171,10 @@ def test_the_loop_reads_metrics_off_the_gpu_only_when_they_are_needed(tmp_path):
     # batch's ids (checked_eot), no float(loss). Setup and the final save cost runs of 4 and
     # 8 steps the same, so 4 more steps may add 4 waits. A hook reads every step's metrics
     # as well, so its runs add twice as many: proof that the count can fail.
-    def extra_waits(name: str, on_step=None) -> int:
-        short = _host_waits(tmp_path, f"{name}-4", steps=4, on_step=on_step)
-        return _host_waits(tmp_path, f"{name}-8", steps=8, on_step=on_step) - short
+    def extra_waits(name: str, on_step=None, **overrides) -> int:
+        short = _host_waits(tmp_path, f"{name}-4", steps=4, on_step=on_step, **overrides)
+        return _host_waits(tmp_path, f"{name}-8", steps=8, on_step=on_step, **overrides) - short
 
     assert extra_waits("hooked", on_step=lambda *_: None) >= 8
     assert extra_waits("quiet") <= 4
+    assert extra_waits("averaged", model_ema=True) <= 4  # the weight average waits for nothing

@@ -22,14 +22,28 @@ STEPS = 6
 _config = partial(quiet_config, steps=STEPS, warmup=2, recipe="clip", model_ema=True)
 
 
-def _reference_average(snapshots: list[dict[str, torch.Tensor]], decay: float) -> dict:
-    """ema_1 = w_1; ema_k = d_k ema_{k-1} + (1 - d_k) w_k, d_k = min(decay, k / (9 + k))."""
-    average = {k: v.clone().double() for k, v in snapshots[0].items()}
-    for k, weights in enumerate(snapshots[1:], start=2):
-        d = min(decay, k / (9 + k))
-        for name, value in weights.items():
-            average[name] = d * average[name] + (1 - d) * value.double()
-    return average
+def _reference_average(start: dict, snapshots: list[dict], decay: float, updates: int = 0) -> dict:
+    """e <- d e + (1 - d) w for each snapshot w, d = min(decay, (1 + t) / (10 + t)) after t
+    updates, from ``start``; entries that are not floating point take the last snapshot's."""
+    average = {k: v.clone().double() for k, v in start.items() if v.is_floating_point()}
+    for t, weights in enumerate(snapshots, start=updates):
+        d = min(decay, (1 + t) / (10 + t))
+        for name in average:
+            average[name] = d * average[name] + (1 - d) * weights[name].double()
+    return {**snapshots[-1], **average}
+
+
+class _WithMask(torch.nn.Module):
+    """A Linear, a BatchNorm (float statistics and an integer batch count) and a -inf mask
+    outside the state dict, as the text tower's causal mask is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.norm = torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)
+        self.register_buffer("mask", torch.full((2, 2), float("-inf")).triu(1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.linear(x))
 
 
 @pytest.mark.parametrize("decay", [0.5, 0.9998])
@@ -37,7 +51,8 @@ def test_average_follows_the_warmed_up_formula_for_weights_and_batch_norm_statis
     decay,
 ) -> None:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    model = _WithMask()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
     ema = ModelEma(model, decay)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     snapshots = []
@@ -47,16 +62,32 @@ def test_average_follows_the_warmed_up_formula_for_weights_and_batch_norm_statis
         optimizer.zero_grad()
         ema.update(model)
         snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
-    expected = _reference_average(
-        [{k: v for k, v in s.items() if v.is_floating_point()} for s in snapshots], decay
-    )
+    expected = _reference_average(start, snapshots, decay)
     averaged = ema.module.state_dict()
+    assert set(averaged) == set(expected)
     for name, value in expected.items():
-        torch.testing.assert_close(averaged[name].double(), value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(averaged[name].to(value.dtype), value, rtol=1e-5, atol=1e-6)
+    assert int(averaged["norm.num_batches_tracked"]) == 30  # copied, not averaged
     assert ema.updates == 30
-    # After 30 updates the weights and their average differ (the warm-up's d_30 is 0.77).
-    assert not torch.allclose(averaged["0.weight"], model.state_dict()["0.weight"])
+    # After 30 updates the weights and their average differ (the warm-up's d is 0.78).
+    assert not torch.allclose(averaged["linear.weight"], model.state_dict()["linear.weight"])
     assert not any(p.requires_grad for p in ema.module.parameters())
+    # The mask is a constant: averaging -inf with -inf would make it NaN.
+    assert torch.equal(ema.module.mask, model.mask)
+
+
+def test_the_average_of_a_model_encodes_as_a_model() -> None:
+    torch.manual_seed(0)
+    model = lightclip.create_model("clip-tiny-mnv2")
+    ema = ModelEma(model, 0.9998)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.01 * torch.randn_like(p))
+        ema.update(model)
+    tokens = lightclip.get_tokenizer("clip-tiny-mnv2")(["a dog runs", "two people"])
+    features = ema.module.encode_text(tokens)
+    assert torch.isfinite(features).all()
 
 
 def test_a_run_trains_as_without_it_and_evaluates_exports_and_saves_the_average(
@@ -124,7 +155,9 @@ def test_resume_continues_the_average_exactly(tmp_path) -> None:
         assert torch.equal(value, b["state_dict_ema"][name]), name
 
 
-def test_resuming_a_run_saved_without_it_starts_the_average_there(tmp_path, capsys) -> None:
+def test_resuming_a_run_saved_without_it_starts_the_average_there(
+    tmp_path, capsys, monkeypatch
+) -> None:
     def stop_at_3(step: int, _metrics: dict) -> bool:
         return step == 3
 
@@ -133,18 +166,27 @@ def test_resuming_a_run_saved_without_it_starts_the_average_there(tmp_path, caps
         data=FakePipeline(num_samples=16, batch_size=4),
         on_step=stop_at_3,
     )
+    resumed_from = load_checkpoint(tmp_path / "run" / "checkpoints" / LATEST)["state_dict"]
+    snapshots = []
+    update = ModelEma.update
+
+    def recording_update(self, model):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        update(self, model)
+
+    monkeypatch.setattr(ModelEma, "update", recording_update)
     lightclip.train(
         _config(tmp_path, resume="latest"), data=FakePipeline(num_samples=16, batch_size=4)
     )
     assert "holds no weight average" in capsys.readouterr().err
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / LATEST)
-    assert saved["ema_updates"] == STEPS
-    # Three updates from the step-4 weights: they differ from the step-3 weights the resume
-    # started from, which the first update overwrote.
-    assert not torch.equal(
-        saved["state_dict_ema"]["visual.head.proj.weight"],
-        saved["state_dict"]["visual.head.proj.weight"],
-    )
+    assert saved["ema_updates"] == STEPS and len(snapshots) == STEPS - 3
+    # From the step-3 weights, three updates with the warm-up counted from step 3.
+    expected = _reference_average(resumed_from, snapshots, 0.9998, updates=3)
+    for name, value in expected.items():
+        torch.testing.assert_close(
+            saved["state_dict_ema"][name].to(value.dtype), value, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_flags_and_refusals() -> None:

@@ -134,6 +134,8 @@ def test_a_model_ema_run_reports_its_average_and_its_trained_weights(
     ):
         metrics = ablation.dev_metrics(model, dev, args_ns)
         assert all(record[k] == metrics[k] for _, k in ablation.METRICS)
+    # ...and they differ, so a swap of the two would show.
+    assert any(average[k] != trained[k] for _, k in ablation.METRICS)
     name = "visual.head.proj.weight"
     assert torch.equal(
         model_from_checkpoint(payload, average=False).state_dict()[name],

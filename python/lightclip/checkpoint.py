@@ -362,7 +362,7 @@ def model_from_checkpoint(
     folder or ``.safetensors``) describes, with its weights: built from the model config saved
     with it, so the training-only heads it was trained with (or their absence) need not be
     repeated by the caller. A ``--model-ema`` run's checkpoint gives its weight average, or
-    with ``average=False`` its trained weights.
+    with ``average=False`` its trained weights (an export holds only the weights exported).
     Reading either runs no code hidden in the file.
 
         >>> import tempfile, lightclip

@@ -129,7 +129,8 @@ class TrainConfig:
     )
     pretrained: str | None = _opt(
         "load these weights before training (lightclip.pretrained.load_pretrained: a lightclip "
-        "checkpoint or export, an open_clip checkpoint or local-dir: folder, a timm state dict)"
+        "checkpoint or export (a --model-ema run's checkpoint gives its weight average), an "
+        "open_clip checkpoint or local-dir: folder, a timm state dict)"
     )
     pretrained_text_layers: str | None = _opt(
         "with --pretrained: which source text layers a shallower text tower inherits: "
@@ -191,7 +192,7 @@ class TrainConfig:
     )
     model_ema_decay: float = _opt(
         "the average's decay per optimizer step, warmed up as min(decay, (1 + t) / (10 + t)) "
-        "after t steps",
+        "after t updates (TensorFlow's)",
         0.9998,
     )
     seed: int = _opt("random seed (model init, data order, augmentation)", 0)

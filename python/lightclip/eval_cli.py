@@ -35,7 +35,8 @@ def load_eval_model(name: str | None, checkpoint: str | None, device: str) -> tu
     """The inference model (training-only heads dropped), in eval mode on ``device``.
 
     ``checkpoint`` is a training checkpoint (``.pt``) or an exported inference model (its
-    folder or ``.safetensors``); either is read without running code hidden in it. One that
+    folder or ``.safetensors``); either is read without running code hidden in it. A
+    ``--model-ema`` run's checkpoint gives its weight average, the weights it exported. One that
     records its model config is rebuilt from it; otherwise ``create_model(name)`` gets its
     weights. Without a checkpoint the model has random weights (a chance-level baseline).
     """
@@ -127,8 +128,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name (default: the checkpoint's model_name)")
     parser.add_argument(
         "--checkpoint",
-        help="a training checkpoint (.pt) or an exported model (folder or .safetensors); "
-        "random weights if unset",
+        help="a training checkpoint (.pt; a --model-ema run's gives its weight average) or an "
+        "exported model (folder or .safetensors); random weights if unset",
     )
     parser.add_argument(
         "--dataset",
@@ -253,7 +254,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="a training checkpoint (.pt) or an exported model (folder or .safetensors)",
+        help="a training checkpoint (.pt; a --model-ema run's gives its weight average) or an "
+        "exported model (folder or .safetensors)",
     )
     parser.add_argument("--model", help="model name (default: the checkpoint's own)")
     parser.add_argument("--output", required=True, help="folder to write the open_clip export to")

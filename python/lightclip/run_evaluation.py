@@ -2,7 +2,7 @@
 open_clip's rule (``validation.zero_shot_due``); at the end of a complete run, ``--val-data``
 if no epoch end of this run evaluated it and ``--zeroshot-data`` if the last step was not
 evaluated yet. The metrics themselves are ``validation.py``'s; each evaluation is logged as one
-eval row. Under ``--model-ema`` the weights evaluated are the average (``Run.model_out``).
+eval row. Under ``--model-ema`` the weights evaluated are the average (``Run.eval_model``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def evaluate(run: Run, *, held_out: bool, zero_shot: bool) -> None:
     """``--val-data`` and ``--zeroshot-data`` as asked, logged as one eval row."""
     metrics = {}
     if held_out:
-        metrics.update(held_out_metrics(run.model_out, run.config, run.image_size, run.rt))
+        metrics.update(held_out_metrics(run.eval_model, run.config, run.image_size, run.rt))
     if zero_shot:
-        metrics.update(zero_shot_metrics(run.model_out, run.config, run.image_size, run.rt))
+        metrics.update(zero_shot_metrics(run.eval_model, run.config, run.image_size, run.rt))
     if metrics:
         run.result.eval_metrics = metrics
         run.log.eval(run.step, metrics, epoch=run.epoch)

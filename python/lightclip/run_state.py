@@ -78,6 +78,6 @@ class Run:
     zero_shot_step: int = -1  # the step of the last --zeroshot-data evaluation
 
     @property
-    def model_out(self) -> Any:
+    def eval_model(self) -> Any:
         """The weights a run evaluates and exports: under ``--model-ema`` their average."""
         return self.model if self.ema is None else self.ema.module

@@ -308,7 +308,7 @@ def finish(run: Run) -> None:
     if not result.interrupted:
         evaluate_at_end(run)
         if run.config.export and run.rt.is_main:
-            result.export_path = export_inference_model(run.model_out, result.run_dir)
+            result.export_path = export_inference_model(run.eval_model, result.run_dir)
     result.step, result.epoch = run.step, run.epoch
     run.rt.print(
         ("interrupted; " if result.interrupted else "done; ")

@@ -157,7 +157,7 @@ def _read_torch(path: Path) -> tuple[dict[str, Any], str, dict[str, Any] | None]
     config = config if isinstance(config, dict) else None
     # Only our trainer saves the model config beside the weights.
     kind = "lightclip checkpoint" if config is not None else "open_clip checkpoint"
-    if payload.get("state_dict_ema") is not None:  # a --model-ema run's: its average
+    if config is not None and payload.get("state_dict_ema") is not None:  # --model-ema's average
         state = payload["state_dict_ema"]
     else:
         state = payload["state_dict"] if "state_dict" in payload else payload

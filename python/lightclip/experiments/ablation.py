@@ -414,6 +414,8 @@ def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path) -> 
     colours = {r["row"]: f"C{i}" for i, r in enumerate(rows)}
     first_of_row = {run_key(r): id(r) for r in reversed(runs)}
     for run in runs:
+        if run.get("variant", "").startswith(TRAINED_WEIGHTS):
+            continue  # the curve of its average's run, drawn already
         steps = [c["step"] for c in run["curve"] if "loss_ins" in c]
         values = [c["loss_ins"] for c in run["curve"] if "loss_ins" in c]
         label = run["label"] if first_of_row[run_key(run)] == id(run) else None
