@@ -173,9 +173,13 @@ class TextConfig(Settings):
     """Captions: tokenizing (``context_length`` in 2..=65536; ``vocab_path`` None finds
     open_clip's vocabulary as ``lightclip.get_tokenizer`` does), EDA on training captions
     (``eda_prob`` per caption, every operation at ``eda_strength``; None: the source's
-    default when training, off otherwise) and BERT masking for the MLM loss (``mlm``,
-    ``mlm_prob``). Probabilities must lie in [0, 1] (NaN too is refused, not read as off),
-    else ``InvalidInputError`` naming the field. Frozen; equal when every field is; picklable.
+    default when training, off otherwise), BERT masking for the MLM loss (``mlm``,
+    ``mlm_prob``), and ``captions_per_sample`` (1..=64) captions of each sample: the drawn one
+    (``"text"``) and the others (``"other_text"``, [B, captions_per_sample - 1, context], while
+    training in a random order of the captions not drawn, repeated when there are fewer, each
+    flipped and edited as the drawn one). Probabilities must lie in [0, 1] (NaN too is
+    refused, not read as off), else ``InvalidInputError`` naming the field. Frozen; equal when
+    every field is; picklable.
     """
 
     def __new__(
@@ -187,6 +191,7 @@ class TextConfig(Settings):
         eda_strength: float = 0.1,
         mlm: bool = True,
         mlm_prob: float = 0.15,
+        captions_per_sample: int = 1,
     ) -> TextConfig: ...
     @property
     def context_length(self) -> int: ...
@@ -200,6 +205,8 @@ class TextConfig(Settings):
     def mlm(self) -> bool: ...
     @property
     def mlm_prob(self) -> float: ...
+    @property
+    def captions_per_sample(self) -> int: ...
 
 @final
 class ReadingConfig(Settings):

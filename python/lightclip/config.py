@@ -204,6 +204,12 @@ class TrainConfig:
         "their weight against the per-rank token and MLM losses (lightclip.distributed)",
         True,
     )
+    captions_per_sample: int = _opt(
+        "captions of each training image per step (Flickr8k and COCO store five): the drawn "
+        "one and others not drawn, each caption set in its own contrastive loss against the "
+        "same images, averaged; the token, MLM and distillation losses keep the drawn one",
+        1,
+    )
     siglip: bool = _opt(
         "SigLIP's sigmoid loss instead of the softmax contrastive loss (open_clip's --siglip): "
         "the model starts at logit scale 10 and logit bias -10 (a model config with its own "
@@ -340,6 +346,8 @@ class TrainConfig:
                 bad(name, f"must be {what}, got {value!r}")
             if not math.isfinite(value):
                 bad(name, f"must be a finite number, got {value}")
+        if not 1 <= self.captions_per_sample <= 64:
+            bad("captions_per_sample", f"must be in [1, 64], got {self.captions_per_sample}")
         for name in ("batch_size", "epochs", "accum_freq", "log_every_n_steps", "val_frequency"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
@@ -518,6 +526,11 @@ class TrainConfig:
             bad("distill_temperature", f"must be positive, got {self.distill_temperature}")
         if self.distill_labels and not self.soft_labels:
             bad("distill_labels", "needs --soft-labels (it replaces their similarity-aware phase)")
+        if self.distill_labels and self.captions_per_sample > 1:
+            bad(
+                "captions_per_sample",
+                "takes no --distill-labels: the teacher's labels are for the drawn captions",
+            )
         if not self.w_distill and not self.distill_labels and not self.w_distill_feature:
             bad(
                 "w_distill",

@@ -193,7 +193,8 @@ def saved_position(
 class DataPipeline:
     """Batches of ``{"image", "text", "masked_text", "mlm_labels", "word_lengths"}`` tensors
     (plus ``"label"`` for folders, synthetic data and labelled shards, ``"captions"`` with
-    ``return_captions=True``, ``"all_captions"`` and ``"key"`` with ``all_captions=True``).
+    ``return_captions=True``, ``"all_captions"`` and ``"key"`` with ``all_captions=True``,
+    ``"other_text"`` [B, K - 1, context] with ``TextConfig(captions_per_sample=K)``, K > 1).
 
     ``sample_ids=True`` adds what names each row without the caption lists: ``"key"`` (the
     sample key), ``"shard"`` (the shard or file it came from, as the source names it: keys are
@@ -530,7 +531,10 @@ def build_pipeline(
     if train:
         # eda_prob None: the source's default.
         kwargs["text"] = kwargs["text"].replace(
-            eda_prob=config.eda_prob, mlm=bool(config.mlm), mlm_prob=config.mlm_prob
+            eda_prob=config.eda_prob,
+            mlm=bool(config.mlm),
+            mlm_prob=config.mlm_prob,
+            captions_per_sample=config.captions_per_sample,
         )
         kwargs["augmentation"] = apply_aug_cfg(
             config.aug_cfg or {}, augmentation_defaults(source, image_size)

@@ -197,6 +197,7 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
                     batch["text"],
                     masked_text=batch["masked_text"] if config.mlm else None,
                     mlm_labels=batch["mlm_labels"] if config.mlm else None,
+                    other_text=batch.get("other_text"),
                 )
                 if run.teacher is not None:  # same batch, no gradient, or its stored rows
                     out["teacher"] = run.teacher.output_for(batch)

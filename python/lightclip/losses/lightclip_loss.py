@@ -174,23 +174,32 @@ class LightCLIPLoss(nn.Module):
                 teacher, self.distill_temperature, local_loss=self.local_loss
             )
             label_logits = (per_image, per_text)
-        if isinstance(self.ins, SigLipLoss):
-            if out.get("logit_bias") is None:
-                raise InvalidInputError(
-                    "the SigLIP loss needs the model's logit bias (a model built with "
-                    "init_logit_bias, as lightclip train --siglip builds it)"
-                )
-            ins = self.ins(
-                out["image_features"], out["text_features"], out["logit_scale"], out["logit_bias"]
+        if isinstance(self.ins, SigLipLoss) and out.get("logit_bias") is None:
+            raise InvalidInputError(
+                "the SigLIP loss needs the model's logit bias (a model built with "
+                "init_logit_bias, as lightclip train --siglip builds it)"
             )
-        else:
-            ins = self.ins(
+
+        def contrastive(text_features: torch.Tensor) -> torch.Tensor:
+            if isinstance(self.ins, SigLipLoss):
+                return self.ins(
+                    out["image_features"], text_features, out["logit_scale"], out["logit_bias"]
+                )
+            return self.ins(
                 out["image_features"],
-                out["text_features"],
+                text_features,
                 out["logit_scale"],
                 progress,
                 label_logits=label_logits,
             )
+
+        ins = contrastive(out["text_features"])
+        others = out.get("other_text_features")
+        if others is not None:
+            # Each caption set is a batch of its own against the same images: no image meets
+            # its own other captions as negatives.
+            ins = torch.stack([ins, *(contrastive(others[:, k]) for k in range(others.shape[1]))])
+            ins = ins.mean()
         parts = {"ins": ins}
         if self.tok is not None:
             lengths = out.get("word_lengths")

@@ -311,6 +311,7 @@ class LightCLIP(nn.Module):
         *,
         masked_text: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
+        other_text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None] | OpenClipOutput:
         """open_clip's forward: ``(image_features, text_features, logit_scale)`` (normalised
         features, a missing input's None, ``exp(logit_scale)``; ``logit_bias`` fourth where the
@@ -328,13 +329,15 @@ class LightCLIP(nn.Module):
             >>> [tuple(t.shape) for t in model(torch.randn(2, 3, 64, 64), text)[:2]]
             [(2, 128), (2, 128)]
         """
-        training_inputs = masked_text is not None or mlm_labels is not None
+        training_inputs = any(t is not None for t in (masked_text, mlm_labels, other_text))
         if image is not None and text is not None and (self.output_dict or training_inputs):
-            return self.forward_train(image, text, masked_text=masked_text, mlm_labels=mlm_labels)
+            return self.forward_train(
+                image, text, masked_text=masked_text, mlm_labels=mlm_labels, other_text=other_text
+            )
         if training_inputs:
             raise InvalidInputError(
-                "masked_text / mlm_labels belong to the training forward, which needs both "
-                "image and text"
+                "masked_text / mlm_labels / other_text belong to the training forward, which "
+                "needs both image and text"
             )
         image_features = None if image is None else self.encode_image(image, normalize=True)
         text_features = None if text is None else self.encode_text(text, normalize=True)
@@ -359,6 +362,7 @@ class LightCLIP(nn.Module):
         *,
         masked_text: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
+        other_text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Everything the three LightCLIP losses need, from one image pass and up to three
         text passes (clean; masked; masked with image fusion).
@@ -377,7 +381,8 @@ class LightCLIP(nn.Module):
         ``mlm_logits_fused`` is None with fusion off. With ``distill_dim``,
         ``distill_image_features`` / ``distill_text_features`` [B, distill_dim]: the normalised
         features through ``distill_proj``, L2-normalised again (the feature distillation's
-        input; absent otherwise).
+        input; absent otherwise). With ``other_text`` [B, K, C] (each image's other captions,
+        ``--captions-per-sample``), ``other_text_features`` [B, K, E], L2-normalised.
         """
         self.check_images(images)
         if text.dim() != 2 or text.shape[0] != images.shape[0]:
@@ -390,6 +395,13 @@ class LightCLIP(nn.Module):
                 raise InvalidInputError(
                     f"{arg}: shape {tuple(t.shape)} must equal text's {tuple(text.shape)}"
                 )
+        if other_text is not None and (
+            other_text.dim() != 3 or (other_text.shape[0], other_text.shape[2]) != text.shape
+        ):
+            raise InvalidInputError(
+                f"other_text: expected [{text.shape[0]}, K, {text.shape[1]}] ids, got "
+                f"{tuple(other_text.shape)}"
+            )
         # The forward's one wait for the device: the ids checked and the last EOT found.
         eot, last_eot = self.text.checked_eot(text, masked_text)
         stages = self.visual.forward_stages(images)
@@ -419,6 +431,9 @@ class LightCLIP(nn.Module):
             "mlm_logits_fused": None,
             "mlm_labels": None,
         }
+        if other_text is not None:
+            others = self.encode_text(other_text.flatten(0, 1), normalize=True)
+            out["other_text_features"] = others.unflatten(0, other_text.shape[:2])
         if self.distill_proj is not None:
             for key in ("image_features", "text_features"):
                 out[f"distill_{key}"] = F.normalize(self.distill_proj(out[key]), dim=-1)

@@ -12,6 +12,8 @@ use crate::error::{CoreError, Result};
 
 /// Tokens per caption: CLIP uses 77, long-context text towers a few hundred.
 pub const MAX_CONTEXT_LENGTH: usize = 1 << 16;
+/// Captions one sample gives a training step (Flickr8k and COCO store five per image).
+pub const MAX_CAPTIONS_PER_SAMPLE: usize = 64;
 /// Bytes of one batch's buffers (images, token rows). 16 GiB: a batch of 8192 float32
 /// pictures at 224 px is 4.9 GB.
 pub const MAX_BATCH_BYTES: u64 = 16 << 30;

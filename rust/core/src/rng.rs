@@ -19,6 +19,8 @@ pub mod streams {
     pub const IMAGE: u64 = 3;
     /// Choice of one caption among several (used by the data pipeline).
     pub const CAPTION: u64 = 4;
+    /// Choice of a sample's other captions, beside the drawn one (used by the data pipeline).
+    pub const OTHER_CAPTIONS: u64 = 5;
     /// An epoch's permutation of an indexed source (drawn once per epoch, not per sample).
     pub const ORDER: u64 = 101;
     /// A rank's shard shuffle buffer (drawn once per epoch and rank).
@@ -28,7 +30,16 @@ pub mod streams {
 
     /// Every id above, for the check that they stay distinct.
     #[cfg(test)]
-    pub(crate) const ALL: [u64; 7] = [EDA, MLM, IMAGE, CAPTION, ORDER, SHUFFLE_BUFFER, SCENE];
+    pub(crate) const ALL: [u64; 8] = [
+        EDA,
+        MLM,
+        IMAGE,
+        CAPTION,
+        OTHER_CAPTIONS,
+        ORDER,
+        SHUFFLE_BUFFER,
+        SCENE,
+    ];
 }
 
 /// SplitMix64's output function: a bijective avalanche mix of a 64-bit word.
@@ -127,7 +138,7 @@ mod tests {
     #[test]
     fn stream_ids_are_distinct_and_keep_their_values() {
         // The values every earlier run drew with: a resumed or repeated run needs the same.
-        assert_eq!(streams::ALL, [1, 2, 3, 4, 101, 102, 201]);
+        assert_eq!(streams::ALL, [1, 2, 3, 4, 5, 101, 102, 201]);
         let mut ids = streams::ALL.to_vec();
         ids.sort_unstable();
         ids.dedup();

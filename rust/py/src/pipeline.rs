@@ -68,6 +68,10 @@ fn batch_to_dict<'py>(
     d.set_item("masked_text", tensor(&batch.masked_text, &[b, c])?)?;
     d.set_item("mlm_labels", tensor(&batch.mlm_labels, &[b, c])?)?;
     d.set_item("word_lengths", tensor(&batch.word_lengths, &[b])?)?;
+    if batch.other_rows > 0 {
+        let shape = [b, batch.other_rows as i64, c];
+        d.set_item("other_text", tensor(&batch.other_text, &shape)?)?;
+    }
     if let Some(labels) = &batch.labels {
         d.set_item("label", tensor(labels, &[b])?)?;
     }
@@ -180,6 +184,7 @@ impl PyPipeline {
                 eda,
                 mlm,
                 seed,
+                captions_per_sample: text.captions_per_sample,
             };
             let batches = BatchConfig {
                 batch_size,

@@ -36,6 +36,10 @@ pub struct Batch {
     pub text: Vec<i64>,
     pub masked_text: Vec<i64>,
     pub mlm_labels: Vec<i64>,
+    /// Each sample's other captions (`SampleConfig::captions_per_sample - 1` rows each).
+    pub other_text: Vec<i64>,
+    /// Rows of `other_text` per sample.
+    pub other_rows: usize,
     pub word_lengths: Vec<i64>,
     /// Class labels, for labelled sources.
     pub labels: Option<Vec<i64>>,
@@ -63,6 +67,8 @@ impl Batch {
         let images = format!("a batch of {size} images of 3x{0}x{0}", cfg.image_size);
         let text = format!("a batch of {size} rows of {ctx} tokens");
         let rows = || reserved::<i64>(size * ctx, "batch_size", &text);
+        let other_rows = cfg.captions_per_sample.saturating_sub(1);
+        let others = format!("a batch of {size} x {other_rows} other captions of {ctx} tokens");
         let hint = size.min(CAPACITY_HINT);
         Ok(Batch {
             size,
@@ -77,6 +83,8 @@ impl Batch {
             text: rows()?,
             masked_text: rows()?,
             mlm_labels: rows()?,
+            other_text: reserved::<i64>(size * other_rows * ctx, "batch_size", &others)?,
+            other_rows,
             word_lengths: Vec::with_capacity(hint),
             labels: None,
             captions: Vec::with_capacity(hint),
@@ -101,6 +109,17 @@ impl Batch {
         for buf in [&mut self.text, &mut self.masked_text, &mut self.mlm_labels] {
             buf.resize(buf.len().max((from + n) * ctx), 0);
         }
+        let others = self.other_rows * ctx;
+        let len = self.other_text.len().max((from + n) * others);
+        self.other_text.resize(len, 0);
+        // Empty rows for every slot when a sample gives one caption (chunks need a width).
+        let mut other_slots: Vec<&mut [i64]> = if others == 0 {
+            (0..n).map(|_| <&mut [i64]>::default()).collect()
+        } else {
+            self.other_text[from * others..(from + n) * others]
+                .chunks_exact_mut(others)
+                .collect()
+        };
         let images: Vec<ImageSlot<'_>> = match &mut self.images {
             ImageBuffer::Float32(v) => v[from * per..(from + n) * per]
                 .chunks_exact_mut(per)
@@ -117,11 +136,13 @@ impl Batch {
             .zip(self.text[range.clone()].chunks_exact_mut(ctx))
             .zip(self.masked_text[range.clone()].chunks_exact_mut(ctx))
             .zip(self.mlm_labels[range].chunks_exact_mut(ctx))
-            .map(|(((image, text), masked), mlm_labels)| Slot {
+            .zip(other_slots.drain(..))
+            .map(|((((image, text), masked), mlm_labels), other_text)| Slot {
                 image,
                 text,
                 masked,
                 mlm_labels,
+                other_text,
             })
             .collect()
     }
@@ -137,6 +158,9 @@ impl Batch {
         for buf in [&mut self.text, &mut self.masked_text, &mut self.mlm_labels] {
             buf.copy_within(from * ctx..(from + 1) * ctx, to * ctx);
         }
+        let others = self.other_rows * ctx;
+        self.other_text
+            .copy_within(from * others..(from + 1) * others, to * others);
     }
 
     fn truncate(&mut self, n: usize) {
@@ -149,6 +173,7 @@ impl Batch {
         for buf in [&mut self.text, &mut self.masked_text, &mut self.mlm_labels] {
             buf.truncate(n * ctx);
         }
+        self.other_text.truncate(n * self.other_rows * ctx);
         self.size = n;
     }
 

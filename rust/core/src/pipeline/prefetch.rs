@@ -28,7 +28,8 @@ use super::source::Source;
 use super::state::{ErrorPolicy, Stats};
 use crate::error::{CoreError, Location, Result};
 use crate::limits::{
-    check_range, MAX_BATCH_BYTES, MAX_CONTEXT_LENGTH, MAX_PREFETCH, MAX_SHUFFLE_BUFFER, MAX_THREADS,
+    check_range, MAX_BATCH_BYTES, MAX_CAPTIONS_PER_SAMPLE, MAX_CONTEXT_LENGTH, MAX_PREFETCH,
+    MAX_SHUFFLE_BUFFER, MAX_THREADS,
 };
 
 /// How batches are cut and ordered.
@@ -104,14 +105,16 @@ fn check_batch_bytes(batch_size: usize, sample: &SampleConfig) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of one batch's buffers: the pictures and three rows of token ids per sample.
+/// Bytes of one batch's buffers: the pictures, three rows of token ids per sample and one per
+/// other caption.
 fn batch_bytes(batch_size: usize, sample: &SampleConfig) -> u128 {
     let pixel = match sample.image_dtype {
         ImageDtype::Float32 => 4,
         ImageDtype::Uint8 => 1,
     };
     let image = 3 * (sample.image_size as u128).pow(2) * pixel;
-    let text = 3 * sample.context_length as u128 * 8;
+    let rows = 2 + sample.captions_per_sample.max(1) as u128;
+    let text = rows * sample.context_length as u128 * 8;
     batch_size as u128 * (image + text)
 }
 
@@ -146,6 +149,11 @@ impl Pipeline {
             ));
         }
         check_range("context_length", sample.context_length, MAX_CONTEXT_LENGTH)?;
+        check_range(
+            "captions_per_sample",
+            sample.captions_per_sample,
+            MAX_CAPTIONS_PER_SAMPLE,
+        )?;
         check_batch_bytes(batches.batch_size, &sample)?;
         check_range("threads", threads, MAX_THREADS)?;
         if let Some(mlm) = &sample.mlm {
@@ -419,6 +427,7 @@ mod tests {
             eda: None,
             mlm: None,
             seed: 0,
+            captions_per_sample: 1,
         }
     }
 

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::decode::{decode_rgb, JpegDecoding};
@@ -46,6 +47,10 @@ pub struct SampleConfig {
     /// MLM masking (None: masked ids equal the ids and no label is set).
     pub mlm: Option<MlmConfig>,
     pub seed: u64,
+    /// Captions a sample gives: the drawn one (`Slot::text`) and this many minus one others
+    /// (`Slot::other_text`), each edited as the drawn one is (the flip's left/right swap,
+    /// EDA). 1: the drawn caption only.
+    pub captions_per_sample: usize,
 }
 
 /// The image rows of one batch slot.
@@ -60,6 +65,8 @@ pub struct Slot<'a> {
     pub text: &'a mut [i64],
     pub masked: &'a mut [i64],
     pub mlm_labels: &'a mut [i64],
+    /// `captions_per_sample - 1` rows of `context_length` ids.
+    pub other_text: &'a mut [i64],
 }
 
 /// What a processed sample reports besides its rows.
@@ -74,8 +81,33 @@ pub struct SampleInfo {
     /// EDA and truncation edited its text; -1 when the sample has none (a labelled sample).
     pub caption_index: i64,
     pub all_captions: Vec<String>,
+    /// The places of the other captions in `all_captions` (`captions_per_sample - 1` of
+    /// them; -1 where the sample has none).
+    pub other_caption_indices: Vec<i64>,
     pub label: Option<i64>,
     pub word_length: i64,
+}
+
+/// The `count` captions a sample gives beside the drawn one: while training a random order of
+/// the others, otherwise their stored order, repeated when there are fewer than `count`; the
+/// drawn caption itself when it is the only one; None for a sample without captions.
+fn other_caption_indices(
+    drawn: Option<usize>,
+    captions: usize,
+    count: usize,
+    rng: Option<&mut impl Rng>,
+) -> Vec<Option<usize>> {
+    let Some(drawn) = drawn else {
+        return vec![None; count];
+    };
+    let mut others: Vec<usize> = (0..captions).filter(|&i| i != drawn).collect();
+    if others.is_empty() {
+        others.push(drawn);
+    }
+    if let Some(rng) = rng {
+        others.shuffle(rng);
+    }
+    (0..count).map(|j| Some(others[j % others.len()])).collect()
 }
 
 /// Swaps the words "left" and "right" (any case pattern of the first letter kept), so a
@@ -220,18 +252,35 @@ pub fn process_sample(
         ImageSlot::Float(dst) => write_normalized(&image, flip, dst),
         ImageSlot::Byte(dst) => write_u8(&image, flip, dst),
     }
-    if flip {
-        caption = swap_left_right(&caption);
-    }
-    if cfg.train {
-        if let Some(eda) = &cfg.eda {
-            caption = eda.augment_sample(&caption, cfg.seed, epoch, sample_id);
+    let edit = |text: &str| {
+        let mut text = truncate_chars(text, MAX_CAPTION_CHARS).to_string();
+        if flip {
+            text = swap_left_right(&text);
         }
-    }
-
-    slot.text.iter_mut().for_each(|v| *v = 0);
-    if let Some(tokenizer) = &cfg.tokenizer {
-        tokenizer.tokenize_into(&caption, slot.text);
+        match &cfg.eda {
+            Some(eda) if cfg.train => eda.augment_sample(&text, cfg.seed, epoch, sample_id),
+            _ => text,
+        }
+    };
+    let tokenize = |text: &str, row: &mut [i64]| {
+        row.iter_mut().for_each(|v| *v = 0);
+        if let Some(tokenizer) = &cfg.tokenizer {
+            tokenizer.tokenize_into(text, row);
+        }
+    };
+    caption = edit(&caption);
+    tokenize(&caption, slot.text);
+    let others = other_caption_indices(
+        caption_index,
+        captions.len(),
+        cfg.captions_per_sample.saturating_sub(1),
+        cfg.train.then(|| rng(streams::OTHER_CAPTIONS)).as_mut(),
+    );
+    for (index, row) in others
+        .iter()
+        .zip(slot.other_text.chunks_exact_mut(cfg.context_length))
+    {
+        tokenize(&index.map(|i| edit(&captions[i])).unwrap_or_default(), row);
     }
     match &cfg.mlm {
         Some(mlm) if cfg.tokenizer.is_some() => {
@@ -251,6 +300,7 @@ pub fn process_sample(
         caption,
         caption_index: caption_index.map_or(-1, |i| i as i64),
         all_captions: captions,
+        other_caption_indices: others.iter().map(|i| i.map_or(-1, |i| i as i64)).collect(),
         label: raw.label,
     })
 }
@@ -283,6 +333,16 @@ mod tests {
     }
 
     fn drawn(captions: &[&str], label: Option<i64>, train: bool, flip_p: f32) -> Vec<SampleInfo> {
+        drawn_with(captions, label, train, flip_p, 1)
+    }
+
+    fn drawn_with(
+        captions: &[&str],
+        label: Option<i64>,
+        train: bool,
+        flip_p: f32,
+        captions_per_sample: usize,
+    ) -> Vec<SampleInfo> {
         let options = crate::pipeline::source::SourceOptions::default();
         let source = Source::open("synthetic", &options).unwrap();
         let cfg = SampleConfig {
@@ -299,6 +359,7 @@ mod tests {
             eda: None,
             mlm: None,
             seed: 7,
+            captions_per_sample,
         };
         let raw = RawSample {
             key: "k".into(),
@@ -312,6 +373,7 @@ mod tests {
         };
         let (mut image, mut text, mut masked, mut labels) =
             (vec![0u8; 192], [0; 4], [0; 4], [0; 4]);
+        let mut other_text = vec![0; 4 * (captions_per_sample - 1)];
         (0..40)
             .map(|sample_id| {
                 let slot = Slot {
@@ -319,6 +381,7 @@ mod tests {
                     text: &mut text,
                     masked: &mut masked,
                     mlm_labels: &mut labels,
+                    other_text: &mut other_text,
                 };
                 process_sample(&raw, &source, &cfg, 0, sample_id, slot).unwrap()
             })
@@ -361,6 +424,47 @@ mod tests {
         assert!(drawn(&[], Some(2), true, 0.0)
             .iter()
             .all(|info| info.caption_index == -1 && info.caption.is_empty()));
+    }
+
+    #[test]
+    fn other_captions_are_the_ones_not_drawn_in_a_random_order_repeated_when_too_few() {
+        let five = ["a", "b", "c", "d", "e"];
+        let single = drawn(&five, None, true, 0.0);
+        let orders: std::collections::HashSet<Vec<i64>> = drawn_with(&five, None, true, 0.0, 5)
+            .into_iter()
+            .zip(single)
+            .map(|(info, alone)| {
+                // The drawn caption is the one a single-caption pipeline draws.
+                assert_eq!(info.caption_index, alone.caption_index);
+                let mut all = info.other_caption_indices.clone();
+                all.push(info.caption_index);
+                all.sort();
+                assert_eq!(all, [0, 1, 2, 3, 4]);
+                info.other_caption_indices
+            })
+            .collect();
+        assert!(
+            orders.len() > 10,
+            "40 samples should give many orders: {orders:?}"
+        );
+        // Two captions, three others wanted: the one not drawn, three times.
+        for info in drawn_with(&five[..2], None, true, 0.0, 4) {
+            let other = 1 - info.caption_index;
+            assert_eq!(info.other_caption_indices, [other; 3]);
+        }
+        // One caption: itself. Evaluation: the stored order. No caption: none.
+        assert!(drawn_with(&five[..1], None, true, 0.0, 3)
+            .iter()
+            .all(|info| info.other_caption_indices == [0, 0]));
+        assert!(drawn_with(&five, None, false, 0.0, 3)
+            .iter()
+            .all(|info| info.caption_index == 0 && info.other_caption_indices == [1, 2]));
+        assert!(drawn_with(&[], Some(2), true, 0.0, 2)
+            .iter()
+            .all(|info| info.other_caption_indices == [-1]));
+        assert!(drawn(&five, None, true, 0.0)
+            .iter()
+            .all(|info| info.other_caption_indices.is_empty()));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 
 use lightclip_core::augment::{AugmentConfig, Jitter};
 use lightclip_core::limits::{
-    check_range, MAX_CONTEXT_LENGTH, MAX_SHUFFLE_BUFFER, MAX_SYNTHETIC_SAMPLES,
+    check_range, MAX_CAPTIONS_PER_SAMPLE, MAX_CONTEXT_LENGTH, MAX_SHUFFLE_BUFFER,
+    MAX_SYNTHETIC_SAMPLES,
 };
 use lightclip_core::pipeline::{ErrorPolicy, SourceOptions, SyntheticConfig};
 use lightclip_core::CoreError;
@@ -125,6 +126,7 @@ macro_rules! size_fields {
     };
 }
 size_fields!(
+    captions_per_sample: usize,
     context_length: usize,
     data_seed: u64,
     max_pixels: u64,
@@ -255,7 +257,8 @@ impl PyAugmentationConfig {
 /// Captions: tokenizing (`context_length`, `vocab_path`; None finds open_clip's vocabulary as
 /// `lightclip.get_tokenizer` does), EDA on training captions (`eda_prob` per caption, each
 /// operation at `eda_strength`; None: the source's default when training, off otherwise) and
-/// BERT masking for the MLM loss (`mlm`, `mlm_prob`).
+/// BERT masking for the MLM loss (`mlm`, `mlm_prob`); `captions_per_sample` captions of each
+/// sample (the drawn one, then `other_text`'s rows).
 #[pyclass(name = "TextConfig", module = "lightclip._core", extends = PySettings, frozen, eq, get_all)]
 #[derive(Clone, PartialEq)]
 pub struct PyTextConfig {
@@ -265,6 +268,7 @@ pub struct PyTextConfig {
     pub eda_strength: f64,
     pub mlm: bool,
     pub mlm_prob: f64,
+    pub captions_per_sample: usize,
 }
 
 #[pymethods]
@@ -272,7 +276,7 @@ impl PyTextConfig {
     #[new]
     #[pyo3(signature = (
         *, context_length = 77, vocab_path = None, eda_prob = None, eda_strength = 0.1,
-        mlm = true, mlm_prob = 0.15
+        mlm = true, mlm_prob = 0.15, captions_per_sample = 1
     ))]
     fn new(
         #[pyo3(from_py_with = sizes::context_length)] context_length: usize,
@@ -281,6 +285,7 @@ impl PyTextConfig {
         eda_strength: f64,
         mlm: bool,
         mlm_prob: f64,
+        #[pyo3(from_py_with = sizes::captions_per_sample)] captions_per_sample: usize,
     ) -> PyResult<(Self, PySettings)> {
         let check = || -> Result<(), CoreError> {
             if context_length < 2 {
@@ -290,6 +295,11 @@ impl PyTextConfig {
                 ));
             }
             check_range("context_length", context_length, MAX_CONTEXT_LENGTH)?;
+            check_range(
+                "captions_per_sample",
+                captions_per_sample,
+                MAX_CAPTIONS_PER_SAMPLE,
+            )?;
             // NaN or a negative eda_prob is refused, not read as "off".
             if let Some(p) = eda_prob {
                 probability("eda_prob", p)?;
@@ -314,6 +324,7 @@ impl PyTextConfig {
                 eda_strength,
                 mlm,
                 mlm_prob,
+                captions_per_sample,
             },
             PySettings,
         ))
