@@ -127,7 +127,9 @@ def test_flags_and_refusals() -> None:
             lightclip.TrainConfig(captions_per_sample=bad)
     with pytest.raises(lightclip.InvalidInputError, match="captions_per_sample"):
         TextConfig(captions_per_sample=0)
-    with pytest.raises(lightclip.InvalidInputError, match="--captions-per-sample takes no --distill-labels"):
+    with pytest.raises(
+        lightclip.InvalidInputError, match="--captions-per-sample takes no --distill-labels"
+    ):
         lightclip.TrainConfig(
             captions_per_sample=2,
             distill_labels=True,
