@@ -119,6 +119,23 @@ def test_the_model_encodes_the_other_captions_as_encode_text_does() -> None:
         model(torch.randn(2, 3, 64, 64), text, other_text=others[:1])
 
 
+def test_a_batch_without_the_other_captions_is_refused(tmp_path) -> None:
+    from train_fakes import FakePipeline
+
+    config = lightclip.TrainConfig(
+        model="lightclip-tiny-mnv2",
+        recipe="clip",
+        steps=1,
+        batch_size=4,
+        captions_per_sample=3,
+        logs=str(tmp_path),
+        progress=False,
+        export=False,
+    )
+    with pytest.raises(lightclip.DataError, match="other_text \\[batch, 2, context\\], got none"):
+        lightclip.train(config, data=FakePipeline(num_samples=8, batch_size=4))
+
+
 def test_flags_and_refusals() -> None:
     assert parse_args(["--captions-per-sample", "5"]).captions_per_sample == 5
     assert parse_args([]).captions_per_sample == 1
@@ -138,8 +155,16 @@ def test_flags_and_refusals() -> None:
         )
 
 
-def test_a_run_with_five_captions_a_sample(flickr8k_dir, tmp_path) -> None:
+def test_a_run_with_five_captions_a_sample(flickr8k_dir, tmp_path, monkeypatch) -> None:
     torch.set_num_threads(1)
+    seen = []
+    parts = LightCLIPLoss.parts
+
+    def recording_parts(self, out, batch, progress):
+        seen.append(tuple(out["other_text_features"].shape))
+        return parts(self, out, batch, progress)
+
+    monkeypatch.setattr(LightCLIPLoss, "parts", recording_parts)
     config = lightclip.TrainConfig(
         model="lightclip-tiny-mnv2",
         recipe="lightclip",  # the token and MLM losses read the drawn captions
@@ -157,5 +182,6 @@ def test_a_run_with_five_captions_a_sample(flickr8k_dir, tmp_path) -> None:
     )
     result = lightclip.train(config)
     assert result.step == 3
+    assert seen == [(8, 4, 128)] * 3  # every step's loss met the four other captions
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
     assert all(h["loss_tok"] > 0 and h["loss_mlm"] > 0 for h in result.history)

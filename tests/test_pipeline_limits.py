@@ -46,6 +46,12 @@ HUGE_SIZES = {
     "prefetch": ("pipe('synthetic', prefetch=10**12)", "prefetch"),
     "shuffle_buffer": ("pipe('synthetic', shuffle_buffer=10**12)", "shuffle_buffer"),
     "context_length": ("pipe('synthetic', context_length=10**9)", "context_length"),
+    "captions_per_sample": ("pipe('synthetic', captions_per_sample=10**6)", "captions_per_sample"),
+    # Within its own bound, but 64 captions of 65,536 tokens a sample pass the batch's bytes.
+    "captions_x_context": (
+        "pipe('synthetic', batch_size=512, captions_per_sample=64, context_length=65536)",
+        "batch_size",
+    ),
     "threads": ("pipe('synthetic', threads=100_000)", "threads"),
     "num_samples": ("pipe('synthetic', num_samples=10**12)", "num_samples"),
     "tokenizer_call": (

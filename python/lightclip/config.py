@@ -38,6 +38,7 @@ PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16")
 DATASET_TYPES = ("auto", "webdataset", "csv", "folder", "synthetic")
 REPORTERS = ("csv", "tensorboard", "wandb")
 LR_SCHEDULERS = ("cosine", "const", "const-cooldown")
+MAX_CAPTIONS_PER_SAMPLE = 64  # the data pipeline's bound
 
 # What each recipe means for the switches left at None. "clip" is the plain baseline with the
 # same towers: hard-label contrastive loss only, no training-only heads.
@@ -205,9 +206,11 @@ class TrainConfig:
         True,
     )
     captions_per_sample: int = _opt(
-        "captions of each training image per step (Flickr8k and COCO store five): the drawn "
-        "one and others not drawn, each caption set in its own contrastive loss against the "
-        "same images, averaged; the token, MLM and distillation losses keep the drawn one",
+        "captions of each training image per step, 1 to 64 (Flickr8k and COCO store five): "
+        "the drawn one and others (a random order of the ones not drawn, repeated when there "
+        "are fewer), each caption set in its own contrastive loss against the same images, "
+        "averaged; the token, MLM and distillation losses keep the drawn one; the text "
+        "tower's work grows with K",
         1,
     )
     siglip: bool = _opt(
@@ -346,8 +349,11 @@ class TrainConfig:
                 bad(name, f"must be {what}, got {value!r}")
             if not math.isfinite(value):
                 bad(name, f"must be a finite number, got {value}")
-        if not 1 <= self.captions_per_sample <= 64:
-            bad("captions_per_sample", f"must be in [1, 64], got {self.captions_per_sample}")
+        if not 1 <= self.captions_per_sample <= MAX_CAPTIONS_PER_SAMPLE:
+            bad(
+                "captions_per_sample",
+                f"must be in [1, {MAX_CAPTIONS_PER_SAMPLE}], got {self.captions_per_sample}",
+            )
         for name in ("batch_size", "epochs", "accum_freq", "log_every_n_steps", "val_frequency"):
             if getattr(self, name) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")

@@ -197,7 +197,7 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
                     batch["text"],
                     masked_text=batch["masked_text"] if config.mlm else None,
                     mlm_labels=batch["mlm_labels"] if config.mlm else None,
-                    other_text=batch.get("other_text"),
+                    other_text=other_captions(batch, config),
                 )
                 if run.teacher is not None:  # same batch, no gradient, or its stored rows
                     out["teacher"] = run.teacher.output_for(batch)
@@ -233,6 +233,22 @@ def train_one_epoch(run: Run, data_state: Any) -> bool:
             f"{config.train_num_samples} makes by the end of epoch {run.epoch}"
         )
     return True
+
+
+def other_captions(batch: dict, config: TrainConfig) -> Any:
+    """``--captions-per-sample``'s other captions, refused when a batch does not bring them
+    (a ``data=`` iterable of its own)."""
+    if config.captions_per_sample == 1:
+        return None
+    others = batch.get("other_text")
+    wanted = config.captions_per_sample - 1
+    if others is None or others.dim() != 3 or others.shape[1] != wanted:
+        got = "none" if others is None else f"shape {tuple(others.shape)}"
+        raise DataError(
+            f"--captions-per-sample {config.captions_per_sample}: a batch must bring "
+            f"other_text [batch, {wanted}, context], got {got}"
+        )
+    return others
 
 
 def step_loss(run: Run, out: dict, batch: dict, progress: float) -> tuple[Any, dict[str, Any]]:

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
 class LightCLIPLoss(nn.Module):
     """``forward(out, batch, progress) -> (total, parts)``: ``parts`` holds ``ins`` and, where
     switched on, ``tok``, ``mlm``, ``distill`` and ``distill_feature``; ``total`` is their
-    weighted sum.
+    weighted sum. With ``out["other_text_features"]`` [B, M, E] (``--captions-per-sample``),
+    ``ins`` is the mean of one contrastive loss per caption set, the drawn captions' and each
+    of the M others', against the same images.
 
     ``distill``: the soft-target distillation loss against ``out["teacher"]``;
     ``teacher_labels``: the similarity-aware phase of the soft labels weighs the negatives by

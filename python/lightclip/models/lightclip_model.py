@@ -317,7 +317,8 @@ class LightCLIP(nn.Module):
         features, a missing input's None, ``exp(logit_scale)``; ``logit_bias`` fourth where the
         model has one, as open_clip's SigLIP models), or with ``output_dict`` a dict.
         With both inputs and ``output_dict`` (as open_clip's trainer builds its models, and
-        ours does), or with ``masked_text`` / ``mlm_labels``, that dict is the training forward
+        ours does), or with ``masked_text`` / ``mlm_labels`` / ``other_text``, that dict is the
+        training forward
         (:meth:`forward_train`): open_clip's keys plus what the LightCLIP losses read.
 
             >>> import torch, lightclip
@@ -364,8 +365,8 @@ class LightCLIP(nn.Module):
         mlm_labels: torch.Tensor | None = None,
         other_text: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """Everything the three LightCLIP losses need, from one image pass and up to three
-        text passes (clean; masked; masked with image fusion).
+        """Everything the three LightCLIP losses need, from one image pass and up to four
+        text passes (clean; masked; masked with image fusion; the other captions).
 
         Returns ``image_features``/``text_features`` [B, E] (L2-normalised), ``logit_scale``
         (exp'd), ``logit_bias`` (None without one), ``image_tokens`` [B, N_img, D] (stage-4
@@ -381,8 +382,8 @@ class LightCLIP(nn.Module):
         ``mlm_logits_fused`` is None with fusion off. With ``distill_dim``,
         ``distill_image_features`` / ``distill_text_features`` [B, distill_dim]: the normalised
         features through ``distill_proj``, L2-normalised again (the feature distillation's
-        input; absent otherwise). With ``other_text`` [B, K, C] (each image's other captions,
-        ``--captions-per-sample``), ``other_text_features`` [B, K, E], L2-normalised.
+        input; absent otherwise). With ``other_text`` [B, M, C] (each image's M other captions,
+        ``--captions-per-sample`` M + 1), ``other_text_features`` [B, M, E], L2-normalised.
         """
         self.check_images(images)
         if text.dim() != 2 or text.shape[0] != images.shape[0]:
@@ -399,11 +400,15 @@ class LightCLIP(nn.Module):
             other_text.dim() != 3 or (other_text.shape[0], other_text.shape[2]) != text.shape
         ):
             raise InvalidInputError(
-                f"other_text: expected [{text.shape[0]}, K, {text.shape[1]}] ids, got "
+                f"other_text: expected [{text.shape[0]}, M, {text.shape[1]}] ids, got "
                 f"{tuple(other_text.shape)}"
             )
-        # The forward's one wait for the device: the ids checked and the last EOT found.
-        eot, last_eot = self.text.checked_eot(text, masked_text)
+        # The forward's one wait for the device: the ids checked and the last EOT found, the
+        # other captions' with the drawn ones'.
+        batch = text.shape[0]
+        probe = text if other_text is None else torch.cat([text, other_text.flatten(0, 1)])
+        eot_all, last_eot = self.text.checked_eot(probe, masked_text)
+        eot = eot_all[:batch]
         stages = self.visual.forward_stages(images)
         image_tokens: torch.Tensor | None = None  # in the joint space, un-normalised
         if self.config.token_head and self.config.token_space == "joint":
@@ -432,8 +437,13 @@ class LightCLIP(nn.Module):
             "mlm_labels": None,
         }
         if other_text is not None:
-            others = self.encode_text(other_text.flatten(0, 1), normalize=True)
-            out["other_text_features"] = others.unflatten(0, other_text.shape[:2])
+            others = other_text.flatten(0, 1)[:, :keep]
+            pooled = self.text.pool(
+                self.text.forward_tokens(others, checked=True), others, eot_all[batch:]
+            )
+            out["other_text_features"] = F.normalize(pooled, dim=-1).unflatten(
+                0, other_text.shape[:2]
+            )
         if self.distill_proj is not None:
             for key in ("image_features", "text_features"):
                 out[f"distill_{key}"] = F.normalize(self.distill_proj(out[key]), dim=-1)

@@ -94,10 +94,12 @@ fn check_batch_bytes(batch_size: usize, sample: &SampleConfig) -> Result<()> {
         return Err(CoreError::invalid(
             "batch_size",
             format!(
-                "a batch of {batch_size} images of 3x{s}x{s} {dtype} with {c} tokens each needs \
-                 {bytes} bytes, above the limit of {MAX_BATCH_BYTES} (16 GiB); lower \
-                 batch_size or image_size, or use image_dtype=\"uint8\"",
+                "a batch of {batch_size} images of 3x{s}x{s} {dtype} with {k} caption(s) of {c} \
+                 tokens each needs {bytes} bytes, above the limit of {MAX_BATCH_BYTES} (16 GiB); \
+                 lower batch_size, image_size or captions_per_sample, or use \
+                 image_dtype=\"uint8\"",
                 s = sample.image_size,
+                k = sample.captions_per_sample,
                 c = sample.context_length,
             ),
         ));

@@ -18,7 +18,7 @@ use super::files::read_limited;
 use super::raw::{Payload, RawSample, Skip};
 use super::source::Source;
 use crate::augment::{eval_transform, train_transform, write_normalized, write_u8, AugmentConfig};
-use crate::rng::{sample_rng, streams};
+use crate::rng::{sample_rng, splitmix64, streams};
 use crate::text::{mask_tokens, word_length, Eda, MlmConfig, Tokenizer, IGNORE_INDEX};
 
 /// Characters of a caption kept before tokenization: 77 tokens never need more, and the cap
@@ -252,13 +252,19 @@ pub fn process_sample(
         ImageSlot::Float(dst) => write_normalized(&image, flip, dst),
         ImageSlot::Byte(dst) => write_u8(&image, flip, dst),
     }
-    let edit = |text: &str| {
+    // `row` 0 is the drawn caption; each other caption draws its EDA edit from a seed of its
+    // own, so the edits of one sample's captions are independent.
+    let edit = |text: &str, row: u64| {
         let mut text = truncate_chars(text, MAX_CAPTION_CHARS).to_string();
         if flip {
             text = swap_left_right(&text);
         }
+        let seed = match row {
+            0 => cfg.seed,
+            _ => splitmix64(cfg.seed ^ splitmix64(streams::OTHER_CAPTIONS << 32 | row)),
+        };
         match &cfg.eda {
-            Some(eda) if cfg.train => eda.augment_sample(&text, cfg.seed, epoch, sample_id),
+            Some(eda) if cfg.train => eda.augment_sample(&text, seed, epoch, sample_id),
             _ => text,
         }
     };
@@ -268,19 +274,25 @@ pub fn process_sample(
             tokenizer.tokenize_into(text, row);
         }
     };
-    caption = edit(&caption);
+    caption = edit(&caption, 0);
     tokenize(&caption, slot.text);
-    let others = other_caption_indices(
-        caption_index,
-        captions.len(),
-        cfg.captions_per_sample.saturating_sub(1),
-        cfg.train.then(|| rng(streams::OTHER_CAPTIONS)).as_mut(),
-    );
-    for (index, row) in others
+    let count = cfg.captions_per_sample.saturating_sub(1);
+    let others = match count {
+        0 => Vec::new(),
+        _ => other_caption_indices(
+            caption_index,
+            captions.len(),
+            count,
+            cfg.train.then(|| rng(streams::OTHER_CAPTIONS)).as_mut(),
+        ),
+    };
+    for (row, (index, ids)) in others
         .iter()
         .zip(slot.other_text.chunks_exact_mut(cfg.context_length))
+        .enumerate()
     {
-        tokenize(&index.map(|i| edit(&captions[i])).unwrap_or_default(), row);
+        let text = index.map(|i| edit(&captions[i], row as u64 + 1));
+        tokenize(&text.unwrap_or_default(), ids);
     }
     match &cfg.mlm {
         Some(mlm) if cfg.tokenizer.is_some() => {
