@@ -12,7 +12,9 @@ import lightclip
 from lightclip import run_evaluation
 from lightclip.checkpoint import LATEST, load_checkpoint, model_from_checkpoint
 from lightclip.config import parse_args
+from lightclip.eval_cli import load_eval_model
 from lightclip.model_ema import ModelEma
+from lightclip.weight_sources import read_weights
 from quiet_run import quiet_config
 from train_fakes import FakePipeline
 
@@ -122,11 +124,16 @@ def test_a_run_trains_as_without_it_and_evaluates_exports_and_saves_the_average(
     exported = model_from_checkpoint(result.export_path).state_dict()
     for name, value in exported.items():
         assert torch.equal(value, average[name]), name
-    # Reading the training checkpoint's weights gives the average too.
-    from_checkpoint = model_from_checkpoint(saved).state_dict()
-    assert torch.equal(
-        from_checkpoint["visual.head.proj.weight"], average["visual.head.proj.weight"]
-    )
+    # Reading the training checkpoint's weights gives the average too: as a model, in
+    # `lightclip eval --checkpoint` and as --pretrained weights; average=False the trained ones.
+    name = "visual.head.proj.weight"
+    path = tmp_path / "ema" / "run" / "checkpoints" / LATEST
+    assert torch.equal(model_from_checkpoint(saved).state_dict()[name], average[name])
+    assert torch.equal(load_eval_model(None, str(path), "cpu")[0].state_dict()[name], average[name])
+    source = read_weights(path, lightclip.create_model("lightclip-tiny-mnv2"))
+    assert torch.equal(source.state[name], average[name])
+    trained_model = model_from_checkpoint(saved, average=False)
+    assert torch.equal(trained_model.state_dict()[name], trained[name])
 
 
 def test_resume_continues_the_average_exactly(tmp_path) -> None:
