@@ -20,6 +20,7 @@ length and learning rate in ``schedules.py``, rank / device / precision / Ctrl-C
 ``runtime.py``, the per-step metrics in ``step_metrics.py``, the run's state in
 ``run_state.py``, resume and the ``--save-*`` rules in ``run_checkpoints.py``, when to evaluate
 in ``run_evaluation.py`` (how: ``validation.py``), the NaN guard in ``run_divergence.py``, the
+``--model-ema`` weight average (what a run then evaluates and exports) in ``model_ema.py``, the
 export in ``openclip_export.py``.
 
 Resume is exact: a checkpoint holds the model, the optimizer, the grad scaler, the step, the
