@@ -16,6 +16,8 @@ import lightclip
 from lightclip import AugmentationConfig, DataPipeline, TextConfig
 from lightclip.config import parse_args
 from lightclip.losses import LightCLIPLoss
+from quiet_run import quiet_config
+from train_fakes import FakePipeline
 
 CONTEXT = 32
 WHOLE_PICTURE = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter_p=0.0, blur_p=0.0)
@@ -120,18 +122,7 @@ def test_the_model_encodes_the_other_captions_as_encode_text_does() -> None:
 
 
 def test_a_batch_without_the_other_captions_is_refused(tmp_path) -> None:
-    from train_fakes import FakePipeline
-
-    config = lightclip.TrainConfig(
-        model="lightclip-tiny-mnv2",
-        recipe="clip",
-        steps=1,
-        batch_size=4,
-        captions_per_sample=3,
-        logs=str(tmp_path),
-        progress=False,
-        export=False,
-    )
+    config = quiet_config(tmp_path, recipe="clip", steps=1, captions_per_sample=3)
     with pytest.raises(lightclip.DataError, match="other_text \\[batch, 2, context\\], got none"):
         lightclip.train(config, data=FakePipeline(num_samples=8, batch_size=4))
 
@@ -165,8 +156,8 @@ def test_a_run_with_five_captions_a_sample(flickr8k_dir, tmp_path, monkeypatch) 
         return parts(self, out, batch, progress)
 
     monkeypatch.setattr(LightCLIPLoss, "parts", recording_parts)
-    config = lightclip.TrainConfig(
-        model="lightclip-tiny-mnv2",
+    config = quiet_config(
+        tmp_path,
         recipe="lightclip",  # the token and MLM losses read the drawn captions
         train_data=str(flickr8k_dir / "train-000000.tar"),
         steps=3,
@@ -174,11 +165,6 @@ def test_a_run_with_five_captions_a_sample(flickr8k_dir, tmp_path, monkeypatch) 
         image_size=32,
         workers=1,
         captions_per_sample=5,
-        logs=str(tmp_path),
-        name="run",
-        progress=False,
-        export=False,
-        log_every_n_steps=1,
     )
     result = lightclip.train(config)
     assert result.step == 3
