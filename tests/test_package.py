@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import torch
+
 import lightclip
 
 
@@ -27,6 +29,8 @@ def test_cli_info_runs_and_bad_command_exits_nonzero() -> None:
     ok = subprocess.run([sys.executable, "-m", "lightclip", "info"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "torch 2.11.0" in ok.stdout
+    capability = torch.backends.cpu.get_cpu_capability()
+    assert "\nmachine: " in ok.stdout and f", {capability} kernels, " in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "lightclip", "nope"], capture_output=True, text=True
     )

@@ -16,6 +16,7 @@ from lightclip.checkpoint import LATEST, load_checkpoint, model_from_checkpoint
 from lightclip.demo import chance_levels, results_table, retrieval_chance
 from lightclip.experiments import ablation
 from lightclip.experiments.options import key_values
+from lightclip.machine import describe_machine, machine_label
 
 
 @pytest.mark.parametrize(("n", "positives"), [(4, 1), (5, 2), (6, 3), (6, 1)])
@@ -105,6 +106,12 @@ def test_ablation_smoke_run(flickr8k_dir: Path, tmp_path: Path) -> None:
     assert clip_cfg["image_size"] == 128 and clip_cfg["channels_last"] is True
     assert " at 128 px, 1 steps" in table
     assert json.loads(Path(clip_cfg["model"]).read_text())["text_layers"] == 4
+    # Every run records the machine whose kernels computed it, and the table names it.
+    machine = describe_machine()
+    assert all(r["machine"] == machine for r in report["runs"])
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["threads"] == 1
+    assert table.endswith(f"Trained on: {machine_label(machine)}.\n")
     assert (tmp_path / "ablation.png").exists()
     # The report is rebuilt from the saved runs alone, identically.
     (tmp_path / "ablation.md").unlink()
@@ -166,8 +173,15 @@ def test_mlm_rows_with_and_without_fusion(flickr8k_dir: Path, tmp_path: Path) ->
     assert "| + MLM, no fusion |" in (tmp_path / "ablation.md").read_text()
 
 
-def _saved_comparison(folder: Path, rows: list[str], seeds: list[int], **args: Any) -> None:
-    """An ``ablation.json`` as ``ablation.main`` saves it, with made-up recalls."""
+def _saved_comparison(
+    folder: Path,
+    rows: list[str],
+    seeds: list[int],
+    machine: dict[str, Any] | None = None,
+    **args: Any,
+) -> None:
+    """An ``ablation.json`` as ``ablation.main`` saves it, with made-up recalls (and no
+    machine, as before runs recorded theirs, unless given)."""
     runs = []
     for seed in seeds:
         for row in rows:
@@ -177,6 +191,7 @@ def _saved_comparison(folder: Path, rows: list[str], seeds: list[int], **args: A
                     "row": row,
                     "label": ablation.ROWS[row][0],
                     "seed": seed,
+                    **({"machine": machine} if machine else {}),
                     "train_seconds": 100.0 + seed,
                     "dev_images": 1000,
                     "curve": [{"step": 10, "loss_ins": 3.0 + seed}],
@@ -221,6 +236,34 @@ def test_merge_makes_one_table_of_comparisons_run_apart(tmp_path: Path) -> None:
     assert "lightclip-tiny-mnv2 at 128 px, 10 steps" in table
     # The paired view: + soft labels is 0.1 points above LightCLIP (row 0 of folder a) per seed.
     assert "| + soft labels | 3.1 / 3.1 | 4.1 / 4.1 | 5.1 / 5.1 |" in table
+    assert table.endswith("Trained on: not recorded.\n")
+
+
+def _machine(cpu: str, capability: str) -> dict[str, Any]:
+    return dict(
+        cpu=cpu, cpu_capability=capability, torch="2.11.0", threads=2, device="cpu", kernel_env={}
+    )
+
+
+def test_merge_says_which_machine_trained_which_runs(tmp_path: Path, capsys) -> None:
+    wide, narrow = _machine("AMD EPYC", "AVX512"), _machine("Intel Xeon", "AVX2")
+    _saved_comparison(tmp_path / "a", ["clip"], [3, 4], machine=wide)
+    _saved_comparison(tmp_path / "b", ["+soft"], [3, 4], machine=wide)
+    out = tmp_path / "merged"
+    assert ablation.main(["--merge", *(str(tmp_path / d) for d in "ab"), "--out", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    table = (out / "ablation.md").read_text()
+    assert table.endswith("Trained on: AMD EPYC, AVX512 kernels, 2 threads, torch 2.11.0.\n")
+    # Seeds made on another machine are other runs: the merge warns and the notes say which.
+    _saved_comparison(tmp_path / "c", ["clip"], [5], machine=narrow)
+    _saved_comparison(tmp_path / "d", ["clip"], [6])
+    assert ablation.main(["--merge", *(str(tmp_path / d) for d in "abcd"), "--out", str(out)]) == 0
+    assert "the runs come from 2 machines" in capsys.readouterr().err
+    notes = (out / "ablation.md").read_text().split("Not all trained on one machine")[1]
+    assert "- AMD EPYC, AVX512 kernels, 2 threads, torch 2.11.0: CLIP baseline seed 3, " in notes
+    assert "+ soft labels seed 3, CLIP baseline seed 4, + soft labels seed 4\n" in notes
+    assert "- Intel Xeon, AVX2 kernels, 2 threads, torch 2.11.0: CLIP baseline seed 5\n" in notes
+    assert notes.endswith("- not recorded: CLIP baseline seed 6\n")
 
 
 def _merged_rows(tmp_path: Path, folders: str) -> list[tuple[str, list[int]]]:

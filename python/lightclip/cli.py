@@ -18,9 +18,13 @@ def _info(_: argparse.Namespace) -> int:
 
     import lightclip
 
+    from .machine import describe_machine, machine_label
+
     print(f"lightclip {lightclip.__version__}")
     print(f"torch {torch.__version__} (cuda available: {torch.cuda.is_available()})")
     print(f"torch threads: {torch.get_num_threads()}")
+    # The same seed trains into other weights on other kernels: quote this with a result.
+    print(f"machine: {machine_label(describe_machine())}")
     return 0
 
 

@@ -49,11 +49,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..augmentation import apply_aug_cfg
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
 from ..data import augmentation_defaults
 from ..errors import InvalidInputError, LightclipError
+from ..machine import describe_machine, machine_label
 from ..models import get_model_config, resolve_model_config
 from ..train import train
 from ..validation import evaluate_held_out
@@ -253,10 +256,12 @@ def run_one(
         if h["step"] % config.log_every_n_steps == 0 or h["step"] == result.step
     ]
     print("dev: " + "  ".join(f"{name} {100 * metrics[k]:.1f}" for name, k in METRICS))
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
     run = {
         "row": key,
         "label": label,
         "seed": seed,
+        "machine": describe_machine(auto if config.device == "auto" else config.device),
         "train_seconds": seconds,
         "dev_images": metrics.get("retrieval_num_images"),
         "curve": curve,
@@ -380,6 +385,26 @@ def per_seed_table(runs: list[dict[str, Any]]) -> str:
             for s in seeds
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machines_note(runs: list[dict[str, Any]]) -> str:
+    """Which machine trained the runs. Seeds pair up only on one machine: another CPU's
+    kernels sum in another order, and the same seed trains into other weights."""
+    by_machine: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        label = machine_label(run["machine"]) if run.get("machine") else "not recorded"
+        by_machine.setdefault(label, []).append(run)
+    if len(by_machine) == 1:
+        return f"Trained on: {next(iter(by_machine))}."
+    lines = [
+        "Not all trained on one machine; the same seed on two machines is not the same run, "
+        "so compare seed by seed only within one:",
+        "",
+    ]
+    for label, mine in by_machine.items():
+        which = ", ".join(f"{r['label']} seed {r['seed']}" for r in mine)
+        lines.append(f"- {label}: {which}")
     return "\n".join(lines)
 
 
@@ -509,6 +534,13 @@ def merge_reports(folders: list[Path], out: Path) -> int:
     if twice:
         row, seed = twice[0]
         raise InvalidInputError(f"--merge: row {row} seed {seed} is saved more than once")
+    machines = {machine_label(r["machine"]) for r in runs if r.get("machine")}
+    if len(machines) > 1:
+        print(
+            f"--merge: warning: the runs come from {len(machines)} machines; seeds pair up "
+            "only within one (see the table's notes)",
+            file=sys.stderr,
+        )
     order = list(ROWS)
     runs.sort(key=lambda r: (r["seed"], order.index(r["row"]), r.get("variant", "")))
     # The table's header names what every run shares; each row's label what only it changed.
@@ -586,6 +618,7 @@ def write_report(
 ) -> str:
     rows = summarise(runs)
     table = markdown_table(rows, args) + "\n\n" + per_seed_table(runs)
+    table += "\n\n" + machines_note(runs)
     (out / "ablation.md").write_text(table + "\n")
     report = {"args": vars(args), "model": model, "rows": rows, "runs": runs}
     if model_config:
