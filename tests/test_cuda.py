@@ -178,3 +178,13 @@ def test_the_loop_reads_metrics_off_the_gpu_only_when_they_are_needed(tmp_path):
     assert extra_waits("hooked", on_step=lambda *_: None) >= 8
     assert extra_waits("quiet") <= 4
     assert extra_waits("averaged", model_ema=True) <= 4  # the weight average waits for nothing
+
+
+def test_a_cuda_run_records_the_gpu_and_its_libraries():
+    from lightclip.machine import describe_machine, machine_label
+
+    machine = describe_machine("cuda:0")
+    assert machine["device"] == torch.cuda.get_device_name(0) != "cuda"
+    assert machine["cudnn"] == torch.backends.cudnn.version()
+    assert describe_machine() == machine  # the default is where "auto" trains
+    assert f", {machine['device']}, cuDNN {machine['cudnn']}, " in machine_label(machine)

@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
-from lightclip.machine import KERNEL_ENV, MACHINE_FIELDS, describe_machine, machine_label
+from lightclip.machine import KERNEL_ENV, machine_label
 
 
 def _described_in_a_process_with(env: dict[str, str]) -> dict:
@@ -27,13 +29,30 @@ def _described_in_a_process_with(env: dict[str, str]) -> dict:
     return json.loads(out.stdout)
 
 
-def test_describes_this_process_as_torch_sees_it() -> None:
-    machine = describe_machine()
-    assert tuple(machine) == MACHINE_FIELDS
-    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
-    assert machine["torch"] == torch.__version__
-    assert machine["threads"] == torch.get_num_threads()
-    assert machine["device"] == "cpu" and machine["cpu"]
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="needs Linux's /proc/cpuinfo")
+def test_the_recorded_kernels_are_the_widest_this_cpu_offers() -> None:
+    flags = _cpu_flags()
+    expected = (
+        "AVX512"
+        if {"avx512bw", "avx512vl", "avx512dq", "fma"} <= flags
+        else "AVX2"
+        if {"avx2", "fma"} <= flags
+        else None
+    )
+    if expected is None:
+        pytest.skip("an x86 CPU with AVX2 or AVX-512 is needed to know what ATen picks")
+    machine = _described_in_a_process_with({})
+    assert machine["cpu_capability"] == expected
+    assert machine["kernel_env"] == {}
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    assert machine["device"] == (gpu or "cpu")
 
 
 def test_kernels_forced_through_the_environment_are_recorded() -> None:

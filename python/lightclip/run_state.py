@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import TrainConfig
 from .losses import LightCLIPLoss
 from .runtime import Runtime
@@ -26,6 +28,7 @@ class TrainResult:
     step: int
     total_steps: int
     epoch: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where it trained
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step, this run
     checkpoint: Path | None = None
     export_path: Path | None = None

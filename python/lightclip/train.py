@@ -125,7 +125,9 @@ def _train(config: TrainConfig, rt: Runtime, on_step: StepHook | None, data: Any
     run = Run(
         config=config,
         rt=rt,
-        result=TrainResult(run_dir=run_dir, step=0, total_steps=total_steps, epoch=0),
+        result=TrainResult(
+            run_dir=run_dir, step=0, total_steps=total_steps, epoch=0, device=rt.device
+        ),
         on_step=on_step,
         model=model,
         ddp_model=ddp_model,

@@ -49,8 +49,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..augmentation import apply_aug_cfg
 from ..checkpoint import model_from_checkpoint
 from ..config import TrainConfig
@@ -256,12 +254,11 @@ def run_one(
         if h["step"] % config.log_every_n_steps == 0 or h["step"] == result.step
     ]
     print("dev: " + "  ".join(f"{name} {100 * metrics[k]:.1f}" for name, k in METRICS))
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
     run = {
         "row": key,
         "label": label,
         "seed": seed,
-        "machine": describe_machine(auto if config.device == "auto" else config.device),
+        "machine": describe_machine(result.device),
         "train_seconds": seconds,
         "dev_images": metrics.get("retrieval_num_images"),
         "curve": curve,
@@ -388,24 +385,41 @@ def per_seed_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def machines_note(runs: list[dict[str, Any]]) -> str:
-    """Which machine trained the runs. Seeds pair up only on one machine: another CPU's
-    kernels sum in another order, and the same seed trains into other weights."""
-    by_machine: dict[str, list[dict[str, Any]]] = {}
+def runs_by_setup(
+    runs: list[dict[str, Any]],
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The runs grouped by the kernels that computed them (:func:`machine_label`), and the runs
+    saved before runs recorded theirs."""
+    by_setup: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        label = machine_label(run["machine"]) if run.get("machine") else "not recorded"
-        by_machine.setdefault(label, []).append(run)
-    if len(by_machine) == 1:
-        return f"Trained on: {next(iter(by_machine))}."
-    lines = [
-        "Not all trained on one machine; the same seed on two machines is not the same run, "
-        "so compare seed by seed only within one:",
-        "",
-    ]
-    for label, mine in by_machine.items():
-        which = ", ".join(f"{r['label']} seed {r['seed']}" for r in mine)
-        lines.append(f"- {label}: {which}")
-    return "\n".join(lines)
+        if run.get("machine"):
+            by_setup.setdefault(machine_label(run["machine"]), []).append(run)
+    return by_setup, [run for run in runs if not run.get("machine")]
+
+
+def machines_note(runs: list[dict[str, Any]]) -> str:
+    """Which machine and kernels trained the runs. Seeds pair up only within one setup:
+    another CPU's kernels may sum in another order, and the same seed then trains into other
+    weights."""
+    by_setup, unrecorded = runs_by_setup(runs)
+
+    def which(some: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{r['label']} seed {r['seed']}" for r in some)
+
+    if len(by_setup) > 1:
+        lines = [
+            "Not all trained on one setup; the same seed on two setups is not the same run, "
+            "so compare seed by seed only within one:",
+            "",
+            *(f"- {label}: {which(some)}" for label, some in by_setup.items()),
+        ]
+        if unrecorded:
+            lines.append(f"- not recorded: {which(unrecorded)}")
+        return "\n".join(lines)
+    if not by_setup:
+        return "Trained on: not recorded."
+    note = f"Trained on: {next(iter(by_setup))}."
+    return note + (f" Not recorded for: {which(unrecorded)}." if unrecorded else "")
 
 
 def _seed_span(seeds: list[int]) -> str:
@@ -516,7 +530,12 @@ def merge_reports(folders: list[Path], out: Path) -> int:
     needed = {"row", "label", "seed", "curve", "train_seconds", *(k for _, k in METRICS)}
     for _, report in reports:
         for run in report["runs"]:
-            if not isinstance(run, dict) or not needed <= set(run) or run["row"] not in ROWS:
+            if (
+                not isinstance(run, dict)
+                or not needed <= set(run)
+                or run["row"] not in ROWS
+                or not isinstance(run.get("machine", {}), dict)
+            ):
                 raise InvalidInputError(
                     f"--merge: a saved run is not one of this comparison's: {run!r}"[:300]
                 )
@@ -534,11 +553,11 @@ def merge_reports(folders: list[Path], out: Path) -> int:
     if twice:
         row, seed = twice[0]
         raise InvalidInputError(f"--merge: row {row} seed {seed} is saved more than once")
-    machines = {machine_label(r["machine"]) for r in runs if r.get("machine")}
-    if len(machines) > 1:
+    setups = len(runs_by_setup(runs)[0])
+    if setups > 1:
         print(
-            f"--merge: warning: the runs come from {len(machines)} machines; seeds pair up "
-            "only within one (see the table's notes)",
+            f"--merge: warning: the runs come from {setups} machine setups (CPU, kernels, "
+            "threads, torch); seeds pair up only within one (see the table's notes)",
             file=sys.stderr,
         )
     order = list(ROWS)
