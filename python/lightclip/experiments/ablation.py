@@ -362,8 +362,9 @@ def markdown_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
 
 
 def per_seed_table(runs: list[dict[str, Any]]) -> str:
-    """R@10 of every run, rows against seeds: the paired view (same seed, another row) that
-    the means hide."""
+    """R@10 of every run, rows against seeds: the runs the means hide. Two rows' runs of one
+    seed are not a pair: another row computes other floats from its first step on, and that
+    moves a run as far as another seed would."""
     seeds = sorted({r["seed"] for r in runs})
     labels = {run_key(r): r["label"] for r in runs}
     lines = [
