@@ -3,9 +3,9 @@ it, and the accelerator with its libraries.
 
 The same code, seed and data may not give the same floats on two machines: torch and its
 libraries pick kernels by what the processor offers (AVX2, AVX-512), and a different summation
-order grows, over a training run, into different weights and a different recall. Runs are
-comparable seed for seed only when they come from the same kernels, so the experiments record
-this with every run and say when a table mixes setups.
+order grows, over a training run, into different weights and a different recall. A run
+repeats digit for digit only on the same kernels, so the experiments record them with every
+run and say when a table mixes setups.
 
     >>> machine_label({"cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch": "2.11.0",
     ...                "threads": 2, "device": "cpu", "kernel_env": {}})

@@ -399,7 +399,7 @@ def runs_by_setup(
 
 
 def machines_note(runs: list[dict[str, Any]]) -> str:
-    """Which machine and kernels trained the runs. Seeds pair up only within one setup:
+    """Which machine and kernels trained the runs. A seed's run repeats only within one setup:
     another CPU's kernels may sum in another order, and the same seed then trains into other
     weights."""
     by_setup, unrecorded = runs_by_setup(runs)
@@ -409,8 +409,7 @@ def machines_note(runs: list[dict[str, Any]]) -> str:
 
     if len(by_setup) > 1:
         lines = [
-            "Not all trained on one setup; the same seed on two setups is not the same run, "
-            "so compare seed by seed only within one:",
+            "Not all trained on one setup; the same seed on two setups is not the same run:",
             "",
             *(f"- {label}: {which(some)}" for label, some in by_setup.items()),
         ]
@@ -558,7 +557,7 @@ def merge_reports(folders: list[Path], out: Path) -> int:
     if setups > 1:
         print(
             f"--merge: warning: the runs come from {setups} machine setups (CPU, kernels, "
-            "threads, torch); seeds pair up only within one (see the table's notes)",
+            "threads, torch); a seed's run repeats only within one (see the table's notes)",
             file=sys.stderr,
         )
     order = list(ROWS)
