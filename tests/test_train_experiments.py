@@ -233,7 +233,7 @@ def test_merge_makes_one_table_of_comparisons_run_apart(tmp_path: Path) -> None:
     assert "| CLIP baseline | 3–5 | 4.0 ± 1.0 |" in table
     # zero_init_residual=True restates the preset: the header names the preset alone.
     assert "lightclip-tiny-mnv2 at 128 px, 10 steps" in table
-    # The paired view: + soft labels is 0.1 points above LightCLIP (row 0 of folder a) per seed.
+    # The per-seed view: + soft labels is 0.1 points above LightCLIP (row 0 of folder a) per seed.
     assert "| + soft labels | 3.1 / 3.1 | 4.1 / 4.1 | 5.1 / 5.1 |" in table
     assert table.endswith("Trained on: not recorded.\n")
 
