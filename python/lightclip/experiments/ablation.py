@@ -405,7 +405,13 @@ def machines_note(runs: list[dict[str, Any]]) -> str:
     by_setup, unrecorded = runs_by_setup(runs)
 
     def which(some: list[dict[str, Any]]) -> str:
-        return ", ".join(f"{r['label']} seed {r['seed']}" for r in some)
+        seeds_by_label: dict[str, list[int]] = {}
+        for run in some:
+            seeds_by_label.setdefault(run["label"], []).append(run["seed"])
+        return "; ".join(
+            f"{label} seed{'s' if len(seeds) > 1 else ''} {_seed_span(sorted(seeds))}"
+            for label, seeds in seeds_by_label.items()
+        )
 
     if len(by_setup) > 1:
         lines = [
